@@ -1,0 +1,1 @@
+"""Gradio viewer over ``recon.pipeline``."""

@@ -1,0 +1,1 @@
+"""Vision backbones (ViT encoders) that MASt3R-style decoders sit on."""

@@ -1,0 +1,1 @@
+"""Subcommands of the ``recon`` CLI; see ``recon.cli``."""

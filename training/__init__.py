@@ -1,0 +1,1 @@
+"""Training recipes: DUNE distillation, MASt3R decoder finetuning, MuM pretraining."""
