@@ -1,0 +1,337 @@
+"""``reconstruct()``: the one function the CLI, the app and the evaluators call.
+
+It only composes the steps, each a plain function over the dataclasses of ``recon.types``::
+
+    images -> pairs -> inference (encode once) -> matching -> alignment -> Scene
+
+and records what happened (images used / skipped and why, pairs, time and peak memory per stage) in a
+``RunReport``. Exporting is left to the caller (``recon.export.export``) so a result can be re-exported with
+other thresholds without re-running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recon.types import Matches, Priors, Scene, View
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "mast3r_vitl16_512"
+
+# A callback receiving (stage name, fraction done in [0, 1], message); the app uses it for its progress bar.
+ProgressFn = Callable[[str, float, str], None]
+
+
+class ReconstructionError(RuntimeError):
+    """The input cannot be reconstructed (e.g. fewer than two usable images); the message says why."""
+
+
+@dataclass(frozen=True)
+class UserPriors:
+    """Camera knowledge given by the user, in ORIGINAL image pixels (as the user knows them).
+
+    Attributes:
+        focal: one focal length (pixels of the original images) for every image.
+        intrinsics_file: JSON with per-image intrinsics (see ``read_camera_file``).
+        poses_file: JSON with per-image camera-to-world poses (OpenCV); those poses are held fixed.
+        shared_intrinsics: all images were taken with one camera (one focal / principal point is optimised).
+        use_exif: use the EXIF focal length of images that have one and no other prior.
+    """
+
+    focal: float | None = None
+    intrinsics_file: Path | None = None
+    poses_file: Path | None = None
+    shared_intrinsics: bool = False
+    use_exif: bool = True
+
+
+@dataclass(frozen=True)
+class ReconstructConfig:
+    """Settings of ``reconstruct``; every field has a sensible default.
+
+    Attributes:
+        graph: scene graph (``auto``, ``complete``, ``swin-k``, ``logwin-k``, ``oneref-i``, ``retrieval-k``).
+        align: ``sparse`` (MASt3R-SfM style) or ``dense`` (DUSt3R style).
+        image_size: network input size (long side); ``None`` = the model's native size.
+        match_conf_thr: minimum descriptor confidence of a match.
+        subsample: seed-grid step of the reciprocal matcher.
+        batch_size: ordered pairs per decoder call.
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:k]``.
+        cache_dir: where pair predictions are spilled / cached for resuming; ``None`` = RAM only.
+        max_ram_gb: RAM budget for pair predictions before spilling to ``cache_dir``.
+        seed: seeds the retrieval graph and the optimisers.
+        progress: show progress bars.
+    """
+
+    graph: str = "auto"
+    align: str = "sparse"
+    image_size: int | None = None
+    match_conf_thr: float = 0.0
+    subsample: int = 8
+    batch_size: int = 8
+    device: str = "auto"
+    cache_dir: Path | None = None
+    max_ram_gb: float = 4.0
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class RunReport:
+    """What a reconstruction did, for the end-of-run summary."""
+
+    n_images: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    graph: str = ""
+    n_pairs: int = 0
+    n_encoder_images: int = 0
+    n_matches: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_peak_mb: dict[str, float] = field(default_factory=dict)
+    mean_conf: float = float("nan")
+    registered: int = 0
+
+    def summary(self) -> str:
+        lines = [f"images used: {self.n_images}, skipped: {len(self.skipped)}"]
+        lines += [f"  skipped {name}: {why}" for name, why in self.skipped]
+        lines.append(
+            f"scene graph: {self.graph} -> {self.n_pairs} pairs ({2 * self.n_pairs} decoder passes), "
+            f"{self.n_encoder_images} encoder passes, {self.n_matches} matches"
+        )
+        lines.append(f"registered cameras: {self.registered}/{self.n_images}, mean confidence {self.mean_conf:.2f}")
+        total = sum(self.stage_seconds.values())
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in self.stage_seconds.items())
+        lines.append(f"time: {total:.1f}s ({stages})")
+        peak = max(self.stage_peak_mb.values(), default=0.0)
+        lines.append(f"peak memory: {peak:.0f} MB" + (" (CUDA)" if torch.cuda.is_available() else " (RSS)"))
+        return "\n".join(lines)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ReconstructionError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+    return torch.device(device)
+
+
+def _peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+@contextmanager
+def _stage(report: RunReport, name: str, device: torch.device, progress: ProgressFn | None):
+    if progress:
+        progress(name, 0.0, f"{name}...")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    yield
+    report.stage_seconds[name] = time.perf_counter() - t0
+    report.stage_peak_mb[name] = _peak_mb(device)
+    logger.info("%s done in %.2fs", name, report.stage_seconds[name])
+    if progress:
+        progress(name, 1.0, f"{name} done")
+
+
+def read_camera_file(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Read per-image cameras from JSON, keyed by image file name (with or without extension).
+
+    Accepted layouts: ``{"frames": [{"file_path"|"name": ..., ...}, ...]}``, a list of such records, or a mapping
+    ``{name: record}``. A record may hold ``"K"`` (3x3) or ``"fx", "fy", "cx", "cy"`` (or ``"focal"``) in original
+    pixels, and ``"T_world_cam"`` (4x4 camera-to-world, OpenCV). ``cameras.json`` written by ``recon synth``
+    and by ``recon.synth.write_folder`` is in this format.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ReconstructionError(f"cannot read camera file {path}: {err}") from None
+    if isinstance(data, dict) and isinstance(data.get("frames"), list):
+        records = data["frames"]
+    elif isinstance(data, dict) and isinstance(data.get("views"), list):
+        records = data["views"]
+    elif isinstance(data, list):
+        records = data
+    elif isinstance(data, dict):
+        records = [{"name": k, **v} for k, v in data.items() if isinstance(v, dict)]
+    else:
+        raise ReconstructionError(f"{path}: expected a JSON list or mapping of per-image cameras")
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for rec in records:
+        name = rec.get("name") or rec.get("file_path") or rec.get("image")
+        if not name:
+            raise ReconstructionError(f"{path}: a camera record has no 'name' / 'file_path'")
+        cam: dict[str, np.ndarray] = {}
+        if "K" in rec:
+            cam["K"] = np.asarray(rec["K"], dtype=np.float64).reshape(3, 3)
+        elif "fx" in rec or "focal" in rec:
+            fx = float(rec.get("fx", rec.get("focal")))
+            fy = float(rec.get("fy", fx))
+            if "cx" in rec and "cy" in rec:
+                cam["K"] = np.array([[fx, 0, rec["cx"]], [0, fy, rec["cy"]], [0, 0, 1]], dtype=np.float64)
+            else:
+                cam["focal"] = np.array([fx, fy])
+        if "T_world_cam" in rec:
+            cam["T_world_cam"] = np.asarray(rec["T_world_cam"], dtype=np.float64).reshape(4, 4)
+        out[Path(str(name)).name] = cam
+        out[Path(str(name)).stem] = cam
+    return out
+
+
+def build_priors(views: Sequence[View], user: UserPriors) -> Priors:
+    """Convert user priors (original pixels, by file name) into network-pixel ``Priors`` by view index."""
+    n = len(views)
+    K: list[np.ndarray | None] = [None] * n
+    focal: list[float | None] = [None] * n
+    poses: dict[int, np.ndarray] = {}
+    files = {}
+    if user.intrinsics_file:
+        files["intrinsics"] = read_camera_file(user.intrinsics_file)
+    if user.poses_file:
+        files["poses"] = read_camera_file(user.poses_file)
+    for k, v in enumerate(views):
+        orig_to_net = np.linalg.inv(v.net_to_orig)
+        # a focal length in original pixels scales by the resize factor (the crop does not change it)
+        scale = float(orig_to_net[0, 0])
+        rec = files.get("intrinsics", {}).get(v.name) or files.get("intrinsics", {}).get(Path(v.name).stem)
+        if rec is not None and "K" in rec:
+            K[k] = orig_to_net @ rec["K"]
+        elif rec is not None and "focal" in rec:
+            focal[k] = float(np.mean(rec["focal"])) * scale
+        elif user.focal is not None:
+            focal[k] = user.focal * scale
+        elif user.use_exif and v.focal_exif:
+            focal[k] = v.focal_exif * scale
+        if "poses" in files:
+            prec = files["poses"].get(v.name) or files["poses"].get(Path(v.name).stem)
+            if prec is not None and "T_world_cam" in prec:
+                poses[k] = prec["T_world_cam"]
+    if "intrinsics" in files and all(x is None for x in K) and all(f is None for f in focal):
+        raise ReconstructionError(
+            f"{user.intrinsics_file}: no entry matches any image name "
+            f"(images: {', '.join(v.name for v in views[:5])}...)"
+        )
+    if "poses" in files and not poses:
+        raise ReconstructionError(f"{user.poses_file}: no 'T_world_cam' entry matches any image name")
+    return Priors(
+        K=K if any(x is not None for x in K) else None,
+        focal=focal if any(f is not None for f in focal) else None,
+        shared_intrinsics=user.shared_intrinsics,
+        T_world_cam=poses,
+    )
+
+
+def _model_id(model, name: str | None) -> str:
+    if name:
+        return name
+    return f"{type(model).__name__}-{sum(p.numel() for p in model.parameters())}-{id(model)}"
+
+
+def reconstruct(
+    images: str | os.PathLike | Sequence[str | os.PathLike] | Sequence[View],
+    model=None,
+    *,
+    config: ReconstructConfig = ReconstructConfig(),
+    priors: UserPriors = UserPriors(),
+    backbone: str | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[Scene, RunReport]:
+    """Reconstruct a scene from photos.
+
+    Args:
+        images: a folder, a video, a list of files, or already prepared ``View``s.
+        model: a loaded model, a weights name, or a checkpoint path (default: ``DEFAULT_MODEL``).
+        config: pipeline settings.
+        priors: known intrinsics / poses (original pixels).
+        backbone: encoder to pair with a DUNE-MASt3R decoder checkpoint (name or path).
+        progress: optional callback ``(stage, fraction, message)``.
+
+    Returns:
+        The ``Scene`` and a ``RunReport``.
+
+    Raises:
+        ReconstructionError: fewer than two usable images, unreadable prior files, unknown device.
+    """
+    from recon.align import align
+    from recon.images import load_images
+    from recon.inference import InferenceConfig, encode_views, run_inference
+    from recon.matching import match_pair
+    from recon.pairs import make_pairs
+
+    device = resolve_device(config.device)
+    report = RunReport()
+    model_name = None
+    with _stage(report, "load", device, progress):
+        if model is None or isinstance(model, (str, os.PathLike)):
+            import recon
+
+            model_name = str(model or DEFAULT_MODEL)
+            model = recon.load_model(model_name, backbone=backbone, device=device)
+        model.eval()
+        if images and isinstance(images, Sequence) and not isinstance(images, str) and isinstance(images[0], View):
+            views, skipped = list(images), []
+        else:
+            size = config.image_size or model.image_size
+            views, skipped = load_images(
+                images, size=size, patch_size=model.patch_size, square_ok=model.patch_size != 16
+            )
+        report.skipped = [(str(s[0]), str(s[1])) for s in skipped]
+        if len(views) < 2:
+            why = "; ".join(f"{n}: {r}" for n, r in report.skipped) or "none were given"
+            raise ReconstructionError(f"need at least 2 usable images, got {len(views)} ({why})")
+        report.n_images = len(views)
+        user_priors = build_priors(views, priors)
+
+    with _stage(report, "pairs", device, progress):
+        feats = None
+        graph = config.graph
+        if graph.startswith(("retrieval", "auto")):
+            feats = encode_views(model, views, progress=config.progress)
+            report.n_encoder_images += len(views)
+        pairs = make_pairs(len(views), graph, tokens=feats, seed=config.seed)
+        report.graph, report.n_pairs = graph, len(pairs)
+
+    with _stage(report, "inference", device, progress):
+        inf_cfg = InferenceConfig(
+            batch_size=config.batch_size, cache_dir=config.cache_dir, max_ram_bytes=int(config.max_ram_gb * 2**30)
+        )
+        if feats is None:
+            feats = encode_views(model, views, progress=config.progress)
+            report.n_encoder_images += len(views)
+        preds = run_inference(
+            model, views, pairs, inf_cfg, model_id=_model_id(model, model_name), progress=config.progress, feats=feats
+        )
+        del feats
+
+    matches: list[Matches] = []
+    with _stage(report, "matching", device, progress):
+        if config.align == "sparse":
+            for pred in preds:
+                if pred.desc_i is None:
+                    raise ReconstructionError(
+                        "sparse alignment needs descriptors; this model has none (DUSt3R heads): use --align dense"
+                    )
+                matches.append(match_pair(pred, subsample=config.subsample, conf_thr=config.match_conf_thr))
+            report.n_matches = sum(len(m) for m in matches)
+
+    with _stage(report, "alignment", device, progress):
+        scene = align(views, preds, matches, user_priors, method=config.align, seed=config.seed)
+
+    report.registered = int(np.sum(scene.registered)) if scene.registered is not None else len(scene)
+    confs = [c[c > 0].mean() for c in scene.conf if (c > 0).any()]
+    report.mean_conf = float(np.mean(confs)) if confs else float("nan")
+    return scene, report
