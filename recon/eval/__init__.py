@@ -1,0 +1,7 @@
+"""Multi-view pose evaluation on CO3Dv2 and RealEstate10K ("10 random frames", PoseDiffusion protocol).
+
+Modules: ``metrics`` (pair errors, RRA/RTA, mAA), ``cameras`` (dataset -> ``T_world_cam`` / ``K``), ``co3d`` and
+``re10k`` (readers and filters), ``sampling`` (seeded frame draws saved to JSON), ``predictors`` (the
+``predict(frames)`` protocol and the oracle), ``pairwise`` (essential-matrix relative poses from decoder
+outputs), ``runner`` (resumable JSON-lines results, shards, summaries). See docs/eval.md.
+"""
