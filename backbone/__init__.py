@@ -6,7 +6,7 @@ is a ``VisionTransformer`` with a ``spec`` (``BackboneSpec``), ``forward(images 
 [B, h*w, D]`` and ``forward_features(images) -> dict``.
 """
 
-from backbone import croco, dune  # noqa: F401  (register the families)
+from backbone import croco, dune, mum  # noqa: F401  (register the families)
 from backbone.registry import BackboneSpec, create, list_backbones
 from backbone.vit import VisionTransformer, ViTConfig
 
