@@ -1,0 +1,309 @@
+"""Scene graphs: which image pairs to decode.
+
+``make_pairs(n, graph)`` returns unordered pairs ``(i, j)`` with ``i < j``, sorted, without duplicates or
+self-pairs; inference decodes each of them in both orders. Graph names (semantics of the official
+``make_pairs``, reference/mast3r.md §5, except where noted):
+
+=======================  =================================================================================
+``complete``             every pair: ``n (n - 1) / 2``
+``swin-k``               each image with the ``k`` next ones, wrapping around (``swin-k-noncyclic``: no wrap)
+``logwin-k``             each image with those at offsets ``±1, ±2, ±4, ..., ±2^(k-1)`` (wrapping unless
+                         ``-noncyclic``)
+``oneref-i``             image ``i`` with every other one
+``retrieval-k[-m]``      ``k`` nearest neighbours of each image by a global descriptor pooled from the
+                         backbone's own patch tokens, plus ``m`` key images chosen by farthest-point sampling,
+                         linked together (complete) and each image to its nearest key image
+``auto``                 one of the above, picked from the number of images and the memory available
+=======================  =================================================================================
+
+Differences from the official code, on purpose: unknown or malformed names raise ``ValueError`` (dust3r returns
+``[]``, and ``swin-x`` silently meant ``swin-3``); ``k >= n`` never produces self-pairs; ``retrieval`` needs no
+separately trained ASMK codebook, puts ``k`` before ``m`` (official ``retrieval-Na-k``), counts ``k`` neighbours
+*besides* the image itself (official ``argsort()[:k]`` includes it) and seeds its farthest-point start
+(official: unseeded ``np.random.choice``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+GRAPHS = ("complete", "swin-k[-noncyclic]", "logwin-k[-noncyclic]", "oneref-i", "retrieval-k[-m]", "auto")
+
+# Official defaults when the number is left out of the name.
+DEFAULT_SWIN_K = 3
+DEFAULT_LOGWIN_K = 3
+DEFAULT_RETRIEVAL_K = 10
+
+# Bytes one unordered pair keeps after inference at 512x384 (both orders, float16): per view pts3d (3) + conf (1)
+# + desc (24) + desc_conf (1) channels, two views per ordered pair.
+BYTES_PER_PAIR_512 = 2 * 2 * (3 + 1 + 24 + 1) * 512 * 384 * 2
+# auto: above this many images a complete graph costs too much decoder time even if it fits in memory.
+AUTO_MAX_COMPLETE = 24
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """A parsed scene-graph name.
+
+    Attributes:
+        kind: ``complete``, ``swin``, ``logwin``, ``oneref``, ``retrieval`` or ``auto``.
+        k: window size (swin/logwin), neighbour count (retrieval) or reference index (oneref).
+        m: number of key images (retrieval; ``None`` = ``ceil(sqrt(n))``).
+        cyclic: swin/logwin windows wrap around the end of the sequence.
+    """
+
+    kind: str
+    k: int | None = None
+    m: int | None = None
+    cyclic: bool = True
+
+    @property
+    def name(self) -> str:
+        if self.kind in ("complete", "auto"):
+            return self.kind
+        if self.kind in ("swin", "logwin"):
+            return f"{self.kind}-{self.k}" + ("" if self.cyclic else "-noncyclic")
+        if self.kind == "oneref":
+            return f"oneref-{self.k}"
+        return f"retrieval-{self.k}" + (f"-{self.m}" if self.m is not None else "")
+
+
+_PATTERNS = {
+    "complete": re.compile(r"complete"),
+    "auto": re.compile(r"auto"),
+    "swin": re.compile(r"swin(?:-(\d+))?(-noncyclic)?"),
+    "logwin": re.compile(r"logwin(?:-(\d+))?(-noncyclic)?"),
+    "oneref": re.compile(r"oneref(?:-(\d+))?"),
+    "retrieval": re.compile(r"retrieval(?:-(\d+)(?:-(\d+))?)?"),
+}
+
+
+def parse_graph(graph: str) -> GraphSpec:
+    """Parse a scene-graph name (see the module docstring).
+
+    Raises:
+        ValueError: unknown name or malformed parameters; the message lists the valid forms.
+    """
+    name = graph.strip().lower()
+    for kind, pattern in _PATTERNS.items():
+        m = pattern.fullmatch(name)
+        if m is None:
+            continue
+        if kind in ("swin", "logwin"):
+            k = int(m.group(1)) if m.group(1) else (DEFAULT_SWIN_K if kind == "swin" else DEFAULT_LOGWIN_K)
+            if k < 1:
+                raise ValueError(f"scene graph {graph!r}: the window size must be >= 1")
+            return GraphSpec(kind, k=k, cyclic=m.group(2) is None)
+        if kind == "oneref":
+            return GraphSpec(kind, k=int(m.group(1)) if m.group(1) else 0)
+        if kind == "retrieval":
+            k = int(m.group(1)) if m.group(1) else DEFAULT_RETRIEVAL_K
+            if k < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
+                raise ValueError(f"scene graph {graph!r}: k and m must be >= 1")
+            return GraphSpec(kind, k=k, m=int(m.group(2)) if m.group(2) else None)
+        return GraphSpec(kind)
+    raise ValueError(f"unknown scene graph {graph!r}; valid: {', '.join(GRAPHS)} (e.g. swin-5, retrieval-10-4)")
+
+
+def _canonical(pairs) -> list[tuple[int, int]]:
+    return sorted({(min(i, j), max(i, j)) for i, j in pairs if i != j})
+
+
+def _window(n: int, offsets: Sequence[int], cyclic: bool) -> list[tuple[int, int]]:
+    pairs = []
+    for i in range(n):
+        for d in offsets:
+            j = i + d
+            if cyclic:
+                j %= n
+            elif not 0 <= j < n:
+                continue
+            pairs.append((i, j))
+    return _canonical(pairs)
+
+
+def global_descriptors(tokens: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One global descriptor per image from its patch tokens.
+
+    Each token is L2-normalised, tokens are mean-pooled, the set's mean descriptor is subtracted (ViT tokens
+    share a large common component that otherwise makes every image look alike; no trained whitening needed)
+    and the result L2-normalised.
+
+    Args:
+        tokens: ``n`` tensors ``[N_i, D]`` (token counts may differ: portrait and landscape mixed).
+
+    Returns:
+        ``[n, D]`` float32 unit descriptors (on the CPU).
+    """
+    if not tokens:
+        raise ValueError("no tokens given")
+    dims = {t.shape[-1] for t in tokens}
+    if len(dims) != 1 or any(t.ndim != 2 or t.shape[0] == 0 for t in tokens):
+        raise ValueError(f"tokens must be [N_i, D] tensors with one D, got {[tuple(t.shape) for t in tokens]}")
+    g = torch.stack([torch.nn.functional.normalize(t.detach().float().cpu(), dim=-1).mean(0) for t in tokens])
+    if len(g) > 2:
+        # with two images, centring would make them exact opposites; it only helps ranking among many
+        g = g - g.mean(0, keepdim=True)
+    return torch.nn.functional.normalize(g, dim=-1)
+
+
+def farthest_point_sampling(dist: np.ndarray, m: int, start: int) -> list[int]:
+    """``m`` indices chosen greedily, each the farthest from those already chosen (``dist`` is ``[n, n]``)."""
+    chosen = [start]
+    d_min = dist[start].copy()
+    for _ in range(min(m, len(dist)) - 1):
+        nxt = int(np.argmax(d_min))  # ties: lowest index, deterministic
+        chosen.append(nxt)
+        d_min = np.minimum(d_min, dist[nxt])
+    return chosen
+
+
+def retrieval_pairs(tokens: Sequence[torch.Tensor], k: int, m: int | None = None, seed: int = 0):
+    """Retrieval graph from patch tokens (see ``make_pairs``); returns ``(pairs, key_images)``."""
+    n = len(tokens)
+    g = global_descriptors(tokens).double().numpy()
+    sim = g @ g.T
+    dist = 1.0 - sim
+    np.fill_diagonal(dist, 0.0)
+    m = math.ceil(math.sqrt(n)) if m is None else min(m, n)
+    start = int(np.random.default_rng(seed).integers(n))
+    keys = farthest_point_sampling(dist, m, start)
+    pairs = [(a, b) for a in keys for b in keys]  # complete among key images
+    key_arr = np.asarray(keys)
+    for i in range(n):
+        pairs.append((i, int(key_arr[np.argmin(dist[i, key_arr])])))  # nearest key image (itself if a key)
+        order = np.argsort(dist[i], kind="stable")
+        neighbours = [int(j) for j in order if j != i][: min(k, n - 1)]
+        pairs.extend((i, j) for j in neighbours)
+    return _canonical(pairs), keys
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the OS reports as available (Linux ``MemAvailable``; else ``sysconf``), or ``None``."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def choose_graph(
+    n: int,
+    *,
+    has_tokens: bool = False,
+    memory_bytes: int | None = None,
+    bytes_per_pair: int = BYTES_PER_PAIR_512,
+) -> tuple[str, str]:
+    """The graph ``auto`` picks for ``n`` images, and why.
+
+    A complete graph when it is small enough in both decoder passes (``n <= AUTO_MAX_COMPLETE``) and stored
+    predictions (half the available memory); otherwise ``retrieval-k`` when patch tokens are available, else
+    ``logwin-k``, with ``k`` as large as memory allows (at most 10 neighbours / 5 octaves).
+
+    Returns:
+        ``(graph name, reason)``.
+    """
+    budget = memory_bytes if memory_bytes is not None else available_memory_bytes()
+    budget = budget // 2 if budget is not None else None  # leave room for the model, images and alignment
+    n_complete = n * (n - 1) // 2
+    fits = budget is None or n_complete * bytes_per_pair <= budget
+    mem = "unknown memory" if budget is None else f"{budget / 2**30:.1f} GiB budget"
+    if n <= AUTO_MAX_COMPLETE and fits:
+        return "complete", f"{n} images: all {n_complete} pairs fit ({mem})"
+    max_pairs = n_complete if budget is None else max(n - 1, budget // bytes_per_pair)
+    why = f"{n} images" if n > AUTO_MAX_COMPLETE else f"{n_complete} pairs exceed the {mem}"
+    if has_tokens:
+        k = int(max(1, min(10, n - 1, max_pairs // max(n, 1))))
+        return f"retrieval-{k}", f"{why}: nearest neighbours by patch tokens, at most {max_pairs} pairs ({mem})"
+    k = 1
+    while k < 5 and 2 ** (k + 1) < n and n * (k + 1) <= max_pairs:
+        k += 1
+    return f"logwin-{k}", f"{why} and no tokens for retrieval: logarithmic windows, at most {max_pairs} pairs ({mem})"
+
+
+def make_pairs(
+    n: int,
+    graph: str = "complete",
+    *,
+    tokens: Sequence[torch.Tensor] | None = None,
+    seed: int = 0,
+    memory_bytes: int | None = None,
+    bytes_per_pair: int = BYTES_PER_PAIR_512,
+) -> list[tuple[int, int]]:
+    """Unordered image pairs of a scene graph.
+
+    Args:
+        n: number of images (>= 2).
+        graph: graph name (module docstring); case-insensitive.
+        tokens: ``n`` tensors ``[N_i, D]`` of backbone patch tokens, one per image; needed by ``retrieval``
+            (and used by ``auto`` when given).
+        seed: seeds the farthest-point start of ``retrieval``; equal inputs give equal pairs.
+        memory_bytes: memory ``auto`` may plan with (default: what the OS reports available).
+        bytes_per_pair: stored prediction size of one unordered pair (``auto``; default 512x384 float16).
+
+    Returns:
+        Sorted list of ``(i, j)`` with ``0 <= i < j < n``, no duplicates.
+
+    Raises:
+        ValueError: unknown graph, ``n < 2``, a reference index out of range, or ``retrieval`` without tokens.
+    """
+    spec = parse_graph(graph)
+    if n < 2:
+        raise ValueError(f"a scene graph needs at least 2 images, got {n}")
+    if tokens is not None and len(tokens) != n:
+        raise ValueError(f"got {len(tokens)} token tensors for {n} images")
+    if spec.kind == "auto":
+        name, why = choose_graph(
+            n, has_tokens=tokens is not None, memory_bytes=memory_bytes, bytes_per_pair=bytes_per_pair
+        )
+        logger.info("scene graph auto -> %s (%s)", name, why)
+        spec = parse_graph(name)
+    if spec.kind == "complete":
+        return [(i, j) for i in range(n) for j in range(i + 1, n)]
+    if spec.kind == "swin":
+        return _window(n, range(1, spec.k + 1), spec.cyclic)
+    if spec.kind == "logwin":
+        offsets = [s * 2**e for e in range(spec.k) for s in (1, -1)]
+        return _window(n, offsets, spec.cyclic)
+    if spec.kind == "oneref":
+        if not 0 <= spec.k < n:
+            raise ValueError(f"scene graph {graph!r}: reference image {spec.k} is out of range for {n} images")
+        return _canonical((spec.k, j) for j in range(n))
+    if tokens is None:
+        raise ValueError(f"scene graph {graph!r} needs the images' patch tokens (tokens=[...], one [N_i, D] each)")
+    pairs, keys = retrieval_pairs(tokens, spec.k, spec.m, seed)
+    logger.info("retrieval graph: key images %s, %d pairs", keys, len(pairs))
+    return pairs
+
+
+def describe_graph(n: int, graph: str, pairs: Sequence[tuple[int, int]] | None = None) -> str:
+    """One line saying what a graph means for ``n`` images, e.g. ``swin-3 (cyclic): 30 pairs, 60 decoder passes``."""
+    spec = parse_graph(graph)
+    what = {
+        "complete": "every pair",
+        "swin": f"each image with the next {spec.k}" + (", wrapping around" if spec.cyclic else ""),
+        "logwin": f"offsets ±1..±{2 ** ((spec.k or 1) - 1)}" + (", wrapping around" if spec.cyclic else ""),
+        "oneref": f"image {spec.k} with every other image",
+        "retrieval": f"{spec.k} nearest neighbours by patch tokens + {spec.m or 'sqrt(n)'} key images",
+        "auto": "chosen from image count and memory",
+    }[spec.kind]
+    line = f"{spec.name} over {n} images ({what})"
+    if pairs is not None:
+        line += f": {len(pairs)} pairs, {2 * len(pairs)} decoder passes"
+    return line
