@@ -145,6 +145,17 @@ def _rename(key: str, keymap: KeyMap) -> str | None:
     return None
 
 
+def official_name(key: str, keymap: KeyMap) -> str:
+    """Inverse of the renames: a ReconModel key -> the key the official file uses (for error messages)."""
+    for old, new in keymap.extra_renames:
+        if key.startswith(new):
+            return old + key[len(new) :]
+    for old, new in keymap.renames:
+        if key.startswith(new):
+            return keymap.prefix + old + key[len(new) :]
+    return key
+
+
 def _check_aliases(state_dict: Mapping[str, torch.Tensor], prefix: str) -> None:
     """The ``scratch.layer_rn.N`` aliases we drop must hold the same values as ``scratch.layer{N+1}_rn``."""
     for key, value in state_dict.items():
@@ -155,6 +166,8 @@ def _check_aliases(state_dict: Mapping[str, torch.Tensor], prefix: str) -> None:
         ref = state_dict.get(target)
         if ref is None:
             raise CheckpointError(f"{key} is present but its original {target} is missing")
+        if value is ref:
+            continue
         same_storage = (
             value.shape == ref.shape
             and value.stride() == ref.stride()

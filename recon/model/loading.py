@@ -1,0 +1,330 @@
+"""``load_model`` / ``save_model``: every checkpoint format a ``ReconModel`` can come from, detected by content.
+
+- MASt3R / DUSt3R release ``.pth``: ``{'model', 'args': Namespace(model='AsymmetricMASt3R(...)')}``; the
+  backbone is the file's own CroCo encoder;
+- Hugging Face export: a folder (or a ``.safetensors`` file) with ``model.safetensors`` + ``config.json``;
+- DUNE-MASt3R decoder ``.pth``: ``{'dune_backbone_name', 'mast3r_model_str', 'model'}``; the backbone comes from
+  a separate DUNE checkpoint;
+- recon: ``.pth`` ``{'arch', 'config', 'format', 'model'}``, or ``.safetensors`` with that metadata.
+
+Nothing in a file is executed: pickles go through ``backbone.checkpoint.safe_load`` (``weights_only=True``, only
+``argparse.Namespace`` allowed) and constructor strings through ``parse_constructor`` (``ast``, never ``eval``).
+Each official format has one key map in ``recon.model.formats``; unmapped, missing or mis-shaped keys raise
+``CheckpointError`` naming them (under the official names).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from backbone.checkpoint import CheckpointError, check_state_dict, load_strict, parse_constructor, safe_load
+from recon.model.formats import (
+    DUNE_MAST3R,
+    MAST3R_HF,
+    MAST3R_PTH,
+    KeyMap,
+    configs_from_constructor,
+    convert_state_dict,
+    official_name,
+)
+from recon.model.recon_model import ModelConfig, ReconModel
+
+logger = logging.getLogger(__name__)
+
+RECON_FORMAT = "recon.model/1"
+RECON_ARCH = "ReconModel"
+_PARTS = ("adapter", "decoder", "head1", "head2")  # ReconModel children filled from decoder checkpoints
+
+
+# ------------------------------------------------------------------------------------------------ public API
+def load_model(
+    path_or_name: str | os.PathLike,
+    backbone: str | os.PathLike | nn.Module | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> ReconModel:
+    """Load a binocular model from a checkpoint file, a Hugging Face folder or a named release.
+
+    Args:
+        path_or_name: a file or folder, or a name of the weights table (``recon weights list``), which is
+            downloaded into the cache on first use.
+        backbone: only for DUNE-MASt3R decoder checkpoints (which hold no encoder): a DUNE checkpoint path or
+            weights name, or an already built backbone module. Default: the encoder the file names in
+            ``dune_backbone_name``.
+        device: where the model ends up.
+        dtype: cast the backbone and decoder to this dtype (e.g. ``torch.bfloat16``); the heads stay float32 as
+            in the official code (their ``exp``/``expm1`` need the range).
+
+    Returns:
+        ``ReconModel`` in eval mode.
+
+    Raises:
+        CheckpointError: unreadable file, unknown format, or keys that do not match (named).
+    """
+    path = _resolve(path_or_name)
+    ckpt, hf_config = _read(path)
+    fmt = detect_format(ckpt, hf_config)
+    if backbone is not None and fmt not in ("dune_mast3r",):
+        raise CheckpointError(
+            f"{path}: a {fmt} checkpoint holds its own encoder; `backbone=` is only for DUNE-MASt3R decoders"
+        )
+    logger.info("loading %s checkpoint %s", fmt, path)
+    if fmt == "recon":
+        model = _load_recon(ckpt)
+    elif fmt == "dune_mast3r":
+        model = _load_dune_mast3r(ckpt, backbone)
+    elif fmt == "hf":
+        model = _load_mast3r(ckpt, hf_config, MAST3R_HF)
+    else:
+        model = _load_mast3r(ckpt["model"], _constructor_of(ckpt, path), MAST3R_PTH)
+    return cast_model(model.to(device).eval(), dtype)
+
+
+def save_model(model: ReconModel, path: str | os.PathLike) -> Path:
+    """Write ``model`` in recon's own format, atomically (temp file in the same folder + ``os.replace``).
+
+    ``.safetensors`` paths get a safetensors file with the format, arch and config as metadata; any other suffix
+    a ``torch.save`` of ``{'arch', 'config', 'format', 'model'}`` (plain data, loadable with ``weights_only``).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    config = dataclasses.replace(model.config, backbone=backbone_recipe(model))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            meta = {"format": RECON_FORMAT, "arch": RECON_ARCH, "config": json.dumps(config.to_dict())}
+            save_file(state, tmp, metadata=meta)
+        else:
+            torch.save({"arch": RECON_ARCH, "config": config.to_dict(), "format": RECON_FORMAT, "model": state}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    logger.info("saved %s", path)
+    return path
+
+
+def cast_model(model: ReconModel, dtype: torch.dtype | None) -> ReconModel:
+    """Cast backbone, adapter and decoder to ``dtype`` (None: unchanged); the heads stay float32."""
+    if dtype is not None:
+        for part in (model.backbone, model.adapter, model.decoder):
+            part.to(dtype)
+    return model
+
+
+def detect_format(ckpt, hf_config: Mapping | None = None) -> str:
+    """The format of a loaded checkpoint: ``'recon'``, ``'dune_mast3r'``, ``'mast3r'`` or ``'hf'``.
+
+    Raises:
+        CheckpointError: not a known layout (the message lists the top-level keys found).
+    """
+    if hf_config is not None:
+        return "hf"
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointError(f"a checkpoint must be a dict, got {type(ckpt).__name__}")
+    keys = set(ckpt)
+    if {"arch", "config", "format", "model"} <= keys and str(ckpt["format"]).startswith("recon.model/"):
+        return "recon"
+    if {"dune_backbone_name", "mast3r_model_str", "model"} <= keys:
+        return "dune_mast3r"
+    if {"model", "args"} <= keys:
+        return "mast3r"
+    shown = sorted(str(k) for k in keys)[:10]
+    raise CheckpointError(
+        f"unknown checkpoint layout with top-level keys {shown}; expected a MASt3R/DUSt3R release "
+        "{'model', 'args'}, a DUNE-MASt3R decoder {'dune_backbone_name', 'mast3r_model_str', 'model'}, a Hugging "
+        "Face folder (model.safetensors + config.json) or a recon checkpoint {'arch', 'config', 'format', 'model'}"
+    )
+
+
+def backbone_recipe(model: ReconModel) -> dict:
+    """``{"factory": registered name, "config": ViTConfig fields}`` that rebuilds ``model.backbone``."""
+    if model.config.backbone:
+        return dict(model.config.backbone)
+    import backbone as bb
+
+    config = getattr(model.backbone, "config", None)
+    if config is None or not dataclasses.is_dataclass(config):
+        raise CheckpointError("cannot save: the backbone has no dataclass `config` to rebuild it from")
+    factory = config.name
+    if factory not in bb.list_backbones():
+        from backbone.dune import DuneBackbone
+
+        factory = "dune_vits14" if isinstance(model.backbone, DuneBackbone) else None
+        if factory is None and getattr(config, "rope", None) == "croco":
+            factory = "croco_vitl16"
+    if factory is None:
+        raise CheckpointError(f"cannot save: no registered backbone family builds {config.name!r}")
+    return {"factory": factory, "config": dataclasses.asdict(config)}
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def _resolve(path_or_name: str | os.PathLike) -> Path:
+    path = Path(path_or_name).expanduser()
+    if path.exists():
+        return path
+    text = str(path_or_name)
+    if os.sep in text or path.suffix in (".pth", ".pt", ".safetensors", ".bin"):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    from backbone import hub  # lazy: only named weights need the table
+
+    return hub.get_weights(text)
+
+
+def _read(path: Path) -> tuple[object, dict | None]:
+    """-> (checkpoint object, HF config dict or None)."""
+    folder_weights = path / "model.safetensors" if path.is_dir() else None
+    if folder_weights is not None:
+        if not folder_weights.is_file() or not (path / "config.json").is_file():
+            raise CheckpointError(f"{path} is a folder without model.safetensors + config.json (Hugging Face layout)")
+        return safe_load(folder_weights), _read_json(path / "config.json")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if str(meta.get("format", "")).startswith("recon.model/"):
+            config = json.loads(meta["config"])
+            return {
+                "arch": meta.get("arch"),
+                "config": config,
+                "format": meta["format"],
+                "model": safe_load(path),
+            }, None
+        if (path.parent / "config.json").is_file():
+            return safe_load(path), _read_json(path.parent / "config.json")
+        raise CheckpointError(f"{path}: safetensors without recon metadata and without a config.json beside it")
+    return safe_load(path), None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())  # Python's json reads the Infinity that HF configs contain
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {path}: {err}") from None
+
+
+def _constructor_of(ckpt: Mapping, path: Path) -> tuple[str, dict]:
+    args = ckpt["args"]
+    text = args.get("model") if isinstance(args, Mapping) else getattr(args, "model", None)
+    if not isinstance(text, str):
+        raise CheckpointError(f"{path}: 'args' has no constructor string 'model' (a CroCo pretraining file?)")
+    return parse_constructor(text)
+
+
+# ------------------------------------------------------------------------------------------------ formats
+def _load_mast3r(state_dict: Mapping, constructor, keymap: KeyMap) -> ReconModel:
+    """MASt3R / DUSt3R release (``constructor`` = parsed string) or HF export (``constructor`` = config.json)."""
+    import backbone as bb
+    from backbone import croco
+
+    if isinstance(constructor, tuple):
+        class_name, kwargs = constructor
+    else:  # HF config.json: the constructor kwargs; metadata entries start with "_"
+        kwargs = {k: v for k, v in constructor.items() if not k.startswith("_")}
+        mast3r_only = {"two_confs", "desc_conf_mode", "desc_mode"}
+        is_mast3r = bool(mast3r_only & set(kwargs)) or kwargs.get("head_type") == "catmlp+dpt"
+        class_name = "AsymmetricMASt3R" if is_mast3r else "AsymmetricCroCo3DStereo"
+    decoder_cfg, head_cfg, image_size, _ = configs_from_constructor(class_name, kwargs)
+    overrides = croco.croco_overrides_from_mast3r(kwargs)
+    mapped, encoder_state = convert_state_dict(state_dict, keymap)
+    with torch.device("meta"):
+        encoder = bb.create("croco_vitl16", **overrides)
+    used = croco.load_mast3r_encoder(encoder, encoder_state)
+    if set(encoder_state) - used:
+        raise CheckpointError(f"{keymap.name}: encoder keys not consumed: {sorted(set(encoder_state) - used)[:12]}")
+    recipe = {"factory": "croco_vitl16", "config": dataclasses.asdict(encoder.config)}
+    config = ModelConfig(decoder=decoder_cfg, head=head_cfg, image_size=image_size, backbone=recipe)
+    return _assemble(encoder, config, mapped, keymap)
+
+
+def _load_dune_mast3r(ckpt: Mapping, backbone) -> ReconModel:
+    class_name, kwargs = parse_constructor(ckpt["mast3r_model_str"])
+    decoder_cfg, head_cfg, _, enc = configs_from_constructor(class_name, kwargs)
+    encoder = _dune_backbone(backbone if backbone is not None else str(ckpt["dune_backbone_name"]))
+    if int(encoder.spec.embed_dim) != int(enc["enc_embed_dim"]):
+        raise CheckpointError(
+            f"DUNE-MASt3R decoder expects a {enc['enc_embed_dim']}-d encoder but the backbone "
+            f"{encoder.spec.name!r} is {encoder.spec.embed_dim}-d: pass the matching DUNE checkpoint as backbone="
+        )
+    recipe = {}
+    if dataclasses.is_dataclass(getattr(encoder, "config", None)):
+        recipe = {"factory": "dune_vits14", "config": dataclasses.asdict(encoder.config)}
+    config = ModelConfig(
+        decoder=decoder_cfg,
+        head=head_cfg,
+        # The decoder was fine-tuned at the DUNE encoder's resolution (448 for the releases); the official demo
+        # also runs it at 518 (img_size of the inner string), which is accepted too.
+        image_size=int(encoder.spec.image_size),
+        tokens="prenorm",  # the official wrapper skips DUNE's final norm ...
+        adapter_norm_eps=1e-5,  # ... and applies its own trainable nn.LayerNorm (default eps 1e-5)
+        backbone=recipe,
+    )
+    mapped, _ = convert_state_dict(ckpt["model"], DUNE_MAST3R)
+    return _assemble(encoder, config, mapped, DUNE_MAST3R)
+
+
+def _dune_backbone(spec) -> nn.Module:
+    """A DUNE encoder from a module, a checkpoint path or a weights name (official hub names included)."""
+    if isinstance(spec, nn.Module):
+        if not hasattr(spec, "spec"):
+            raise CheckpointError("backbone= module does not follow the backbone protocol (no .spec)")
+        return spec
+    from backbone.dune import load_dune
+
+    path = Path(spec).expanduser()
+    if not path.exists():
+        path = _resolve(spec)
+    return load_dune(path, with_projectors=False)
+
+
+def _load_recon(ckpt: Mapping) -> ReconModel:
+    if ckpt.get("arch") != RECON_ARCH:
+        raise CheckpointError(f"recon checkpoint of unknown arch {ckpt.get('arch')!r} (expected {RECON_ARCH!r})")
+    try:
+        config = ModelConfig(**ckpt["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"recon checkpoint has an invalid config: {err}") from None
+    recipe = config.backbone
+    if not recipe or "factory" not in recipe:
+        raise CheckpointError("recon checkpoint has no backbone recipe ({'factory', 'config'}) in its config")
+    import backbone as bb
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.get("config", {}).items()}
+    with torch.device("meta"):
+        model = ReconModel(bb.create(recipe["factory"], **fields), config)
+    load_strict(model, ckpt["model"], "recon checkpoint")
+    return model
+
+
+def _assemble(encoder: nn.Module, config: ModelConfig, mapped: Mapping, keymap: KeyMap) -> ReconModel:
+    """Build the decoder and heads on the meta device around a loaded encoder and fill them from ``mapped``."""
+    with torch.device("meta"):
+        model = ReconModel(encoder, config)
+    expected = {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in _PARTS}
+    # Compare under official names so that errors name the keys as they are in the file.
+    check_state_dict(
+        {official_name(k, keymap): v for k, v in expected.items()},
+        {official_name(k, keymap): v for k, v in mapped.items()},
+        keymap.name,
+    )
+    for part in _PARTS:
+        sub = {k[len(part) + 1 :]: v for k, v in mapped.items() if k.startswith(part + ".")}
+        load_strict(getattr(model, part), sub, f"{keymap.name} ({part})")
+    return model
