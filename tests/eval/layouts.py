@@ -27,6 +27,7 @@ class SeqSpec:
     bad_T_frame: int | None = None  # this frame gets T = [1e5, 1, 0]
     empty_mask_frame: int | None = None  # this frame's mask is all zero
     yaw0_deg: float = 0.0
+    yaw_step_deg: float = 7.2  # keep n * step < 360: coincident centres have no translation direction
 
 
 def look_at_circle(n, radius=3.0, height=0.5, yaw_step_deg=7.2, yaw0_deg=0.0):
@@ -82,7 +83,7 @@ def write_co3d_layout(root: Path, categories: dict[str, list[SeqSpec]], legacy_i
                 {"sequence_name": spec.name, "category": cat, "video": None, "point_cloud": None,
                  "viewpoint_quality_score": spec.quality}
             )  # fmt: skip
-            poses = look_at_circle(spec.n_frames, yaw0_deg=spec.yaw0_deg)
+            poses = look_at_circle(spec.n_frames, yaw_step_deg=spec.yaw_step_deg, yaw0_deg=spec.yaw0_deg)
             gt[(cat, spec.name)] = poses
             for fn in range(spec.n_frames):
                 idx = fn + 1  # file index != frame_number: loaders must join on frame_number
