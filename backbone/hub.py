@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
+import http.client
 import logging
 import os
 import re
@@ -487,20 +488,29 @@ def _progress_bar(total: int | None, initial: int, desc: str, enabled: bool):
     )
 
 
+def _open_part(part: Path, mode: str):
+    try:
+        return open(part, mode)
+    except OSError as err:  # a read-only or full cache folder is not a network problem: say so
+        raise WeightsError(f"cannot write {part} ({err}); set {HOME_ENV} to a writable folder") from None
+
+
 def _copy_stream(read, out, bar, expected: int | None) -> int:
     """Copy ``read(n)`` chunks into ``out``; raise ``_Interrupted`` if fewer than ``expected`` bytes came."""
     received = 0
-    try:
-        while chunk := read(_CHUNK):
-            out.write(chunk)
-            received += len(chunk)
-            bar.update(len(chunk))
-    except (OSError, ConnectionError, TimeoutError) as err:  # reset / timeout in mid-transfer: resumable
-        raise _Interrupted(f"{type(err).__name__}: {err}") from None
-    except Exception as err:  # http.client.IncompleteRead and friends
-        if type(err).__module__ == "http.client":
+    while True:
+        try:
+            chunk = read(_CHUNK)
+        except (OSError, http.client.HTTPException) as err:  # reset / timeout mid-transfer: resumable
             raise _Interrupted(f"{type(err).__name__}: {err}") from None
-        raise
+        if not chunk:
+            break
+        try:
+            out.write(chunk)
+        except OSError as err:
+            raise WeightsError(f"cannot write {out.name} ({err})") from None
+        received += len(chunk)
+        bar.update(len(chunk))
     if expected is not None and received < expected:
         raise _Interrupted(f"connection closed after {received} of {expected} bytes")
     return received
@@ -515,7 +525,7 @@ def _fetch_file_url(url: str, part: Path, desc: str, progress: bool) -> None:
     offset = part.stat().st_size if part.is_file() else 0
     if offset > total:
         offset = 0
-    with open(source, "rb") as src, open(part, "ab" if offset else "wb") as out:
+    with open(source, "rb") as src, _open_part(part, "ab" if offset else "wb") as out:
         src.seek(offset)
         with _progress_bar(total, offset, desc, progress) as bar:
             _copy_stream(src.read, out, bar, total - offset)
@@ -546,17 +556,20 @@ def _fetch_http(url: str, part: Path, desc: str, progress: bool, timeout: float,
         response = _open_http(url, 0, timeout)
     with response:
         mode = "wb"
-        if offset and response.status == 206:
+        if response.status == 206:
             match = _CONTENT_RANGE.match(response.headers.get("Content-Range", "") or "")
-            if match and match.group(1) == str(offset):
-                mode = "ab"
-        if offset and mode == "wb":
+            if not (offset and match and match.group(1) == str(offset)):
+                # A part we did not ask for: writing it would corrupt the file, so start over.
+                part.unlink(missing_ok=True)
+                raise _Interrupted(f"unexpected Content-Range {response.headers.get('Content-Range')!r}")
+            mode = "ab"
+        elif offset:
             logger.info("the server ignored the Range request for %s; restarting from byte 0", url)
             offset = 0
         length = response.headers.get("Content-Length")
         remaining = int(length) if length and length.isdigit() else None
         total = offset + remaining if remaining is not None else size
-        with open(part, mode) as out, _progress_bar(total, offset, desc, progress) as bar:
+        with _open_part(part, mode) as out, _progress_bar(total, offset, desc, progress) as bar:
             _copy_stream(response.read, out, bar, remaining)
 
 
@@ -599,7 +612,10 @@ def download_url(
     scheme = urllib.parse.urlparse(url).scheme.lower()
     if scheme not in ("http", "https", "file"):
         raise WeightsUnavailableError(f"unsupported URL scheme {scheme!r} in {url} (use http, https or file)", url)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WeightsError(f"cannot create {dest.parent} ({err}); set {HOME_ENV} to a writable folder") from None
     with _exclusive(dest):
         if keep_existing and dest.is_file():
             return dest

@@ -30,6 +30,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404, "not found")
             return
         start, status = 0, 200
+        if requested_range and srv.whole_file_as_206:
+            # A broken server: answers a Range request with a 206 that starts at byte 0.
+            self.send_response(206)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Range", f"bytes 0-{len(data) - 1}/{len(data)}")
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if requested_range and not srv.ignore_range:
             match = _RANGE.match(requested_range)
             assert match, f"client sent an unexpected Range header {requested_range!r}"
@@ -65,7 +73,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class RangeServer(ThreadingHTTPServer):
-    """Serves ``files`` (name -> bytes); honours ``Range: bytes=N-`` unless ``ignore_range``.
+    """Serves ``files`` (name -> bytes); honours ``Range: bytes=N-`` unless ``ignore_range`` (answers 200) or
+    ``whole_file_as_206`` (answers a 206 that starts at byte 0).
 
     Attributes:
         requests: ``(path, Range header or None)`` per request, in order.
@@ -81,6 +90,7 @@ class RangeServer(ThreadingHTTPServer):
         self.requests: list[tuple[str, str | None]] = []
         self.cut_after: list[int] = []
         self.ignore_range = False
+        self.whole_file_as_206 = False
         self.bytes_sent = 0
 
     @property

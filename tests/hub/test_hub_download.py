@@ -62,6 +62,23 @@ class TestDownloadUrl:
         assert dest.read_bytes() == payload
         assert server.requests == [("/w.pth", "bytes=1000-")]
 
+    def test_mismatched_content_range_restarts(self, server, payload, tmp_path):
+        server.files["w.pth"] = payload
+        server.whole_file_as_206 = True
+        dest = tmp_path / "w.pth"
+        hub.part_path(dest).write_bytes(payload[:5000])
+        hub.download_url(f"{server.base_url}/w.pth", dest, progress=False)
+        assert dest.read_bytes() == payload
+        assert server.requests == [("/w.pth", "bytes=5000-"), ("/w.pth", None)]
+
+    def test_unwritable_cache_is_not_called_a_network_problem(self, server, payload, tmp_path):
+        server.files["w.pth"] = payload
+        (tmp_path / "blocker").write_bytes(b"a file where the cache folder should be")
+        with pytest.raises(hub.WeightsError, match="cannot create .*RECON_HOME") as info:
+            hub.download_url(f"{server.base_url}/w.pth", tmp_path / "blocker" / "w.pth", progress=False)
+        assert not isinstance(info.value, hub.WeightsUnavailableError)
+        assert server.requests == []
+
     def test_part_longer_than_remote_file_restarts(self, server, payload, tmp_path):
         server.files["w.pth"] = payload
         dest = tmp_path / "w.pth"
