@@ -110,7 +110,7 @@ class Material:
             grout = 0.25 * self.colors.mean(axis=0)
             base = grout + g[:, None] * (base - grout)
         elif self.kind == "blobs":
-            v = noise.fbm(q, f, 3, footprint)
+            v = noise.fbm(q, f, 2, footprint)
             lo, hi = 0.35, 0.65  # fBm concentrates around 0.5; spread the thresholds over its bulk
             base = np.repeat(self.colors[:1], len(q), axis=0)
             for i in range(1, k):
@@ -131,8 +131,9 @@ class Material:
             base = self.colors[idx] * band[:, None]
         else:
             raise ValueError(f"unknown material kind {self.kind!r}; expected one of {KINDS}")
-        low = noise.fbm(q + 11.0, f * 0.35, 1, footprint)  # large-scale tint variation
-        fine = noise.fbm(q - 5.0, f * 5.0, 2, footprint)  # grain below the pattern scale
+        # Large-scale tint variation (the blobs pattern already is one) and grain below the pattern scale.
+        low = 0.5 if self.kind == "blobs" else noise.fbm(q + 11.0, f * 0.35, 1, footprint)
+        fine = noise.fbm(q - 5.0, f * 5.0, 1, footprint)
         lum = (0.7 + 0.6 * (low - 0.5) * 2.0) * (1.0 + self.detail * (fine - 0.5) * 2.0)
         return np.clip(base * lum[:, None], 0.0, 1.0)
 
