@@ -1,0 +1,15 @@
+"""Global alignment: from pair predictions (and matches) to cameras and depth maps in one world frame.
+
+- ``sparse_align``: MASt3R-SfM style (anchors, kinematic-tree start, 3D then 2D losses on matches);
+- ``dense_align``: DUSt3R style (confidence-weighted point-map alignment with per-pair similarities);
+- ``pairwise_align``: the closed-form two-view solution;
+- ``align``: the dispatcher the pipeline calls.
+
+See ``docs/alignment.md`` for the algorithms and their knobs.
+"""
+
+from recon.align.config import DenseAlignConfig, SparseAlignConfig
+from recon.align.problem import AlignmentError
+from recon.align.sparse import sparse_align
+
+__all__ = ["AlignmentError", "DenseAlignConfig", "SparseAlignConfig", "sparse_align"]

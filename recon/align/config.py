@@ -1,0 +1,71 @@
+"""Configuration of the global alignments (frozen dataclasses, every field documented)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class SparseAlignConfig:
+    """Knobs of ``recon.align.sparse_align`` (MASt3R-SfM style)."""
+
+    subsample: int = 8
+    """Anchor grid stride in pixels: one optimised depth per ``subsample x subsample`` block."""
+    opt_level: Literal["coarse", "refine", "refine+depth"] = "refine+depth"
+    """``coarse``: 3D matching only (poses and per-view scales); ``refine``: + 2D reprojection with focal and
+    principal point; ``refine+depth``: + the anchor depths."""
+    lr_coarse: float = 0.02
+    """Peak learning rate of the coarse stage (cosine decay to 0)."""
+    niter_coarse: int = 300
+    """Iterations of the coarse stage."""
+    lr_fine: float = 0.005
+    """Peak learning rate of the fine stage."""
+    niter_fine: int = 300
+    """Iterations of the fine stage (ignored for ``opt_level='coarse'``)."""
+    opt_pp: bool = True
+    """Refine the principal points in the fine stage (never where ``Priors.K`` is given)."""
+    min_matches: int = 12
+    """Pairs with fewer (consistent) matches are not used; a view left without pairs is unregistered."""
+    match_consistency: float = 0.1
+    """Drop a match when its two pixels' points in the pair's own point maps are farther apart than this
+    fraction of their depth (a free outlier test, since both points are in one frame); 0 disables it."""
+    min_conf: float = 1.0
+    """Pixels whose point confidence is at or below this value get no weight in the canonical point maps."""
+    device: str = "cpu"
+    """Torch device of the optimisation."""
+    dtype: Literal["float32", "float64"] = "float32"
+    """Precision of the optimisation (initialisation is always float64)."""
+    seed: int = 0
+    """Seed of the (few) random choices: point sub-sampling of registrations."""
+    progress: bool = False
+    """Show tqdm progress bars."""
+
+
+@dataclass(frozen=True)
+class DenseAlignConfig:
+    """Knobs of ``recon.align.dense_align`` (DUSt3R style)."""
+
+    subsample: int = 8
+    """Stride of the pixel grid on which point maps are compared and depths optimised (a log-depth correction
+    per grid pixel, bilinearly upsampled to full resolution at the end)."""
+    lr: float = 0.01
+    """Peak learning rate (cosine decay to ``lr * 1e-3``)."""
+    niter: int = 300
+    """Iterations."""
+    opt_depth: bool = True
+    """Optimise the per-pixel depth corrections (otherwise only a scale per view)."""
+    opt_focal: bool = True
+    """Optimise the focal lengths (never where ``Priors`` give them)."""
+    opt_pp: bool = False
+    """Optimise the principal points (DUSt3R keeps them at the image centre by default)."""
+    min_conf: float = 1.0
+    """Pixels at or below this confidence get no weight (weights are ``log(conf)``)."""
+    device: str = "cpu"
+    """Torch device of the optimisation."""
+    dtype: Literal["float32", "float64"] = "float32"
+    """Precision of the optimisation."""
+    seed: int = 0
+    """Seed of the random choices (point sub-sampling of registrations)."""
+    progress: bool = False
+    """Show tqdm progress bars."""
