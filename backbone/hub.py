@@ -756,8 +756,12 @@ def _is_state_dict(obj) -> bool:
     )
 
 
-def _format_problems(fmt: str, obj) -> list[str]:
-    """What keeps ``obj`` (a loaded checkpoint) from having the layout ``fmt``; empty when it has it."""
+def _format_problems(fmt: str, obj, image_size: int | None = None) -> list[str]:
+    """What keeps ``obj`` (a loaded checkpoint) from having the layout ``fmt``; empty when it has it.
+
+    ``image_size`` (the entry's native size), when given, must match the size the file declares, which catches a
+    release saved under another release's file name (e.g. DUSt3R 224 as DUSt3R 512).
+    """
     if fmt == "state_dict":
         if not _is_state_dict(obj):
             return ["is not a flat {name: tensor} state dict"]
@@ -781,11 +785,14 @@ def _format_problems(fmt: str, obj) -> list[str]:
         problems.append("'model' is not a {name: tensor} state dict")
     if fmt in ("mast3r", "dust3r"):
         cls = {"mast3r": "AsymmetricMASt3R", "dust3r": "AsymmetricCroCo3DStereo"}[fmt]
-        problems += _constructor_problems(getattr(obj["args"], "model", None), cls, "'args.model'")
+        problems += _constructor_problems(getattr(obj["args"], "model", None), cls, "'args.model'", image_size)
     elif fmt == "dune":
         for attr in ("image_size", "enc_args"):
             if not hasattr(obj["args"], attr):
                 problems.append(f"'args' has no {attr!r}")
+        declared = getattr(obj["args"], "image_size", None)
+        if image_size is not None and declared is not None and declared != image_size:
+            problems.append(f"'args.image_size' is {declared}, expected {image_size}")
     elif fmt == "dune_mast3r":
         if not isinstance(obj["dune_backbone_name"], str):
             problems.append("'dune_backbone_name' is not a string")
@@ -793,16 +800,21 @@ def _format_problems(fmt: str, obj) -> list[str]:
     return problems
 
 
-def _constructor_problems(text, cls: str, what: str) -> list[str]:
+def _constructor_problems(text, cls: str, what: str, image_size: int | None = None) -> list[str]:
     from backbone.checkpoint import CheckpointError, parse_constructor
 
     if not isinstance(text, str):
         return [f"{what} is not a constructor string"]
     try:
-        name, _ = parse_constructor(text)
+        name, kwargs = parse_constructor(text)
     except CheckpointError as err:
         return [f"{what}: {err}"]
-    return [] if name == cls else [f"{what} builds {name}, expected {cls}"]
+    if name != cls:
+        return [f"{what} builds {name}, expected {cls}"]
+    declared = kwargs.get("img_size")
+    if image_size is not None and isinstance(declared, tuple | list) and declared and max(declared) != image_size:
+        return [f"{what} declares img_size={tuple(declared)}, expected {image_size}"]
+    return []
 
 
 def _entry_for_file(path: Path) -> WeightsEntry | None:
@@ -851,7 +863,7 @@ def verify(name_or_path: str | os.PathLike, *, check_hash: bool = True) -> Verif
     except CheckpointError as err:
         raise WeightsIntegrityError(f"{label}: {err}") from None
     if entry is not None:
-        problems = _format_problems(entry.format, obj)
+        problems = _format_problems(entry.format, obj, entry.image_size)
         if problems:
             raise WeightsIntegrityError(
                 f"{path} is not a {entry.format} checkpoint as {entry.name} should be: {'; '.join(problems)}"

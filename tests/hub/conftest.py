@@ -57,14 +57,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()
         cut = srv.cut_after.pop(0) if srv.cut_after else None
+        # Count before writing: the client may finish reading (and the test assert) before this thread resumes.
         if cut is None:
-            self.wfile.write(body)
             srv.bytes_sent += len(body)
+            self.wfile.write(body)
             return
         # Announce the whole body, send only ``cut`` bytes, then drop the connection (a broken download).
+        srv.bytes_sent += cut
         self.wfile.write(body[:cut])
         self.wfile.flush()
-        srv.bytes_sent += cut
         self.close_connection = True
         self.connection.shutdown(socket.SHUT_RDWR)
 

@@ -12,7 +12,8 @@ import torch
 from backbone import hub
 
 MAST3R_STR = (
-    "AsymmetricMASt3R(enc_depth=2, dec_depth=1, head_type='catmlp+dpt', depth_mode=('exp', -inf, inf), two_confs=True)"
+    "AsymmetricMASt3R(img_size=(512, 512), enc_depth=2, dec_depth=1, head_type='catmlp+dpt', "
+    "depth_mode=('exp', -inf, inf), two_confs=True)"
 )
 EVIL_STR = "__import__('os').system('true')"  # parsed, never run: it is not a plain ``Name(...)`` call
 DUST3R_STR = "AsymmetricCroCo3DStereo(enc_depth=2, dec_depth=1, head_type='dpt', conf_mode=('exp', 1, inf))"
@@ -90,6 +91,16 @@ def test_official_file_name_outside_the_cache_uses_its_entry(tmp_path):
         ("mum_vitl16", {"model": _sd()}, "not a flat"),
         ("dinov2_vitl14_reg", {"norm.weight": torch.ones(2)}, "patch_embed.proj.weight"),
         ("dust3r_vitl16_224_linear", {"model": {"w": [1, 2]}, "args": argparse.Namespace(model=DUST3R_STR)}, "state"),
+        (
+            "dust3r_vitl16_224_linear",
+            {"model": _sd(), "args": argparse.Namespace(model=DUST3R_STR.replace("(", "(img_size=(512, 512), ", 1))},
+            r"declares img_size=\(512, 512\), expected 224",
+        ),
+        (
+            "dune_vitb14_336",
+            {"model": _sd(), "args": argparse.Namespace(image_size=448, enc_args={"arch": "vit_base"})},
+            "'args.image_size' is 448, expected 336",
+        ),
     ],
 )
 def test_wrong_layout_is_named(name, obj, message):
