@@ -128,3 +128,13 @@ def test_full_size_manifest_maps_onto_our_modules(conformance_file, manifest, na
     ours = model.state_dict()
     assert set(mapped) == set(ours)
     assert {k: tuple(v.shape) for k, v in mapped.items()} == {k: tuple(v.shape) for k, v in ours.items()}
+
+
+def test_prenorm_patch_tokens_are_what_dune_mast3r_consumes(ckpt, conformance_file):
+    # DUNE-MASt3R feeds its decoder the pre-norm patch tokens x_prenorm[:, 1 + 4:] of images in [-1, 1].
+    io = load_file(conformance_file("dune_mast3r_tiny_io.safetensors"))
+    model = load_dune(ckpt)
+    for view in ("1", "2"):
+        with torch.no_grad():
+            feats = model.forward_features(io[f"landscape.view{view}.img"] * 0.5 + 0.5)
+        _close(feats["x_prenorm"][:, 1 + 4 :], io[f"landscape.enc.backbone_feat{view}"])
