@@ -8,8 +8,19 @@
 See ``docs/alignment.md`` for the algorithms and their knobs.
 """
 
+from recon.align.api import align
 from recon.align.config import DenseAlignConfig, SparseAlignConfig
+from recon.align.dense import dense_align
+from recon.align.pairwise import pairwise_align
 from recon.align.problem import AlignmentError
 from recon.align.sparse import sparse_align
 
-__all__ = ["AlignmentError", "DenseAlignConfig", "SparseAlignConfig", "sparse_align"]
+__all__ = [
+    "AlignmentError",
+    "DenseAlignConfig",
+    "SparseAlignConfig",
+    "align",
+    "dense_align",
+    "pairwise_align",
+    "sparse_align",
+]

@@ -211,3 +211,66 @@ def densify_depth(model: SceneModel, k: int, canon_z: np.ndarray, grid: AnchorGr
         s = float(model.depth_scales()[k])
     corr = np.exp((delta[idx] * wts).sum(-1)).reshape(H, W)
     return (canon_z * s * corr).astype(np.float32)
+
+
+class Adam:
+    """Plain Adam (no weight decay) with the learning rate passed at each step.
+
+    ``torch.optim.Adam`` would do, but its first construction imports ``torch._dynamo`` (seconds on a CPU
+    machine), which dominates small alignments; the update rule is a few lines.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], betas: tuple[float, float] = (0.9, 0.9), eps: float = 1e-8):
+        self.params = list(params)
+        self.b1, self.b2, self.eps = betas[0], betas[1], eps
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        self.t += 1
+        c1, c2 = 1 - self.b1**self.t, 1 - self.b2**self.t
+        for p, m, v in zip(self.params, self.m, self.v, strict=True):
+            if p.grad is None:
+                continue
+            m.mul_(self.b1).add_(p.grad, alpha=1 - self.b1)
+            v.mul_(self.b2).addcmul_(p.grad, p.grad, value=1 - self.b2)
+            p.addcdiv_(m / c1, (v / c2).sqrt_().add_(self.eps), value=-lr)
+
+
+def run_stage(
+    loss_fn, params: list[torch.nn.Parameter], lr: float, niter: int, name: str, progress: bool, lr_min: float = 0.0
+) -> dict:
+    """Minimise ``loss_fn()`` over ``params`` with Adam (betas 0.9, 0.9 as the official aligners) and a cosine
+    schedule from ``lr`` to ``lr_min``; stops early on a non-finite loss.
+
+    Returns:
+        ``{"loss_<name>_init", "loss_<name>_final", "t_<name>_s"}``.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    opt = Adam(params)
+    first = last = float("nan")
+    t0 = time.perf_counter()
+    for it in tqdm(range(niter), desc=f"align {name}", disable=not progress, leave=False):
+        opt.zero_grad()
+        loss = loss_fn()
+        if not torch.isfinite(loss):
+            logger.warning("%s stage: non-finite loss at iteration %d; stopping the stage", name, it)
+            break
+        loss.backward()
+        opt.step(cosine_lr(it / max(niter, 1), lr, lr_min))
+        last = float(loss.detach())
+        if it == 0:
+            first = last
+    if niter > 0 and np.isfinite(last):
+        with torch.no_grad():
+            last = float(loss_fn())
+    return {f"loss_{name}_init": first, f"loss_{name}_final": last, f"t_{name}_s": time.perf_counter() - t0}

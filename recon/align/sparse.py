@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from recon.align.config import SparseAlignConfig
 from recon.align.init import chain_init, gauge_from_known_poses
-from recon.align.model import AnchorGrid, SceneModel, as_numpy_poses, cosine_lr, densify_depth, gamma_loss
+from recon.align.model import AnchorGrid, SceneModel, as_numpy_poses, densify_depth, gamma_loss, run_stage
 from recon.align.problem import Problem, build_problem, make_scene
 from recon.types import Matches, PairPrediction, Priors, Scene, View
 
@@ -229,7 +228,7 @@ def sparse_align(
         stages.append(("fine", loss_2d, names, cfg.lr_fine, cfg.niter_fine))
     torch.manual_seed(cfg.seed)
     for name, loss_fn, params, lr, niter in stages:
-        info.update(_run_stage(model, loss_fn, params, lr, niter, name, cfg.progress))
+        info.update(run_stage(loss_fn, model.parameter_groups(params), lr, niter, name, cfg.progress))
 
     T = as_numpy_poses(model)
     with torch.no_grad():
@@ -237,30 +236,6 @@ def sparse_align(
         pp = model.principal_points().double().cpu().numpy()
     depth = [densify_depth(model, k, prob.canon[k][..., 2], grids[k]) if reg[k] else None for k in range(n)]
     return _finish(prob, T, None, (focal, pp), depth, reg, n_known, info, t_start)
-
-
-def _run_stage(model: SceneModel, loss_fn, params: list[str], lr: float, niter: int, name: str, progress: bool):
-    """Adam with a cosine schedule (betas 0.9, 0.9 as MASt3R-SfM); returns the initial and final loss."""
-    opt = torch.optim.Adam(model.parameter_groups(params), lr=lr, betas=(0.9, 0.9))
-    first = last = float("nan")
-    t0 = time.perf_counter()
-    for it in tqdm(range(niter), desc=f"align {name}", disable=not progress, leave=False):
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(it / max(niter, 1), lr)
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn()
-        if not torch.isfinite(loss):
-            logger.warning("%s stage: non-finite loss at iteration %d; stopping the stage", name, it)
-            break
-        loss.backward()
-        opt.step()
-        last = float(loss.detach())
-        if it == 0:
-            first = last
-    with torch.no_grad():
-        if niter > 0 and np.isfinite(last):
-            last = float(loss_fn())
-    return {f"loss_{name}_init": first, f"loss_{name}_final": last, f"t_{name}_s": time.perf_counter() - t0}
 
 
 def _finish(prob, T, scale, intr, depth, reg, n_known, info, t_start) -> Scene:

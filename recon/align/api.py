@@ -1,0 +1,64 @@
+"""``align``: the one entry point the pipeline calls; picks the solver and applies the config."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+from recon.align.config import DenseAlignConfig, SparseAlignConfig
+from recon.align.dense import dense_align
+from recon.align.pairwise import pairwise_align
+from recon.align.sparse import sparse_align
+from recon.types import Matches, PairPrediction, Priors, Scene, View
+
+logger = logging.getLogger(__name__)
+
+
+def align(
+    views: Sequence[View],
+    preds: Sequence[PairPrediction],
+    matches: Sequence[Matches] | None = None,
+    priors: Priors | None = None,
+    *,
+    method: Literal["sparse", "dense"] = "sparse",
+    config: SparseAlignConfig | DenseAlignConfig | None = None,
+    seed: int | None = None,
+    two_view: Literal["pairwise", "optimise"] = "pairwise",
+) -> Scene:
+    """Align views into one scene.
+
+    Args:
+        views: N views.
+        preds: ordered pair predictions.
+        matches: correspondences (needed by ``method="sparse"`` unless N == 2 and ``two_view="pairwise"``).
+        priors: known intrinsics / poses.
+        method: ``"sparse"`` (MASt3R-SfM style) or ``"dense"`` (DUSt3R style).
+        config: the method's config (default settings when ``None``).
+        seed: overrides ``config.seed``.
+        two_view: for N == 2, ``"pairwise"`` takes the closed-form pair solution; ``"optimise"`` runs the method.
+
+    Returns:
+        The ``Scene``.
+
+    Raises:
+        ValueError: unknown method, a config of the wrong type, or sparse alignment without matches.
+    """
+    if method not in ("sparse", "dense"):
+        raise ValueError(f"method must be 'sparse' or 'dense', got {method!r}")
+    if two_view not in ("pairwise", "optimise"):
+        raise ValueError(f"two_view must be 'pairwise' or 'optimise', got {two_view!r}")
+    cls = SparseAlignConfig if method == "sparse" else DenseAlignConfig
+    if config is not None and not isinstance(config, cls):
+        raise TypeError(f"method={method!r} takes a {cls.__name__}, got {type(config).__name__}")
+    cfg = config or cls()
+    if seed is not None:
+        cfg = dataclasses.replace(cfg, seed=int(seed))
+    if len(views) == 2 and two_view == "pairwise":
+        return pairwise_align(views, preds, priors, min_conf=cfg.min_conf, seed=cfg.seed)
+    if method == "dense":
+        return dense_align(views, preds, priors, cfg)
+    if matches is None:
+        raise ValueError("sparse alignment needs matches (recon.matching); use method='dense' without them")
+    return sparse_align(views, preds, matches, priors, cfg)
