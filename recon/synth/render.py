@@ -186,7 +186,7 @@ def render_view(
             m = faces == face
             material = scene.materials[prim.materials[min(int(face), len(prim.materials) - 1)]]
             albedo[m] = material.albedo(scene.noise, p_l[m], footprint[m])
-        shade = 0.28 + 0.52 * np.maximum(n_w @ light, 0.0) + 0.2 * (0.5 + 0.5 * (n_w @ up))
+        shade = 0.35 + 0.5 * np.maximum(n_w @ light, 0.0) + 0.25 * (0.5 + 0.5 * (n_w @ up))
         color[idx] = albedo * shade[:, None]
 
     miss = ~hit

@@ -123,22 +123,23 @@ def build_orbit_scene(rng: np.random.Generator, n_objects: int = 4, spread: floa
 
 
 def build_room_scene(rng: np.random.Generator, n_objects: int = 10) -> SynthScene:
-    """A furnished room ``x in [-3, 3], y in [-4, 4], z in [0, 2.8]`` with a free central lane ``|x| < 1.2``.
+    """A furnished room ``x in [-3, 3], y in [-4, 4], z in [0, 2.8]``, free of furniture where ``|x| < 1.2`` and
+    ``y < 0.8`` (where the room layouts put their cameras).
 
-    Furniture stands along the side walls and near the far walls; posters hang on every wall.
+    Furniture stands along the side walls and in the far half of the room; posters hang on every wall.
 
     Args:
         rng: the scene's generator.
         n_objects: number of pieces of furniture / objects.
     """
     b = _Builder(rng)
-    b.room(ROOM_HALF, ROOM_CENTER, wall_scale=1.5)
+    b.room(ROOM_HALF, ROOM_CENTER, wall_scale=2.5)
     hx, hy = ROOM_HALF[:2]
     for i in range(n_objects):
         size = rng.uniform(0.5, 1.1)
         kind = rng.random()
-        if i % 3 == 2:  # near a far wall (either end), anywhere across
-            xy = np.array([rng.uniform(-hx + 0.6, hx - 0.6), rng.choice([-1, 1]) * rng.uniform(hy - 0.9, hy - 0.5)])
+        if i % 3 == 2:  # the far half of the room (+y), anywhere across: what a forward walk looks at
+            xy = np.array([rng.uniform(-hx + 0.6, hx - 0.6), rng.uniform(1.4, hy - 0.5)])
         else:  # along a side wall, outside the free lane
             xy = np.array([rng.choice([-1, 1]) * rng.uniform(1.7, hx - 0.5), rng.uniform(-hy + 0.6, hy - 0.6)])
         if kind < 0.3:  # a tall cabinet
