@@ -8,12 +8,13 @@ recon's own format. Every backbone is a ``VisionTransformer`` with a ``spec`` (`
 
 from backbone import croco, dinov2, dune, mum  # noqa: F401  (register the families)
 from backbone.formats import detect_format, load, save
-from backbone.registry import BackboneSpec, create, list_backbones
+from backbone.registry import Backbone, BackboneSpec, create, list_backbones
 from backbone.vit import VisionTransformer, ViTConfig
 
 list = list_backbones  # noqa: A001  (``backbone.list()`` is the public name)
 
 __all__ = [
+    "Backbone",
     "BackboneSpec",
     "ViTConfig",
     "VisionTransformer",

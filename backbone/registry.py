@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from torch import nn
+from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,21 @@ class BackboneSpec:
     """Tokens before the patch tokens in ``x_prenorm`` (cls + registers; 0 for CroCo)."""
     image_size: int
     """Native training resolution in pixels (long side for CroCo/MASt3R, square side otherwise)."""
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    """What every registered backbone provides (``VisionTransformer`` implements it)."""
+
+    spec: BackboneSpec
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``[B, 3, H, W]`` RGB in [0, 1] -> ``[B, h*w, D]`` patch tokens after the final norm, row-major."""
+        ...
+
+    def forward_features(self, images: Tensor) -> dict[str, Tensor]:
+        """``x_prenorm`` ``[B, P + N, D]``, ``x_norm_patchtokens`` ``[B, N, D]`` (+ cls / register tokens)."""
+        ...
 
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {}

@@ -37,6 +37,7 @@ def test_forward_shapes_and_finite(tiny, shape):
     with torch.no_grad():
         feats = tiny.forward_features(images)
         tokens = tiny(images)
+    assert isinstance(tiny, backbone.Backbone)
     assert tokens.shape == (2, h * w, 64)
     assert torch.isfinite(tokens).all()
     assert feats["x_prenorm"].shape == (2, tiny.spec.num_prefix_tokens + h * w, 64)

@@ -89,3 +89,19 @@ def test_mis_shaped_key_is_named(ckpt):
     expected = r"shape mismatches \(28\).*enc_blocks\.0\.attn\.qkv\.weight: checkpoint \(192, 64\) vs model \(384, "
     with pytest.raises(CheckpointError, match=expected):
         load_mast3r_encoder(wide, ckpt["model"])
+
+
+def test_release_manifest_encoder_maps_onto_croco_vitl16(conformance_file):
+    import json
+
+    from backbone.croco import map_mast3r_encoder_keys
+
+    manifest = json.loads(
+        conformance_file("manifests/MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric.json").read_text()
+    )
+    official = {k: torch.empty(shape, device="meta") for k, (shape, _) in manifest.items()}
+    ours, used = map_mast3r_encoder_keys(official)
+    with torch.device("meta"):
+        model = backbone.create("croco_vitl16")
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert len(used) == 4 + 24 * 12  # patch_embed.proj.{weight,bias}, enc_norm.{weight,bias}, 12 keys per block
