@@ -133,9 +133,10 @@ def render_view(
     W, H = int(size[0]), int(size[1])
     R, o = T_world_cam[:3, :3], T_world_cam[:3, 3]
 
-    ys, xs = np.mgrid[0:H, 0:W]
-    pix = np.stack([xs.ravel(), ys.ravel(), np.ones(H * W)], axis=-1).astype(np.float64)
-    d_cam = pix @ np.linalg.inv(K).T  # [P, 3], z == 1
+    K_inv = np.linalg.inv(K)
+    xs = np.tile(np.arange(W, dtype=np.float64), H)
+    ys = np.repeat(np.arange(H, dtype=np.float64), W)
+    d_cam = xs[:, None] * K_inv[:, 0] + ys[:, None] * K_inv[:, 1] + K_inv[:, 2]  # [P, 3], z == 1
     d_world = d_cam @ R.T
     flat_idx = np.arange(H * W).reshape(H, W)
 
@@ -154,7 +155,7 @@ def render_view(
         o_l, d_l = prim.to_local(o, d_world[sel])
         t = prim.intersect(o_l, d_l)
         closer = t < t_best[sel]
-        idx = np.arange(H * W)[sel][closer]
+        idx = np.flatnonzero(closer) if isinstance(sel, slice) else sel[closer]
         t_best[idx] = t[closer]
         who[idx] = k
 
