@@ -307,6 +307,7 @@ def _load_recon(ckpt: Mapping) -> ReconModel:
     import backbone as bb
 
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.get("config", {}).items()}
+    fields.pop("name", None)  # the factory's own name (create() takes it positionally)
     with torch.device("meta"):
         model = ReconModel(bb.create(recipe["factory"], **fields), config)
     load_strict(model, ckpt["model"], "recon checkpoint")

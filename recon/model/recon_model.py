@@ -9,6 +9,7 @@ The split API lets the inference engine encode every image once and decode many 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 
@@ -48,6 +49,8 @@ class ModelConfig:
             object.__setattr__(self, "decoder", DecoderConfig(**self.decoder))
         if isinstance(self.head, dict):
             object.__setattr__(self, "head", HeadConfig(**self.head))
+        # Plain JSON data (tuples become lists), so that a config equals itself after a save / load round trip.
+        object.__setattr__(self, "backbone", json.loads(json.dumps(self.backbone)))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,12 +111,13 @@ class ReconModel(nn.Module):
             ``[B, h*w, D]`` tokens (``h = H / patch_size``, row-major grid).
         """
         self._check_images(images)
+        images = images.to(_dtype_of(self.backbone, images.dtype))
         if self.config.tokens == "prenorm":
             prefix = int(self.backbone.spec.num_prefix_tokens)
             feats = self.backbone.forward_features(images)["x_prenorm"][:, prefix:]
         else:
             feats = self.backbone(images)
-        return self.adapter(feats)
+        return self.adapter(feats.to(_dtype_of(self.adapter, feats.dtype)))
 
     def decode(
         self, feat1: torch.Tensor, feat2: torch.Tensor, shape1: tuple[int, int], shape2: tuple[int, int]
@@ -130,10 +134,11 @@ class ReconModel(nn.Module):
             and, for MASt3R heads, ``desc [B,H,W,desc_dim]`` and ``desc_conf [B,H,W]``; float32.
         """
         shape1, shape2 = (int(shape1[0]), int(shape1[1])), (int(shape2[0]), int(shape2[1]))
-        dec1, dec2 = self.decoder(feat1, feat2, shape1, shape2)
+        dtype = _dtype_of(self.decoder, feat1.dtype)
+        dec1, dec2 = self.decoder(feat1.to(dtype), feat2.to(dtype), shape1, shape2)
         # Heads run in float32 with autocast off, as the official code does: exp/expm1 and the
         # descriptor normalisation are not safe in half precision.
-        dtype = next(self.head1.parameters()).dtype
+        dtype = _dtype_of(self.head1, torch.float32)
         with torch.autocast(feat1.device.type, enabled=False):
             pred1 = self.head1([t.to(dtype) for t in dec1], shape1)
             pred2 = self.head2([t.to(dtype) for t in dec2], shape2)
@@ -160,3 +165,8 @@ class ReconModel(nn.Module):
         else:
             feat1, feat2 = self.encode(img1), self.encode(img2)
         return self.decode(feat1, feat2, tuple(img1.shape[-2:]), tuple(img2.shape[-2:]))
+
+
+def _dtype_of(module: nn.Module, default: torch.dtype) -> torch.dtype:
+    """dtype of the first floating-point parameter of ``module`` (``default`` when it has none)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), default)

@@ -44,17 +44,32 @@ class HeadConfig:
     """Descriptor normalisation."""
     mlp_ratio: float = 4.0
     """Hidden width factor of the local-feature MLP (``hidden_dim_factor``)."""
+    dpt_feature_dim: int = 256
+    """DPT fusion width (hard-coded 256 in every release; smaller only for tiny test models)."""
+    dpt_layer_dims: tuple = (96, 192, 384, 768)
+    """DPT reassembly widths at strides 4, 8, 16, 32 of the patch grid (release values)."""
 
     def __post_init__(self):
         if self.kind not in HEAD_KINDS:
             raise ValueError(f"unknown head kind {self.kind!r}; expected one of {HEAD_KINDS}")
         # JSON round trips turn tuples into lists; normalise so configs compare equal.
-        for name in ("depth_mode", "conf_mode", "desc_conf_mode"):
+        for name in ("depth_mode", "conf_mode", "desc_conf_mode", "dpt_layer_dims"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property
     def has_desc(self) -> bool:
         return self.kind == "catmlp+dpt"
+
+
+def _dpt(config: HeadConfig, enc_dim: int, dec_dim: int, dec_depth: int, patch_size: int) -> DPT:
+    return DPT(
+        [enc_dim, dec_dim, dec_dim, dec_dim],
+        dpt_hooks(dec_depth),
+        patch_size,
+        feature_dim=config.dpt_feature_dim,
+        last_dim=config.dpt_feature_dim // 2,
+        layer_dims=config.dpt_layer_dims,
+    )
 
 
 def dpt_hooks(depth: int) -> list[int]:
@@ -101,7 +116,7 @@ class CatMLPDPTHead(_Head):
 
     def __init__(self, config: HeadConfig, enc_dim: int, dec_dim: int, dec_depth: int, patch_size: int):
         super().__init__(config, patch_size)
-        self.dpt = DPT([enc_dim, dec_dim, dec_dim, dec_dim], dpt_hooks(dec_depth), patch_size)
+        self.dpt = _dpt(config, enc_dim, dec_dim, dec_depth, patch_size)
         idim = enc_dim + dec_dim
         odim = (config.desc_dim + int(config.two_confs)) * patch_size**2
         self.head_local_features = Mlp(idim, int(config.mlp_ratio * idim), odim)
@@ -118,7 +133,7 @@ class DPTHead(_Head):
 
     def __init__(self, config: HeadConfig, enc_dim: int, dec_dim: int, dec_depth: int, patch_size: int):
         super().__init__(config, patch_size)
-        self.dpt = DPT([enc_dim, dec_dim, dec_dim, dec_dim], dpt_hooks(dec_depth), patch_size)
+        self.dpt = _dpt(config, enc_dim, dec_dim, dec_depth, patch_size)
 
     def forward_raw(self, tokens: list[torch.Tensor], shape: tuple[int, int]) -> torch.Tensor:
         return self.dpt(tokens, shape)
