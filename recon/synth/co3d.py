@@ -29,6 +29,7 @@ join on ``frame_number``, not parse file names.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -228,7 +229,12 @@ def write_co3d(
         write_jgz_atomic(root / cat / "sequence_annotations.jgz", seq_anns)
         write_json_atomic(root / cat / "set_lists" / f"set_lists_{SUBSET}.json", set_list, indent=None)
         subsets[cat] = [SUBSET]
-    write_json_atomic(root / "category_to_subset_name_list.json", subsets)
+    # Merge with an existing index so categories written by separate calls stay listed.
+    index_path = root / "category_to_subset_name_list.json"
+    if index_path.is_file():
+        existing = json.loads(index_path.read_text(encoding="utf-8"))
+        subsets = {**{k: v for k, v in existing.items() if k not in subsets}, **subsets}
+    write_json_atomic(index_path, dict(sorted(subsets.items())))
     return root
 
 
