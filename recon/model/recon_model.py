@@ -9,6 +9,7 @@ The split API lets the inference engine encode every image once and decode many 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -139,7 +140,9 @@ class ReconModel(nn.Module):
         # Heads run in float32 with autocast off, as the official code does: exp/expm1 and the
         # descriptor normalisation are not safe in half precision.
         dtype = _dtype_of(self.head1, torch.float32)
-        with torch.autocast(feat1.device.type, enabled=False):
+        device_type = feat1.device.type
+        no_autocast = torch.autocast(device_type, enabled=False) if device_type != "meta" else contextlib.nullcontext()
+        with no_autocast:
             pred1 = self.head1([t.to(dtype) for t in dec1], shape1)
             pred2 = self.head2([t.to(dtype) for t in dec2], shape2)
         return pred1, pred2
