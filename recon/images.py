@@ -104,7 +104,8 @@ class _Skip(Exception):
 
 def natural_key(name: str) -> list:
     """Sort key that orders ``img2`` before ``img10`` (case-insensitive)."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name.lower())]
+    key = [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name.lower())]
+    return [*key, (2, 0, name)]  # ties ("img1" / "img01", "a" / "A") broken by the exact name
 
 
 # --------------------------------------------------------------------------------------------------- geometry
@@ -260,8 +261,8 @@ def prepare_image(
     want = (raw_target[0] * DRAFT_OVERSAMPLING, raw_target[1] * DRAFT_OVERSAMPLING)
 
     src_box = None  # region of the decoded image that covers the whole original, when decoded smaller
-    if draft and not enlarge and img.format == "JPEG" and raw_w >= 2 * want[0] and raw_h >= 2 * want[1]:
-        drafted = img.draft(img.mode, want)
+    if draft and not enlarge and raw_w >= 2 * want[0] and raw_h >= 2 * want[1]:
+        drafted = img.draft(img.mode, want)  # JPEG (and MPO) decode at 1/2, 1/4, 1/8 scale; a no-op elsewhere
         if drafted is not None and img.size != (raw_w, raw_h):
             src_box = drafted[1]
     img.load()
