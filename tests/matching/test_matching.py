@@ -187,3 +187,15 @@ class TestMatchPair:
         pred.desc_conf_i = pred.desc_conf_j = None
         m = match_pair(pred)
         assert len(m) > 0 and np.all(m.conf == 1)
+
+
+def test_mixed_shapes_are_reciprocal():
+    # the conformance "mixed" case: a 64x48 landscape view against a 48x64 portrait view
+    io = load_file(IO)
+    d1, d2 = io["mixed.pred1.desc"][0], io["mixed.pred2.desc"][0]
+    assert d1.shape[:2] == (48, 64) and d2.shape[:2] == (64, 48)
+    xy1, xy2 = fast_reciprocal_nn(d1, d2, 8)
+    assert len(xy1) > 0
+    assert (xy1[:, 0] < 64).all() and (xy1[:, 1] < 48).all() and (xy2[:, 0] < 48).all() and (xy2[:, 1] < 64).all()
+    i1, i2 = xy1[:, 1] * 64 + xy1[:, 0], xy2[:, 1] * 48 + xy2[:, 0]
+    assert torch.equal(brute_nn(d1, d2)[i1], i2) and torch.equal(brute_nn(d2, d1)[i2], i1)
