@@ -1,0 +1,258 @@
+"""Frozen dataclass configs loaded from and saved to JSON.
+
+A recipe's configuration is a tree of ``@dataclass(frozen=True)`` classes whose fields carry a docstring (the
+string literal right below the field, as in nerfstudio). This module converts such trees to and from plain JSON:
+
+- ``from_dict(cls, data)``: unknown keys are errors that list the valid ones; nested dataclasses, tuples,
+  ``Literal`` choices, ``X | None`` and ``dict[str, X]`` are checked and converted; missing keys take defaults.
+- ``to_dict(cfg)``: JSON-ready (tuples become lists).
+- ``load_json`` / ``save_json`` (atomic); ``apply_overrides(cfg, ["train.lr=1e-4", ...])`` for the command line
+  (values parsed as JSON, else taken as strings);
+- ``field_docs(cls)``: ``{field: docstring}`` for help texts and documentation.
+
+No YAML, no object construction from files: a config file can only hold data.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import json
+import logging
+import os
+import tempfile
+import textwrap
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override does not match the config classes; the message names the field."""
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp, where: str):
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples / dicts to dataclasses."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{where}: {value!r} matches none of {[_type_name(a) for a in args]}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected an object for {tp.__name__}, got {type(value).__name__}")
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if args and len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, a, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected an object, got {type(value).__name__}")
+        kt, vt = args if args else (Any, Any)
+        return {_convert(k, kt, where): _convert(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_convert(v, args[0] if args else Any, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Build the dataclass ``cls`` from plain data, recursively; unknown keys are errors.
+
+    Raises:
+        ConfigError: an unknown key (valid keys listed), a wrong type or an invalid choice, naming the field path.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or cls.__name__}: expected an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in {where or cls.__name__}; valid keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _convert(value, hints[name], f"{where}.{name}" if where else name)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where or cls.__name__}: {err}") from None
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    """A dataclass tree as JSON-ready plain data (tuples -> lists)."""
+
+    def plain(v):
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, Mapping):
+            return {str(k): plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def load_json(cls: type[T], path: str | os.PathLike) -> T:
+    """Read a JSON config file into ``cls``.
+
+    Raises:
+        ConfigError: unreadable JSON (with line/column) or a mismatch with ``cls``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    return from_dict(cls, data)
+
+
+def write_json_atomic(data: Any, path: str | os.PathLike) -> Path:
+    """Write ``data`` as indented JSON through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def save_json(cfg, path: str | os.PathLike) -> Path:
+    """Write the resolved config ``cfg`` (a dataclass tree) to ``path`` atomically."""
+    return write_json_atomic(to_dict(cfg), path)
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # bare strings need no quotes on the command line
+
+
+def apply_overrides(cfg: T, overrides: Sequence[str]) -> T:
+    """Apply ``"a.b.c=value"`` overrides (value parsed as JSON, else a string) and re-validate.
+
+    Raises:
+        ConfigError: malformed override or unknown field (valid keys listed).
+    """
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"override {item!r}: no field {'.'.join(parts[: i + 1])!r}")
+            node = node[part]
+        if not isinstance(node, dict) or (parts[-1] not in node and not _is_free_dict(cfg, parts[:-1])):
+            valid = sorted(node) if isinstance(node, dict) else []
+            raise ConfigError(f"override {item!r}: no field {key!r}; valid here: {valid}")
+        node[parts[-1]] = _parse_value(text)
+    return from_dict(type(cfg), data)
+
+
+def _is_free_dict(cfg, path: Sequence[str]) -> bool:
+    """Whether the field at ``path`` is a ``dict[...]`` (free keys) rather than a dataclass."""
+    obj = cfg
+    for part in path:
+        if isinstance(obj, Mapping):
+            obj = obj.get(part)
+        else:
+            obj = getattr(obj, part, None)
+    return isinstance(obj, Mapping)
+
+
+def field_docs(cls) -> dict[str, str]:
+    """``{field: docstring}`` from the string literals that follow each field in the class body."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    body = ast.parse(source).body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = inspect.cleandoc(nxt.value.value)
+    return docs
+
+
+def describe(cls, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``[(dotted field, default as JSON, docstring)]`` for every leaf field of a config tree (for docs/help)."""
+    rows = []
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    default = cls()
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe(tp, f"{name}."))
+        else:
+            rows.append((name, json.dumps(to_dict(getattr(default, f.name))), docs.get(f.name, "")))
+    return rows
