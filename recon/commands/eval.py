@@ -30,6 +30,13 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="pairwise",
         help="pairwise: essential matrix per pair (MASt3R / DUNE papers); global: recon's full reconstruction",
     )
+    p.add_argument(
+        "--ransac-method",
+        choices=("ransac", "usac_accurate"),
+        default="ransac",
+        help="pairwise mode: OpenCV plain RANSAC (as the papers say) or USAC with local optimisation",
+    )
+    p.add_argument("--ransac-px", type=float, default=1.0, help="pairwise mode: RANSAC threshold (network pixels)")
     p.add_argument("--image-size", type=int, help="network input long side (default: the model's own)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K")
     p.add_argument("--oracle-rot-noise", type=float, default=0.0, metavar="DEG", help="oracle rotation noise std")
@@ -89,7 +96,7 @@ def _build_predictor(args, dist):
     try:
         return model_predictors.build(
             args.checkpoint or args.model, mode=args.mode, backbone=args.backbone, image_size=args.image_size,
-            device=device,
+            device=device, ransac_method=args.ransac_method, ransac_px=args.ransac_px,
         )  # fmt: skip
     except model_predictors.ModelUnavailableError as err:
         raise UserError(str(err)) from None

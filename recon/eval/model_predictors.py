@@ -206,6 +206,8 @@ def build(
     backbone: str | None = None,
     image_size: int | None = None,
     device: str = "auto",
+    ransac_method: str = "ransac",
+    ransac_px: float = 1.0,
 ):
     """Load a model (weights name or checkpoint path) and wrap it in the predictor of ``mode``."""
     import torch
@@ -222,7 +224,10 @@ def build(
         raise ModelUnavailableError(f"cannot load model {source!r}: {err}") from err
     label = str(source)
     if mode == "pairwise":
-        return PairwisePredictor(ModelPairSource(model, image_size), label=label, extra={"image_size": image_size})
+        return PairwisePredictor(
+            ModelPairSource(model, image_size), ransac_px=ransac_px, ransac_method=ransac_method, label=label,
+            extra={"image_size": image_size},
+        )  # fmt: skip
     if mode == "global":
         return GlobalPredictor(model, image_size=image_size, device=device, label=label)
     raise ValueError(f"unknown mode {mode!r}; expected 'pairwise' or 'global'")
