@@ -105,7 +105,9 @@ def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
 
 def _to_colmap_pixels(net_to_orig: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """``[M, 2]`` network pixels (centre of top-left = 0) -> original pixels, COLMAP convention (centre = 0.5)."""
-    return xy @ net_to_orig[:2, :2].T + net_to_orig[:2, 2] + 0.5
+    A = net_to_orig
+    x, y = xy[:, 0], xy[:, 1]
+    return np.stack([A[0, 0] * x + A[0, 1] * y + A[0, 2], A[1, 0] * x + A[1, 1] * y + A[1, 2]], axis=-1) + 0.5
 
 
 def build_colmap_model(
@@ -161,13 +163,15 @@ def build_colmap_model(
         obs_xy[0][sel] = _to_colmap_pixels(A[r], pix[sel].astype(np.float64))
     if multi_view_tracks and n_pts:
         allowed = masks if track_masks is None else track_masks
+        xyz_rows = np.ascontiguousarray(xyz.T)  # 3 P: row expressions beat a [P,3] @ [3,3] matmul in numpy
         for r, j in enumerate(reg):
             cand = np.flatnonzero(view != j)
-            p_cam = xyz[cand] @ cam_from_world[j, :3, :3].T + cam_from_world[j, :3, 3]
-            z = p_cam[:, 2]
+            X, Y, Z = xyz_rows[:, cand]
+            # World -> pixels of j; the third row is the z-depth in j since K's last row is (0, 0, 1).
+            P = np.asarray(scene.K[j], dtype=np.float64) @ cam_from_world[j, :3]
+            z = P[2, 0] * X + P[2, 1] * Y + P[2, 2] * Z + P[2, 3]
             with np.errstate(divide="ignore", invalid="ignore"):
-                uvw = p_cam @ np.asarray(scene.K[j], dtype=np.float64).T
-                uv = uvw[:, :2] / uvw[:, 2:3]
+                uv = np.stack([P[c, 0] * X + P[c, 1] * Y + P[c, 2] * Z + P[c, 3] for c in range(2)], -1) / z[:, None]
             H, W = np.shape(scene.depth[j])
             ui, vi = np.rint(uv[:, 0]), np.rint(uv[:, 1])
             ok = (z > 0) & (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
@@ -271,6 +275,23 @@ def _write_points3D_bin(path: Path, m: ColmapModel) -> None:
 # ---- text ------------------------------------------------------------------------------------------------------
 
 
+def _format_rows(row_fmt: str, columns: Sequence[np.ndarray]) -> str:
+    """``row_fmt % row`` for every row of ``columns``, in one C-level ``%`` (4x faster than a generator of
+    f-strings on millions of observations).
+
+    Args:
+        row_fmt: printf format of one row, including its separator / newline.
+        columns: equal-length 1-D arrays, one per field of ``row_fmt``.
+    """
+    n = len(columns[0]) if columns else 0
+    if n == 0:
+        return ""
+    table = np.empty((n, len(columns)), dtype=object)
+    for c, col in enumerate(columns):
+        table[:, c] = np.asarray(col).tolist()  # Python ints / floats: exact %d and %.17g
+    return (row_fmt * n) % tuple(table.ravel())
+
+
 def _write_cameras_txt(path: Path, m: ColmapModel) -> None:
     lines = [
         "# Camera list with one line of data per camera:",
@@ -294,9 +315,8 @@ def _write_images_txt(path: Path, m: ColmapModel) -> None:
     for r, iid in enumerate(m.image_ids):
         pose = " ".join(f"{v:.17g}" for v in (*m.qvec[r], *m.tvec[r]))
         lines.append(f"{iid} {pose} {iid} {m.names[r]}")
-        lines.append(
-            " ".join(f"{x:.17g} {y:.17g} {int(p)}" for (x, y), p in zip(m.points2D[r], m.points2D_ids[r], strict=True))
-        )
+        xy = m.points2D[r]
+        lines.append(_format_rows("%.17g %.17g %d ", [xy[:, 0], xy[:, 1], m.points2D_ids[r]]).rstrip(" "))
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -308,8 +328,11 @@ def _write_points3D_txt(path: Path, m: ColmapModel) -> None:
         f.write(f"# Number of points: {n}, mean track length: {len(m.obs_point) / max(n, 1)}\n")
         for L, pts, track in _track_groups(m):
             fmt = "%d %.17g %.17g %.17g %d %d %d %.17g" + " %d %d" * L + "\n"
-            rows = zip(m.point_ids[pts], m.xyz[pts], m.rgb[pts], m.error[pts], track.reshape(len(pts), -1), strict=True)
-            f.writelines(fmt % (i, *p, *c, e, *t) for i, p, c, e, t in rows)
+            xyz, rgb, flat_track = m.xyz[pts], m.rgb[pts], track.reshape(len(pts), -1)
+            columns = [m.point_ids[pts], *xyz.T, *rgb.T, m.error[pts], *flat_track.T]
+            # Chunks bound the size of the temporary tuple of Python objects.
+            for start in range(0, len(pts), 100_000):
+                f.write(_format_rows(fmt, [c[start : start + 100_000] for c in columns]))
 
 
 def write_model(folder: Path, model: ColmapModel) -> None:
