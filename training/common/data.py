@@ -191,6 +191,7 @@ class RobustImageDataset(Dataset):
         transform: ``transform(pil_image, generator) -> Tensor [3, H, W]``.
         name: dataset name, reported in each sample (``"dataset"``).
         max_retries: consecutive unreadable files tolerated before giving up on an index.
+        loader: ``loader(file) -> PIL.Image`` (default ``load_rgb``; e.g. a generator of synthetic images).
 
     Each item is ``{"image": Tensor, "index": int, "dataset": str, "skipped": int}`` where ``skipped`` counts the
     unreadable files passed over to produce it; an index that fails is replaced by a deterministic other index.
@@ -202,6 +203,7 @@ class RobustImageDataset(Dataset):
         transform: Callable[[Any, torch.Generator], torch.Tensor],
         name: str = "images",
         max_retries: int = 20,
+        loader: Callable[[str], Any] | None = None,
     ) -> None:
         if not files:
             raise ValueError(f"dataset {name!r} has no files")
@@ -209,6 +211,7 @@ class RobustImageDataset(Dataset):
         self.transform = transform
         self.name = name
         self.max_retries = max_retries
+        self.loader = loader or load_rgb
         self.failed: set[str] = set()  # in this process (each DataLoader worker has its own)
 
     def __len__(self) -> int:
@@ -222,7 +225,7 @@ class RobustImageDataset(Dataset):
         for attempt in range(self.max_retries + 1):
             path = self.files[idx]
             try:
-                image = load_rgb(path)
+                image = self.loader(path)
             except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBomb)
                 if path not in self.failed:
                     logger.warning("%s: skipping unreadable %s (%s: %s)", self.name, path, type(err).__name__, err)
