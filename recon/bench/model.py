@@ -2,9 +2,10 @@
 
 Encoder and decoder (+ heads) are timed separately, as the inference engine runs them: every image is encoded
 once, pairs are decoded in batches. A "pair" is two images for the encoder and one decoded pair for the
-decoder. FLOPs come from ``torch.utils.flop_counter`` run on the meta device: an analytic count from the
-shapes of every matmul / convolution / attention (no memory, no timing), so TFLOP/s and MFU do not depend on
-what the kernels actually execute. Figures are printed, never asserted.
+decoder. FLOPs come from ``recon.model.flops.count_flops`` (forward hooks during the first, untimed pass): an
+analytic count from the shapes of every linear / convolution / attention matmul (it agrees exactly with
+``torch.utils.flop_counter`` on MASt3R ViT-L), so TFLOP/s and MFU do not depend on what the kernels execute.
+Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu or cuda")
     p.add_argument("--iters", type=int, default=3, help="timed iterations per stage")
-    p.add_argument("--warmup", type=int, default=1, help="untimed iterations per stage")
+    p.add_argument("--warmup", type=int, default=1, help="untimed iterations per stage (at least 1: counts FLOPs)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=run)
 
@@ -53,23 +54,6 @@ def _cuda() -> bool:
         return torch.cuda.is_available()
     except ImportError:  # pragma: no cover
         return False
-
-
-def count_flops(name: str, batch: int, height: int, width: int) -> tuple[float, float]:
-    """Analytic FLOPs (multiply-add = 2) of ``encode`` for one pair and ``decode`` for one pair."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from recon.model.presets import build_model
-
-    model = build_model(name, device="meta")
-    images = torch.empty(2 * batch, 3, height, width, device="meta")
-    with torch.no_grad():
-        with FlopCounterMode(display=False) as enc:
-            feats = model.encode(images)
-        with FlopCounterMode(display=False) as dec:
-            model.decode(feats[:batch], feats[batch:], (height, width), (height, width))
-    return enc.get_total_flops() / batch, dec.get_total_flops() / batch
 
 
 class _PeakMemory:
@@ -138,6 +122,7 @@ def run(args) -> int:
     import torch
 
     from recon.cli import UserError
+    from recon.model.flops import count_flops
     from recon.model.loading import cast_model
     from recon.model.presets import PRESETS, build_model
 
@@ -165,16 +150,21 @@ def run(args) -> int:
         f"device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}"
         + ("" if device.type == "cuda" else f", {torch.get_num_threads()} threads")
     )
-    flops_enc, flops_dec = count_flops(args.model, B, height, width)
-
     images = torch.rand(2 * B, 3, height, width, device=device)
+    warmup = max(0, args.warmup - 1)  # the FLOP-counting pass is the first warm-up iteration
     with torch.inference_mode():
         with _PeakMemory(device) as mem_enc:
-            t_enc = _time(lambda: model.encode(images), device, args.iters, args.warmup)
+            flops_enc = count_flops(model, lambda: model.encode(images)) / B
+            t_enc = _time(lambda: model.encode(images), device, args.iters, warmup)
         feats = model.encode(images)
         f1, f2 = feats[:B], feats[B:]
+
+        def decode():
+            return model.decode(f1, f2, (height, width), (height, width))
+
         with _PeakMemory(device) as mem_dec:
-            t_dec = _time(lambda: model.decode(f1, f2, (height, width), (height, width)), device, args.iters, 0)
+            flops_dec = count_flops(model, decode) / B
+            t_dec = _time(decode, device, args.iters, warmup)
 
     peak = next((v for (gpu, dt), v in PEAK_TFLOPS.items() if dt == args.dtype and device.type == "cuda"
                  and gpu in torch.cuda.get_device_name(device)), None)  # fmt: skip
@@ -186,7 +176,7 @@ def run(args) -> int:
     ):
         t = sorted(times)[len(times) // 2]  # median
         tflops = flops * B / t / 1e12
-        line = f"{stage:<16}{t * 1e3:>10.1f}{B / t:>10.3f}{flops / 1e9:>12.1f}{tflops:>9.3f}{mem / 2**30:>14.2f}"
+        line = f"{stage:<16}{t * 1e3:>10.1f}{B / t:>10.3f} {flops / 1e9:>11.4g} {tflops:>8.4g} {mem / 2**30:>13.2f}"
         if peak:
             line += f"{100 * tflops / peak:>6.1f}%"
         print(line)
