@@ -59,6 +59,8 @@ def check_scene(scene: Scene) -> None:
             raise SceneError(f"conf[{k}] has shape {np.shape(scene.conf[k])}, depth[{k}] has {hw}")
         if np.shape(scene.colors[k]) != (*hw, 3):
             raise SceneError(f"colors[{k}] has shape {np.shape(scene.colors[k])}, expected {(*hw, 3)}")
+        if np.asarray(scene.colors[k]).dtype != np.uint8:
+            raise SceneError(f"colors[{k}] must be uint8 RGB, got {np.asarray(scene.colors[k]).dtype}")
     if scene.net_to_orig is not None and (
         len(scene.net_to_orig) != n or any(np.shape(a) != (3, 3) for a in scene.net_to_orig)
     ):

@@ -14,7 +14,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from recon.export._atomic import check_parent
+from recon.export._images import check_sources, image_names
 from recon.scene import (
     DEFAULT_CLEAN_TOL,
     DEFAULT_CONF_THR,
@@ -111,6 +114,11 @@ def export(
         return save_scene(scene, path)
     if not registered_mask(scene).any():
         raise ValueError("the scene has no registered camera; nothing to export")
+    if images is not None and fmt in _FOLDER_FORMATS:
+        # Bad photo lists fail here, before the O(N^2 HW) cleaning.
+        reg = np.flatnonzero(registered_mask(scene))
+        image_names(images, scene.names, reg)
+        check_sources(images, reg)
 
     source = clean_scene(scene, tol=clean_tol) if clean_depth else scene
     masks = valid_masks(source, conf_thr)

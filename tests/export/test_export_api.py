@@ -77,6 +77,18 @@ def test_missing_parent_fails_before_any_work(tmp_path, scene, monkeypatch):
     assert _leftovers(tmp_path) == []
 
 
+def test_bad_photo_list_fails_before_cleaning(tmp_path, scene, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("cleaning ran before the photo check")
+
+    monkeypatch.setattr("recon.export.clean_scene", boom)
+    with pytest.raises(FileNotFoundError, match="source images not found"):
+        export(scene, tmp_path / "c", "colmap", images=[tmp_path / n for n in scene.names])
+    with pytest.raises(ValueError, match="3 views"):
+        export(scene, tmp_path / "ns", "nerfstudio", images=[tmp_path / "a.png"])
+    assert _leftovers(tmp_path) == []
+
+
 def test_no_registered_camera(tmp_path, synth):
     s = synth.make_scene(2, registered=np.array([False, False]))
     with pytest.raises(ValueError, match="no registered camera"):

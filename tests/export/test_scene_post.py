@@ -157,6 +157,11 @@ class TestCheckScene:
         with pytest.raises(SceneError, match=r"conf\[1\]"):
             check_scene(scene)
 
+    def test_colors_must_be_uint8(self, scene):
+        scene.colors[2] = scene.colors[2] / 255.0
+        with pytest.raises(SceneError, match=r"colors\[2\] must be uint8"):
+            check_scene(scene)
+
     def test_wrong_list_length(self, scene):
         scene.names = scene.names[:2]
         with pytest.raises(SceneError, match="names"):
