@@ -276,6 +276,12 @@ def _load_dune_mast3r(ckpt: Mapping, backbone) -> ReconModel:
         adapter_norm_eps=1e-5,  # ... and applies its own trainable nn.LayerNorm (default eps 1e-5)
         backbone=recipe,
     )
+    carried = sorted(k for k in ckpt["model"] if k.startswith("dune_backbone."))
+    if carried:
+        raise CheckpointError(
+            f"this DUNE-MASt3R file carries {len(carried)} encoder weight(s) ({carried[0]}, ...), which the official "
+            "loader would load over the hub encoder; not supported: pass the DUNE checkpoint as backbone= instead"
+        )
     mapped, _ = convert_state_dict(ckpt["model"], DUNE_MAST3R)
     return _assemble(encoder, config, mapped, DUNE_MAST3R)
 

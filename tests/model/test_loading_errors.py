@@ -126,3 +126,12 @@ def test_image_size_not_a_multiple_of_the_patch():
     feat = torch.zeros(1, 12, 64)
     with pytest.raises(ValueError, match=r"feat2 has shape \(1, 12, 64\), expected \[1, 16, 64\]"):
         model.decode(feat, feat, (48, 64), (64, 64))
+
+
+def test_dune_decoder_carrying_encoder_weights_is_refused(tmp_path):
+    ckpt = safe_load(fixture_path("dune_mast3r_tiny.pth"))
+    ckpt["model"] = {**ckpt["model"], "dune_backbone.cls_token": torch.zeros(1, 1, 32)}
+    path = tmp_path / "dm.pth"
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=r"carries 1 encoder weight\(s\) \(dune_backbone\.cls_token"):
+        recon.load_model(path, backbone=fixture_path("dune_tiny.pth"))
