@@ -223,6 +223,7 @@ def train(cfg: DistillConfig, *, on_iteration: Callable[[int, DistillTrainer], N
     tlog = TrainLogger(out, enabled=info.is_main, console_every=cfg.train.log_every, tensorboard=cfg.train.tensorboard)
 
     def save(it: int) -> None:
+        sampler.position = it * per_batch  # samples this rank consumed (the live iterator runs ahead)
         state = to_official_state({k: v.detach().cpu() for k, v in trainer.dune.state_dict().items()})
         manager.save(
             it,
