@@ -62,3 +62,13 @@ def test_unknown_checkpoint_is_a_user_error(tiny_setup, tmp_path, capsys):
     root, _ = tiny_setup
     assert run(root, tmp_path / "missing.pth", tmp_path / "o") == 2
     assert "cannot load model" in capsys.readouterr().err
+
+
+def test_global_mode_with_tiny_model(tiny_setup, tmp_path):
+    root, ckpt = tiny_setup
+    out = tmp_path / "gl"
+    assert run(root, ckpt, out, "--mode", "global", "--recipe", "vggt") == 0
+    (rec,) = load_results(out)
+    assert rec["T_rel_pred"] is None and np.array(rec["T_world_cam_pred"]).shape == (10, 4, 4)
+    assert "registered" in rec["info"] and len(rec["rot_err_deg"]) == 45
+    assert json.loads((out / "run.json").read_text())["predictor"]["predictor"] == "global"
