@@ -99,23 +99,25 @@ def _vm_hwm() -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def _time(fn, device, iters: int, warmup: int) -> list[float]:
+def _time(fn, device, iters: int, warmup: int) -> tuple[float, float]:
+    """Median wall-clock seconds and median process CPU seconds (all threads) of ``fn()``."""
     import time
 
     import torch
 
     for _ in range(warmup):
         fn()
-    times = []
+    walls, cpus = [], []
     for _ in range(iters):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+    return sorted(walls)[len(walls) // 2], sorted(cpus)[len(cpus) // 2]
 
 
 def run(args) -> int:
@@ -168,20 +170,24 @@ def run(args) -> int:
 
     peak = next((v for (gpu, dt), v in PEAK_TFLOPS.items() if dt == args.dtype and device.type == "cuda"
                  and gpu in torch.cuda.get_device_name(device)), None)  # fmt: skip
+    cpu = device.type != "cuda"
     print(f"{'stage':<16}{'ms/iter':>10}{'pairs/s':>10}{'GFLOP/pair':>12}{'TFLOP/s':>9}{'peak mem GiB':>14}"
-          + ("   MFU" if peak else ""))  # fmt: skip
-    for stage, times, flops, mem in (
+          + ("   MFU" if peak else "") + ("  CPU-s/iter" if cpu else ""))  # fmt: skip
+    for stage, (t, t_cpu), flops, mem in (
         ("encoder (2 img)", t_enc, flops_enc, mem_enc.peak),
         ("decoder+heads", t_dec, flops_dec, mem_dec.peak),
     ):
-        t = sorted(times)[len(times) // 2]  # median
         tflops = flops * B / t / 1e12
         line = f"{stage:<16}{t * 1e3:>10.1f}{B / t:>10.3f} {flops / 1e9:>11.4g} {tflops:>8.4g} {mem / 2**30:>13.2f}"
         if peak:
             line += f"{100 * tflops / peak:>6.1f}%"
+        if cpu:
+            line += f"{t_cpu:>12.2f}"
         print(line)
-    t_total = sorted(t_enc)[len(t_enc) // 2] + sorted(t_dec)[len(t_dec) // 2]
-    print(f"encode + decode: {B / t_total:.3f} pairs/s (each image encoded for each pair; the engine encodes once)")
-    if device.type != "cuda":
-        print("CPU peak memory is the process's peak resident set size during the stage (weights included).")
+    print(f"encode + decode: {B / (t_enc[0] + t_dec[0]):.3f} pairs/s (the inference engine encodes each image once)")
+    if cpu:
+        print(
+            "times are medians; CPU-s/iter = process CPU time over all threads (wall >> CPU-s / threads means "
+            "the CPU was shared); peak memory = the process's peak RSS during the stage, weights included."
+        )
     return 0
