@@ -74,3 +74,21 @@ def test_training_string_spelling_is_equivalent(tmp_path, mast3r_io):
     with torch.no_grad():
         pred1, _ = model(img1, img2)  # portrait stays portrait, as the official load_model forces
     torch.testing.assert_close(pred1["pts3d"], mast3r_io["portrait.pred1.pts3d"], rtol=1e-4, atol=1e-4)
+
+
+def test_names_resolve_through_the_weights_table(monkeypatch):
+    """Weights names go through backbone.hub.get_weights; a DUNE-MASt3R file's own dune_backbone_name too."""
+    from backbone import hub
+
+    asked = []
+    files = {"some_mast3r": fixture_path("mast3r_tiny.pth"), "dune_tiny_14_56_encoder": fixture_path("dune_tiny.pth")}
+
+    def fake_get_weights(name, **kw):
+        asked.append(name)
+        return files[name]
+
+    monkeypatch.setattr(hub, "get_weights", fake_get_weights)
+    assert recon.load_model("some_mast3r").patch_size == 16
+    model = recon.load_model(fixture_path("dune_mast3r_tiny.pth"))  # no backbone=: the file names its encoder
+    assert asked == ["some_mast3r", "dune_tiny_14_56_encoder"]
+    assert model.backbone.spec.embed_dim == 32 and model.config.tokens == "prenorm"
