@@ -119,14 +119,16 @@ def convert_state_dict(
         if any(r.fullmatch(key) for r in dropped):
             continue
         new = _rename(key, keymap)
+        rest = key[len(keymap.prefix) :] if key.startswith(keymap.prefix) else ""
         if new is not None:
             mapped[new] = value
-        elif key.startswith(keymap.prefix) and key[len(keymap.prefix) :].startswith(keymap.encoder_prefixes or ("\0",)):
-            encoder[key[len(keymap.prefix) :]] = value
+        elif keymap.encoder_prefixes and rest.startswith(keymap.encoder_prefixes):
+            encoder[rest] = value
         else:
             unmapped.append(key)
     if unmapped:
-        shown = ", ".join(sorted(unmapped)[:12]) + (f" ... (+{len(unmapped) - 12} more)" if len(unmapped) > 12 else "")
+        more = f" ... (+{len(unmapped) - 12} more)" if len(unmapped) > 12 else ""
+        shown = ", ".join(sorted(unmapped)[:12]) + more
         raise CheckpointError(f"{keymap.name}: {len(unmapped)} unexpected key(s) that no rule maps: {shown}")
     _check_aliases(state_dict, keymap.prefix)
     return mapped, encoder
