@@ -138,7 +138,7 @@ def official_args(model: DuneBackbone) -> argparse.Namespace:
 
 def official_checkpoint(model: DuneBackbone, iteration: int) -> dict:
     """``{'model', 'args', 'iter'}`` in the official layout (CPU tensors)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach() if v.is_meta else v.detach().cpu() for k, v in model.state_dict().items()}
     return {"model": to_official_state(state), "args": official_args(model), "iter": int(iteration)}
 
 

@@ -80,6 +80,7 @@ class Teacher(nn.Module):
         self.model = model.eval().requires_grad_(False)
         self.patch_size = model.spec.patch_size
         self.dim = model.spec.embed_dim
+        self.eval()
 
     def train(self, mode: bool = True) -> Teacher:
         """Teachers stay in eval mode whatever the caller asks."""
