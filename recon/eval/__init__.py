@@ -3,5 +3,6 @@
 Modules: ``metrics`` (pair errors, RRA/RTA, mAA), ``cameras`` (dataset -> ``T_world_cam`` / ``K``), ``co3d`` and
 ``re10k`` (readers and filters), ``sampling`` (seeded frame draws saved to JSON), ``predictors`` (the
 ``predict(frames)`` protocol and the oracle), ``pairwise`` (essential-matrix relative poses from decoder
-outputs), ``runner`` (resumable JSON-lines results, shards, summaries). See docs/eval.md.
+outputs), ``model_predictors`` (network / pipeline adapters), ``runner`` (resumable JSON-lines results, shards,
+summaries), ``benchmark`` (one run end to end), ``distributed`` (torchrun). See docs/eval.md.
 """
