@@ -178,7 +178,12 @@ def evaluate(
             frames = reader.load_frames(s.category, s.sequence, s.frame_ids)
             _reset_peak_memory()
             t0 = time.perf_counter()
-            pred = as_prediction(predictor.predict(frames), len(frames))
+            try:
+                pred = as_prediction(predictor.predict(frames), len(frames))
+            except Exception:
+                # Finished sequences are safe on disk; name the failing one so it can be investigated.
+                logger.error("predictor failed on %s/%s (frames %s)", s.category, s.sequence, s.frame_ids)
+                raise
             seconds = time.perf_counter() - t0
             rss, gpu = _peak_memory()
             T_gt = np.stack([fr.T_world_cam for fr in frames])

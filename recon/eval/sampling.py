@@ -167,6 +167,7 @@ def sample_sequences(
             continue
         idx = [int(i) for i in draw_indices(rng, n, num_frames)]
         if recipe.sort_frames_by_path:
+            # String order, as PoseDiffusion's sort_by_filename (RE10K timestamps of different lengths included).
             idx.sort(key=lambda i: seq.frames[i].rel_path)
         out.append(SampledSequence(seq.category, seq.name, n, idx, [seq.frames[i].frame_id for i in idx]))
     return out

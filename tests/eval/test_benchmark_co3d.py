@@ -4,14 +4,13 @@ import json
 
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
 
 from recon.cli import main
 from recon.eval.benchmark import BenchmarkOptions, run_benchmark
 from recon.eval.co3d import Co3dReader
-from recon.eval.predictors import OraclePredictor
 from recon.eval.runner import load_results, summarize
 
+from .helpers import Interrupting, independent_metrics
 from .layouts import SeqSpec, write_co3d_layout
 
 CATS = ["apple", "bench", "chair"]
@@ -42,34 +41,6 @@ def cli(*args):
 
 def records(out):
     return {(r["category"], r["sequence"]): r for r in load_results(out)}
-
-
-def independent_metrics(recs):
-    """Recompute the summary from recorded poses with a per-pair loop (scipy rotations), PD convention."""
-    per_cat = {}
-    for r in recs.values():
-        gt, pr = np.array(r["T_world_cam_gt"]), np.array(r["T_world_cam_pred"])
-        rot, tra = [], []
-        for i in range(len(gt)):
-            for j in range(i + 1, len(gt)):
-                rel_g = np.linalg.inv(gt[j]) @ gt[i]
-                rel_p = np.linalg.inv(pr[j]) @ pr[i]
-                rot.append(np.degrees(Rotation.from_matrix(rel_g[:3, :3].T @ rel_p[:3, :3]).magnitude()))
-                a, b = rel_g[:3, 3], rel_p[:3, 3]
-                c = abs(a @ b) / np.linalg.norm(a) / np.linalg.norm(b)
-                tra.append(np.degrees(np.arccos(min(c, 1.0))))
-        per_cat.setdefault(r["category"], []).append((np.array(rot), np.array(tra)))
-    out = {}
-    for cat, seqs in per_cat.items():
-        rot = np.concatenate([s[0] for s in seqs])
-        tra = np.concatenate([s[1] for s in seqs])
-        m = np.maximum(rot, tra)
-        out[cat] = {
-            "RRA@15": 100 * np.mean(rot < 15),
-            "RTA@15": 100 * np.mean(tra < 15),
-            "mAA(30)": 100 * np.mean([np.mean(m < k) for k in range(1, 30)] + [np.mean(m <= 30)]),
-        }
-    return out, {k: np.mean([v[k] for v in out.values()]) for k in ("RRA@15", "RTA@15", "mAA(30)")}
 
 
 def test_oracle_scores_100_and_filters_drop_decoys(co3d_root, tmp_path, capsys):
@@ -149,25 +120,6 @@ def test_sampling_file_reproduces_frames(co3d_root, tmp_path):
     assert any(records(d)[k]["frame_ids"] != ra[k]["frame_ids"] for k in GOOD)
     # Asking an existing sampling file for another seed is an error, not a silent mismatch.
     assert cli("co3d", "--root", root, "--oracle", "--seed", 1, "--sampling", a / "sampling.json", "--out", d) == 2
-
-
-class Interrupting:
-    """An oracle that dies (like a killed process) after a number of sequences, and counts its calls."""
-
-    def __init__(self, stop_after=None):
-        self.inner = OraclePredictor()
-        self.name = "oracle"
-        self.calls = []
-        self.stop_after = stop_after
-
-    def describe(self):
-        return self.inner.describe()
-
-    def predict(self, frames):
-        if self.stop_after is not None and len(self.calls) == self.stop_after:
-            raise KeyboardInterrupt
-        self.calls.append(frames[0].rel_path.split("/")[1])
-        return self.inner.predict(frames)
 
 
 def test_interrupted_run_resumes_without_recomputing(co3d_root, tmp_path):

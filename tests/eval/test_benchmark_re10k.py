@@ -11,8 +11,8 @@ from recon.eval.data import DatasetError
 from recon.eval.re10k import Re10kReader, read_camera_file
 from recon.eval.runner import load_results
 
+from .helpers import Interrupting, independent_metrics
 from .layouts import write_re10k_layout
-from .test_benchmark_co3d import Interrupting, independent_metrics
 
 CLIPS = {"0a1b2c3d4e5f6a7b": 30, "1111222233334444": 24, "5555666677778888": 40, "9999aaaabbbbcccc": 5,
          "ddddeeeeffff0000": 30, "notinsplit000000": 30}  # fmt: skip

@@ -14,7 +14,7 @@ from recon.eval.runner import load_results
 from recon.synth import render_scene, write_re10k
 from recon.synth.co3d import Co3dSequence, write_co3d
 
-from .test_benchmark_co3d import Interrupting, independent_metrics
+from .helpers import Interrupting, independent_metrics
 
 CATS = ("apple", "bench", "chair")
 VALID = {(c, f"{c}_s{k}") for c in CATS for k in range(2)}
