@@ -2,11 +2,13 @@
 
 Unknowns: per view a pose, focal (and optionally principal point), a depth scale and a log-depth correction on a
 pixel grid of stride ``subsample``; per ordered pair ``e = (i, j)`` a similarity ``S_e`` taking the pair's frame
-(camera ``i`` at the pair's scale) to the world. The loss is DUSt3R's confidence-weighted L1 distance
+(camera ``i`` at the pair's scale) to the world. The loss is DUSt3R's confidence-weighted L1 distance, made relative:
 
-    Σ_e Σ_x log(conf) · ‖X_world(x) − S_e(pred_e(x))‖
+    Σ_e Σ_x log(conf) · ‖X_world(x) − S_e(pred_e(x))‖ / (s_e·‖pred_e(x)‖)
 
-over both point maps of every pair, divided by the total weight and the scene scale. Initialisation chains
+over both point maps of every pair, divided by the total weight. Dividing by the point's distance from the
+pair's camera makes the loss scale-invariant (DUSt3R's absolute distances reward a shrinking scene, which biases
+the scale when known poses pin it) and stops far points from dominating. Initialisation chains
 similarity registrations along the maximum spanning tree of pair scores ``mean(conf_i)·mean(conf_j)`` (with
 Weiszfeld focals), then registers each pair onto the initial world points to start ``S_e``. Without two known
 poses the scale is fixed by holding the geometric mean of the pair scales, as DUSt3R does.
@@ -147,7 +149,8 @@ def dense_align(
         "edge": torch.as_tensor(edge_idx, device=dev),
         "pred": torch.as_tensor(pred_pts, dtype=dtype, device=dev),
     }
-    w = torch.as_tensor(weight, dtype=dtype, device=dev)
+    pred_norm = torch.as_tensor(np.linalg.norm(pred_pts, axis=1), dtype=dtype, device=dev).clamp(min=1e-12)
+    w = torch.as_tensor(weight * (np.linalg.norm(pred_pts, axis=1) > 0), dtype=dtype, device=dev)
     w = w / w.sum().clamp(min=1e-12)
 
     def loss_fn():
@@ -159,7 +162,10 @@ def dense_align(
         te = t_e0 + pw_trans * scene_scale
         etab = torch.cat([sR.reshape(-1, 9), te], 1).index_select(0, t_["edge"])
         Y = torch.bmm(etab[:, :9].reshape(-1, 3, 3), t_["pred"][:, :, None])[:, :, 0] + etab[:, 9:]
-        return (w * (X - Y).norm(dim=-1)).sum() / scene_scale
+        # Residuals relative to the point's distance from the pair's camera (at the pair's world scale): the
+        # loss is then invariant to the global scale, so nothing rewards shrinking the scene around fixed poses.
+        s_e = torch.exp(log_s_e0 + lam).index_select(0, t_["edge"])
+        return (w * (X - Y).norm(dim=-1) / (s_e * pred_norm)).sum()
 
     names = ["rot", "trans", "log_scale"] + (["delta"] if cfg.opt_depth else [])
     names += (["log_focal"] if cfg.opt_focal else []) + (["pp_off"] if cfg.opt_pp else [])

@@ -210,8 +210,11 @@ def sparse_align(
         return out
 
     def loss_3d():
-        (_, Xa), (_, Xb) = world_points()
-        d = (Xa - Xb).norm(dim=-1) / scene_scale
+        (tab_a, Xa), (tab_b, Xb) = world_points()
+        # Distances relative to the points' distances from their cameras: scale-invariant, so a scene pinned by
+        # known poses is not pulled smaller, and far matches do not dominate near ones.
+        ref = 0.5 * ((Xa - tab_a[:, 9:12]).norm(dim=-1) + (Xb - tab_b[:, 9:12]).norm(dim=-1))
+        d = (Xa - Xb).norm(dim=-1) / ref.clamp(min=min_z)
         return (conf * gamma_loss(d, 1.5)).sum()
 
     def loss_2d():
