@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def run(args) -> int:
     from training.distill.datasets import DataConfigError
     from training.distill.train import train
 
-    setup_logging(int(__import__("os").environ.get("RANK", "0")))
+    setup_logging(int(os.environ.get("RANK", "0")))
     try:
         result = train(cfg)
     except DataConfigError as err:
@@ -113,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.distill", description=DESCRIPTION)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    from recon.cli import UserError
+
     try:
         return run(args)
-    except Exception as err:
-        if type(err).__name__ == "UserError":
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
