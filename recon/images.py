@@ -55,6 +55,9 @@ IMAGE_EXTENSIONS = frozenset(
 )
 HEIF_EXTENSIONS = frozenset(".heic .heif .hif".split())
 VIDEO_EXTENSIONS = frozenset(".mp4 .mov .m4v .avi .mkv .webm .mpg .mpeg .wmv .flv .ts .mts .3gp".split())
+# Files that live beside photos in a scene folder (camera files, notes, our own outputs). Inside a *folder* they
+# are passed over quietly; named explicitly, they are still reported as skipped.
+SIDECAR_EXTENSIONS = frozenset(".json .txt .md .csv .npz .npy .ply .glb .db .xml .yaml .yml".split())
 
 # 500 Mpx: a 12000x9000 photo (108 Mpx) loads; a crafted 50000x50000 PNG (2.5 Gpx, 7.5 GB decoded) does not.
 DEFAULT_MAX_PIXELS = 500_000_000
@@ -373,6 +376,8 @@ def _expand(inputs) -> tuple[list[Path], list[Skipped]]:
             for child in sorted(p.iterdir(), key=lambda c: natural_key(c.name)):
                 if child.is_dir():
                     skipped.append(Skipped(str(child), "a folder (folders are not searched recursively)"))
+                elif child.suffix.lower() in SIDECAR_EXTENSIONS or child.name.startswith("."):
+                    logger.debug("ignoring %s (not a photo)", child)
                 else:
                     paths.append(child)
         elif p.exists():

@@ -359,7 +359,8 @@ class TestBadInputs:
         jpeg = io.BytesIO()
         Image.fromarray(gradient(300, 200)).save(jpeg, "JPEG")
         (d / "truncated.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
-        (d / "notes.txt").write_text("hello")
+        (d / "notes.doc").write_text("hello")
+        (d / "cameras.json").write_text("{}")  # a sidecar: passed over quietly inside a folder
         (d / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(32))
         save(d / "tiny.png", gradient(8, 8))
         save(d / "sliver.png", gradient(2000, 40))
@@ -374,7 +375,7 @@ class TestBadInputs:
             "empty.jpg",
             "corrupt.jpg",
             "truncated.jpg",
-            "notes.txt",
+            "notes.doc",
             "clip.mp4",
             "tiny.png",
             "sliver.png",
@@ -385,7 +386,7 @@ class TestBadInputs:
         assert "empty file" in reasons["empty.jpg"]
         assert "corrupt" in reasons["corrupt.jpg"]
         assert "corrupt image data" in reasons["truncated.jpg"]
-        assert "not an image" in reasons["notes.txt"]
+        assert "not an image" in reasons["notes.doc"]
         assert "pass the video on its own" in reasons["clip.mp4"]
         assert "too small for the network" in reasons["tiny.png"] and "8x8" in reasons["tiny.png"]
         assert "aspect ratio" in reasons["sliver.png"]
@@ -493,3 +494,12 @@ def test_real_photos():
         H0, W0 = v.orig_size
         corner = v.net_to_orig @ np.array([v.true_shape[1] - 0.5, v.true_shape[0] - 0.5, 1.0])
         assert 0 < corner[0] <= W0 and 0 < corner[1] <= H0
+
+
+def test_sidecar_files_named_explicitly_are_reported(tmp_path):
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(tmp_path / "a.png")
+    (tmp_path / "cameras.json").write_text("{}")
+    views, skipped = load_images([tmp_path / "a.png", tmp_path / "cameras.json"], size=64, patch_size=16)
+    assert len(views) == 1
+    assert [Path(s.path).name for s in skipped] == ["cameras.json"]
+    assert "not an image" in skipped[0].reason
