@@ -1,0 +1,250 @@
+"""The MuM pre-training loop: one ``MuMTrainer.step`` per iteration, ``train(cfg)`` around it.
+
+Per iteration (train-dev ``mum/train.py``, reference/dune_mum.md §11): set the lr from the warm-up + cosine
+schedule (peak ``blr x frames / 256``); under bf16 autocast (CUDA) run the masked autoencoder (DDP) on the batch
+``[n, S, 3, H, W]``; abort if the loss is not finite on any rank; backward; optionally clip the global gradient
+norm (off by default, as the official run; the norm is logged); AdamW step. The masking noise of iteration ``it``
+on rank ``r`` comes from a generator seeded with ``(seed, it, r)``, so that, like the batches, it is replayed
+exactly on resume.
+
+``train`` adds the data pipeline (``MultiViewBatches``), checkpoints every N iterations (the model in the official
+autoencoder layout + the training state; atomic; the run resumes automatically from the latest one in
+``output_dir``), TensorBoard scalars and reconstruction images, ``config.json``, and at the end the final files
+of ``training.mum.model.write_outputs`` and ``summary.json`` (frames/s).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from backbone.checkpoint import load_strict
+from backbone.mum_decoder import MUM_DECODER_PREFIXES, load_official, official_state_dict
+from training.common import distributed
+from training.common.checkpoint import CheckpointManager
+from training.common.config import save_json, to_dict, write_json_atomic
+from training.common.data import sample_seed
+from training.common.distributed import DistInfo, init_distributed
+from training.common.logging import TrainLogger
+from training.common.optim import build_adamw
+from training.common.schedule import WarmupCosine
+from training.mum.batches import IterationSampler, MultiViewBatches
+from training.mum.config import MuMConfig
+from training.mum.model import build_autoencoder, weights_digest, write_outputs
+from training.mum.sequences import build_source
+from training.mum.visualize import ReconstructionLogger
+
+logger = logging.getLogger(__name__)
+
+
+def to_module_state(state: dict) -> dict:
+    """Official flat autoencoder keys -> ``MuMAutoEncoder`` keys (``encoder.`` / ``decoder.`` prefixes)."""
+    return {("decoder." if k.startswith(MUM_DECODER_PREFIXES) else "encoder.") + k: v for k, v in state.items()}
+
+
+class MuMTrainer:
+    """Model, optimizer and schedule of a run; ``step`` performs one training iteration.
+
+    Args:
+        cfg: the resolved ``MuMConfig``.
+        info: this process's place in the job (``init_distributed()``).
+    """
+
+    def __init__(self, cfg: MuMConfig, info: DistInfo | None = None) -> None:
+        self.cfg = cfg
+        self.info = info or DistInfo()
+        device = self.info.device
+        t = cfg.train
+        self.model = build_autoencoder(cfg).to(device)
+        if self.info.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        else:
+            self.ddp = self.model
+        self.frames_per_step = cfg.data.frame_budget * self.info.world_size
+        self.lr_schedule = WarmupCosine(
+            base=cfg.peak_lr(self.info.world_size), final=t.min_lr, total=t.iterations, warmup=t.warmup
+        )
+        self.optimizer = build_adamw(self.model, lr=0.0, weight_decay=t.weight_decay, betas=t.betas)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.autocast = device.type == "cuda" and t.bf16
+
+    def mask_generator(self, it: int) -> torch.Generator:
+        """The masking-noise generator of iteration ``it`` on this rank (a pure function of seed, it, rank)."""
+        seed = sample_seed(self.cfg.train.seed, it * self.info.world_size + self.info.rank)
+        return torch.Generator().manual_seed(seed)
+
+    def step(self, images: torch.Tensor, it: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """One iteration on ``images [n, S, 3, H, W]`` (RGB in [0, 1], on the training device).
+
+        Returns:
+            Scalars (``loss``, ``lr``, ``grad_norm``, ``views``, ``frames``) and the detached model outputs
+            (``pred``, ``mask``) for visualisation.
+
+        Raises:
+            FloatingPointError: the loss is not finite on some rank.
+        """
+        self.ddp.train()
+        lr = self.lr_schedule.apply(self.optimizer, it)
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = self.ddp(images, self.cfg.model.mask_ratio, generator=self.mask_generator(it))
+        loss = out["loss"].float()
+        finite = torch.tensor(float(torch.isfinite(loss)), device=loss.device)
+        if distributed.all_reduce_sum(finite).item() < self.info.world_size:
+            raise FloatingPointError(f"non-finite loss at iteration {it} (on this rank: {loss.item()})")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.cfg.train.clip_grad if self.cfg.train.clip_grad > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        self.optimizer.step()
+        metrics = {
+            "loss": loss.item(),
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+            "views": float(images.shape[1]),
+            "frames": float(images.shape[0] * images.shape[1]),
+        }
+        return metrics, {"pred": out["pred"].detach(), "mask": out["mask"].detach()}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or stopped) ``train`` call reports."""
+
+    outputs: dict[str, Path] | None
+    """Final files (``write_outputs``) when the run reached its last iteration, else ``None``."""
+    iterations: int
+    """Iterations completed in total (including resumed ones)."""
+    frames_per_second: float
+    """Training throughput of this call over all ranks (frames / wall second, data loading included)."""
+    skipped_images: int
+    """Unreadable images skipped so far (all ranks)."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002  (third-party code draws from the legacy global RNG)
+    torch.manual_seed(seed)
+
+
+def build_batches(cfg: MuMConfig, rank: int) -> MultiViewBatches:
+    """The run's batch dataset (sources built from ``cfg.data``; same sequences on every rank)."""
+    seed = cfg.train.seed
+    sources = [build_source(d, seed) for d in cfg.data.datasets]
+    singles = [build_source(d, seed) for d in cfg.data.single_view]
+    return MultiViewBatches(sources, singles, cfg.data, seed, rank)
+
+
+def train(cfg: MuMConfig, *, on_iteration: Callable[[int, MuMTrainer], None] | None = None) -> TrainResult:
+    """Run (or resume) MuM pre-training; see the module doc.
+
+    Args:
+        cfg: resolved config.
+        on_iteration: called as ``on_iteration(iterations_done, trainer)`` after every iteration, before that
+            iteration's checkpoint is written (monitoring; tests raise from it to simulate a crash).
+    """
+    t = cfg.train
+    info = init_distributed(t.device)
+    seed_everything(t.seed + info.rank)
+    out = Path(t.output_dir)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_json(cfg, out / "config.json")
+    trainer = MuMTrainer(cfg, info)
+    batches = build_batches(cfg, info.rank)
+    sampler = IterationSampler()
+    manager = CheckpointManager(out, keep=t.keep_checkpoints)
+    ckpt = manager.resume(
+        model=trainer.model,
+        optimizer=trainer.optimizer,
+        scheduler=trainer.lr_schedule,
+        model_state_fn=to_module_state,
+    )
+    start, skipped = 0, 0
+    if ckpt is not None:
+        start, skipped = int(ckpt["iter"]), int(ckpt.get("skipped_images", 0))
+    elif cfg.model.init_from:
+        load_strict(trainer.model, load_official(cfg.model.init_from).state_dict(), str(cfg.model.init_from))
+        logger.info("initialised the autoencoder from %s", cfg.model.init_from)
+    sampler.start = start
+    logger.info(
+        "MuM pre-training: %d iterations (from %d), %d frames per rank x %d ranks, views %s, peak lr %.3g, output %s",
+        t.iterations, start, cfg.data.frame_budget, info.world_size, list(batches.plan.views),
+        trainer.lr_schedule.base, out,
+    )  # fmt: skip
+    loader = DataLoader(
+        batches,
+        batch_size=None,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        pin_memory=info.device.type == "cuda",
+        persistent_workers=False,
+    )
+    tlog = TrainLogger(out, enabled=info.is_main, console_every=t.log_every, tensorboard=t.tensorboard)
+    images_log = ReconstructionLogger(out, enabled=info.is_main and t.image_every > 0, tensorboard=t.tensorboard)
+
+    def save(it: int) -> None:
+        manager.save(
+            it,
+            model=official_state_dict(trainer.model),
+            optimizer=trainer.optimizer,
+            scheduler=trainer.lr_schedule,
+            sampler=IterationSampler(it),
+            config=to_dict(cfg),
+            extra={"skipped_images": skipped},
+        )
+
+    it = start
+    frames = 0
+    t_start = t_last = time.perf_counter()
+    try:
+        if it < t.iterations:
+            for batch in loader:
+                if batch["iteration"] != it:  # the sampler starts at `start`; anything else is a bug
+                    raise RuntimeError(f"data for iteration {batch['iteration']} arrived at iteration {it}")
+                images = batch["images"].to(info.device, non_blocking=True)
+                metrics, outputs = trainer.step(images, it)
+                skipped += int(distributed.all_reduce_sum(torch.tensor(batch["skipped"])).item())
+                now = time.perf_counter()
+                step_frames = metrics["frames"] * info.world_size
+                frames += step_frames
+                metrics.update(skipped_images=skipped, frames_per_s=step_frames / max(now - t_last, 1e-9))
+                t_last = now
+                tlog.log(it, metrics)
+                if t.image_every and it % t.image_every == 0:
+                    images_log.log(it, images, outputs["pred"], outputs["mask"], trainer.model)
+                it += 1
+                if on_iteration is not None:
+                    on_iteration(it, trainer)
+                if it % t.checkpoint_every == 0 or it == t.iterations:
+                    save(it)
+                if it >= t.iterations:
+                    break
+    finally:
+        tlog.close()
+        images_log.close()
+    elapsed = time.perf_counter() - t_start
+    throughput = frames / elapsed if it > start else 0.0
+    digests = distributed.all_gather_object(weights_digest(trainer.model))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"ranks ended with different weights: {digests}")
+    outputs_written = None
+    if it >= t.iterations:
+        if info.is_main:
+            outputs_written = write_outputs(trainer.model, out)
+            write_json_atomic(
+                {"iterations": it, "frames_per_second": throughput, "skipped_images": skipped, "rank_digests": digests},
+                out / "summary.json",
+            )
+            logger.info("done: %s (%.1f frames/s)", out, throughput)
+        distributed.barrier()
+    return TrainResult(outputs_written, it, throughput, skipped)
