@@ -137,7 +137,7 @@ def resection_dlt(X: np.ndarray, uv: np.ndarray, weights: np.ndarray | None = No
     rows1 = np.c_[Xh, z, -uh[:, :1] * Xh]
     rows2 = np.c_[z, Xh, -uh[:, 1:2] * Xh]
     A = np.concatenate([rows1 * w[:, None], rows2 * w[:, None]])
-    P = np.linalg.svd(A)[2][-1].reshape(3, 4)
+    P = np.linalg.svd(A, full_matrices=False)[2][-1].reshape(3, 4)
     P = np.linalg.inv(T2) @ P @ T3
     M = P[:, :3]
     if np.linalg.det(M) < 0:

@@ -63,7 +63,8 @@ def chain_init(prob: Problem, scores: np.ndarray, seed: int = 0, max_points: int
     np.fill_diagonal(S, 0)
     label = components(S)
     has_edge = (S > 0).any(1)
-    cand = [c for c in np.unique(label[usable]) if has_edge[label == c].any() or usable[label == c].sum() == 1]
+    # A lone view is a reconstruction only when it is the only view; otherwise nothing ties it to the rest.
+    cand = [c for c in np.unique(label[usable]) if has_edge[label == c].any() or n == 1]
     T = np.tile(np.eye(4), (n, 1, 1))
     scale = np.ones(n)
     registered = np.zeros(n, bool)

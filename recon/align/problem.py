@@ -157,17 +157,6 @@ def build_problem(
     for p in preds:
         pairs[(p.i, p.j)] = _check_pair(p, shapes)
 
-    canon: list[np.ndarray | None] = [None] * n
-    canon_conf: list[np.ndarray | None] = [None] * n
-    for k in range(n):
-        own = [p for (i, _), p in sorted(pairs.items()) if i == k]
-        if own:
-            canon[k], canon_conf[k] = canonical_pointmap(own, min_conf)
-            if not (canon_conf[k] > 0).any():
-                canon[k] = canon_conf[k] = None
-        elif any(j == k for _, j in pairs):
-            logger.warning("view %d appears only as the second view of its pairs; it cannot be aligned", k)
-
     for name, lst in (("K", priors.K), ("focal", priors.focal)):
         if lst is not None and len(lst) != n:
             raise AlignmentError(f"Priors.{name} has {len(lst)} entries for {n} views")
@@ -193,6 +182,29 @@ def build_problem(
                 raise AlignmentError(f"Priors.focal[{k}] must be a positive number, got {f}")
             focal0[k] = float(f)
             focal_known[k] = True
+    known_poses: dict[int, np.ndarray] = {}
+    for k, T in (priors.T_world_cam or {}).items():
+        if not 0 <= int(k) < n:
+            raise AlignmentError(f"Priors.T_world_cam names view {k}, but there are {n} views")
+        T = np.asarray(T, np.float64)
+        R = T[:3, :3] if T.shape == (4, 4) else None
+        if R is None or not np.isfinite(T).all() or not np.allclose(R @ R.T, np.eye(3), atol=1e-5):
+            raise AlignmentError(f"Priors.T_world_cam[{k}] must be a finite 4x4 rigid transform")
+        if abs(np.linalg.det(R) - 1) > 1e-5:
+            raise AlignmentError(f"Priors.T_world_cam[{k}] has a reflection (det R = {np.linalg.det(R):.3f})")
+        known_poses[int(k)] = T
+
+    canon: list[np.ndarray | None] = [None] * n
+    canon_conf: list[np.ndarray | None] = [None] * n
+    for k in range(n):
+        own = [p for (i, _), p in sorted(pairs.items()) if i == k]
+        if own:
+            canon[k], canon_conf[k] = canonical_pointmap(own, min_conf)
+            if not (canon_conf[k] > 0).any():
+                canon[k] = canon_conf[k] = None
+        elif any(j == k for _, j in pairs):
+            logger.warning("view %d appears only as the second view of its pairs; it cannot be aligned", k)
+
     for k in range(n):
         if not focal_known[k] and canon[k] is not None:
             # A strided subset (<= ~16k points) estimates one scalar as well as every pixel, much faster.
@@ -215,18 +227,6 @@ def build_problem(
         else:
             w = np.array([c.mean() if c is not None else 0.0 for c in canon_conf])
             focal0[:] = float((w * focal0).sum() / w.sum()) if w.sum() > 0 else float(np.median(focal0))
-
-    known_poses: dict[int, np.ndarray] = {}
-    for k, T in (priors.T_world_cam or {}).items():
-        if not 0 <= int(k) < n:
-            raise AlignmentError(f"Priors.T_world_cam names view {k}, but there are {n} views")
-        T = np.asarray(T, np.float64)
-        R = T[:3, :3] if T.shape == (4, 4) else None
-        if R is None or not np.isfinite(T).all() or not np.allclose(R @ R.T, np.eye(3), atol=1e-5):
-            raise AlignmentError(f"Priors.T_world_cam[{k}] must be a finite 4x4 rigid transform")
-        if abs(np.linalg.det(R) - 1) > 1e-5:
-            raise AlignmentError(f"Priors.T_world_cam[{k}] has a reflection (det R = {np.linalg.det(R):.3f})")
-        known_poses[int(k)] = T
 
     colors = [
         (v.image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)

@@ -1,0 +1,109 @@
+"""The two-view solution, the ``align`` dispatcher, degenerate inputs and input validation."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from recon.align import AlignmentError, DenseAlignConfig, SparseAlignConfig, align, dense_align, sparse_align
+from recon.oracle import oracle_predictions
+from recon.types import Priors
+
+from .helpers import FAST_DENSE, pose_metrics
+
+QUICK_SPARSE = SparseAlignConfig(opt_level="coarse", niter_coarse=30)
+
+
+def _two(orbit_gt, pairs):
+    gt = [orbit_gt[0], orbit_gt[1]]
+    return gt, oracle_predictions(gt, pairs, seed=4)
+
+
+@pytest.mark.parametrize("pairs", [[(0, 1), (1, 0)], [(0, 1)], [(1, 0)]])
+def test_two_view_shortcut(orbit_gt, pairs):
+    gt, (views, preds, matches) = _two(orbit_gt, pairs)
+    scene = align(views, preds, matches, method="sparse")
+    assert scene.info["method"] == "pairwise" and scene.registered.all()
+    # One direction only: the other view's pose comes from resection of the pair's points.
+    assert scene.info["relative_pose"] == ("registration" if len(pairs) == 2 else "resection")
+    m = pose_metrics(gt, scene)
+    assert m["RRA@5"] == 100 and m["RTA@5"] == 100, m
+    assert m["focal_err_pct"] < 2, m
+    np.testing.assert_allclose(scene.T_world_cam[0], np.eye(4), atol=1e-12)
+    ratio = scene.depth[1][gt[1].depth > 0] / gt[1].depth[gt[1].depth > 0]
+    assert np.std(ratio / np.median(ratio)) < 0.02  # depth right up to one scale
+
+
+def test_two_view_with_both_poses_known_is_metric(orbit_gt):
+    gt, (views, preds, _) = _two(orbit_gt, [(0, 1), (1, 0)])
+    priors = Priors(T_world_cam={0: gt[0].T_world_cam, 1: gt[1].T_world_cam}, K=[gt[0].K, None])
+    scene = align(views, preds, None, priors, method="dense")
+    np.testing.assert_array_equal(scene.T_world_cam, np.stack([gt[0].T_world_cam, gt[1].T_world_cam]))
+    np.testing.assert_array_equal(scene.K[0], gt[0].K)
+    ratio = scene.depth[0][gt[0].depth > 0] / gt[0].depth[gt[0].depth > 0]
+    assert abs(np.median(ratio) - 1) < 0.02
+
+
+def test_dispatcher_checks_and_two_view_optimise(orbit_gt):
+    gt, (views, preds, matches) = _two(orbit_gt, [(0, 1), (1, 0)])
+    with pytest.raises(ValueError, match="method"):
+        align(views, preds, matches, method="nope")
+    with pytest.raises(TypeError, match="SparseAlignConfig"):
+        align(views, preds, matches, method="sparse", config=DenseAlignConfig())
+    with pytest.raises(ValueError, match="needs matches"):
+        align(views, preds, None, method="sparse", two_view="optimise")
+    scene = align(views, preds, matches, method="sparse", config=QUICK_SPARSE, two_view="optimise", seed=1)
+    assert scene.info["method"] == "sparse" and scene.registered.all()
+    assert pose_metrics(gt, scene)["RRA@5"] == 100
+
+
+def test_views_without_pairs_or_matches_are_unregistered(orbit_gt):
+    gt = orbit_gt[:5]
+    pairs = [(i, j) for i in range(4) for j in range(4) if i != j]  # view 4 has no pair at all
+    views, preds, matches = oracle_predictions(gt, pairs, n_matches=128, seed=2)
+    views.append(views[0])  # a view with no prediction at all
+    views[-1] = dataclasses.replace(views[-1], idx=5, name="orphan")
+    # view 3 keeps its pairs but loses its matches: sparse cannot place it, dense can.
+    no3 = [m for m in matches if 3 not in (m.i, m.j)]
+    s = sparse_align(views, preds, no3, None, QUICK_SPARSE)
+    assert s.registered.tolist() == [True, True, True, False, False, False]
+    assert (s.depth[3] == 0).all() and (s.conf[4] == 0).all()
+    np.testing.assert_array_equal(s.T_world_cam[3], np.eye(4))
+    d = dense_align(views, preds, None, dataclasses.replace(FAST_DENSE, niter=20))
+    assert d.registered.tolist() == [True, True, True, True, False, False]
+    assert len(d.depth) == 6 and d.names[-1] == "orphan"
+
+
+def test_nothing_to_align_is_reported_not_raised(orbit_gt):
+    views, preds, matches = oracle_predictions(orbit_gt[:3], [(0, 1), (1, 0)], n_matches=64, seed=0)
+    s = sparse_align(views, preds, [], None, QUICK_SPARSE)  # no matches at all
+    assert not s.registered.any()
+    s = dense_align(views, preds[:0], None, FAST_DENSE)  # no pairs at all
+    assert not s.registered.any() and s.T_world_cam.shape == (3, 4, 4)
+
+
+def test_single_known_pose_and_shared_intrinsics(orbit_gt, orbit_oracle):
+    views, preds, matches = orbit_oracle
+    T2 = orbit_gt[2].T_world_cam
+    s = sparse_align(views, preds, matches, Priors(T_world_cam={2: T2}, shared_intrinsics=True), QUICK_SPARSE)
+    np.testing.assert_array_equal(s.T_world_cam[2], T2)
+    assert np.ptp(s.K[:, 0, 0]) == 0 and np.ptp(s.K[:, 0, 2]) == 0
+    m = pose_metrics(orbit_gt, s)
+    assert m["RRA@5"] >= 95 and m["focal_err_pct"] < 3, m
+
+
+def test_bad_inputs_raise_clear_errors(orbit_gt, orbit_oracle):
+    views, preds, matches = orbit_oracle
+    with pytest.raises(AlignmentError, match="Priors.K has 2 entries"):
+        dense_align(views, preds, Priors(K=[None, None]), FAST_DENSE)
+    with pytest.raises(AlignmentError, match="rigid"):
+        dense_align(views, preds, Priors(T_world_cam={0: 2 * np.eye(4)}), FAST_DENSE)
+    with pytest.raises(AlignmentError, match="names view 9"):
+        dense_align(views, preds, Priors(T_world_cam={9: np.eye(4)}), FAST_DENSE)
+    bad = dataclasses.replace(preds[0], pts3d_j=preds[0].pts3d_j[:-1])
+    with pytest.raises(AlignmentError, match="pts3d_j has shape"):
+        dense_align(views, [bad], None, FAST_DENSE)
+    with pytest.raises(ValueError, match="opt_level"):
+        sparse_align(views, preds, matches, None, SparseAlignConfig(opt_level="all"))
+    with pytest.raises(AlignmentError, match="no views"):
+        dense_align([], [], None, FAST_DENSE)
