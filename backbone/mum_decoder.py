@@ -348,14 +348,14 @@ class MuMAutoEncoder(nn.Module):
 def official_state_dict(model: MuMAutoEncoder) -> dict[str, Tensor]:
     """The flat key layout of ``MuM_ViTLarge_BaseDecoder.pth``: encoder keys as in ``backbone.mum`` + decoder keys.
 
-    Our modules already carry the official names under ``encoder.`` / ``decoder.``; the map removes the prefix.
+    Our modules already carry the official names under ``encoder.`` / ``decoder.``; the map removes the prefix and
+    puts the keys in the release's order (``cls_token``, ``mask_token``, encoder, decoder).
     """
-    out = {}
-    for key, value in model.state_dict().items():
-        part, name = key.split(".", 1)
-        if part not in ("encoder", "decoder"):
-            raise CheckpointError(f"unmapped MuM autoencoder key {key!r}")
-        out[name] = value
+    encoder = dict(model.encoder.state_dict())
+    decoder = dict(model.decoder.state_dict())
+    out = {"cls_token": encoder.pop("cls_token"), "mask_token": decoder.pop("mask_token")}
+    out.update(encoder)
+    out.update(decoder)
     return out
 
 

@@ -83,8 +83,12 @@ class MuMTrainer:
         seed = sample_seed(self.cfg.train.seed, it * self.info.world_size + self.info.rank)
         return torch.Generator().manual_seed(seed)
 
-    def step(self, images: torch.Tensor, it: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    def step(
+        self, images: torch.Tensor, it: int, generator: torch.Generator | None = None
+    ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         """One iteration on ``images [n, S, 3, H, W]`` (RGB in [0, 1], on the training device).
+
+        ``generator`` replaces the iteration's masking-noise generator (e.g. to keep the masks fixed).
 
         Returns:
             Scalars (``loss``, ``lr``, ``grad_norm``, ``views``, ``frames``) and the detached model outputs
@@ -96,7 +100,7 @@ class MuMTrainer:
         self.ddp.train()
         lr = self.lr_schedule.apply(self.optimizer, it)
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.ddp(images, self.cfg.model.mask_ratio, generator=self.mask_generator(it))
+            out = self.ddp(images, self.cfg.model.mask_ratio, generator=generator or self.mask_generator(it))
         loss = out["loss"].float()
         finite = torch.tensor(float(torch.isfinite(loss)), device=loss.device)
         if distributed.all_reduce_sum(finite).item() < self.info.world_size:
