@@ -1,0 +1,329 @@
+"""Decoder-finetuning configuration: dataclasses with a docstring per field, named presets, JSON files.
+
+Defaults follow MASt3R's release recipe (reference/mast3r.md §12): AdamW betas (0.9, 0.95), weight decay 0.05
+on matrices, lr 1e-4 -> 1e-6 with a linear warm-up over 8 of 50 "epochs" (16 %) then a half cosine, 4 pairs per
+GPU with 2 accumulation steps, symmetrised pairs, the ``?avg_dis`` confidence-weighted regression plus 0.075 x
+the InfoNCE matching loss (temperature 0.05), 8192 correspondences per pair of which half are negatives. The
+backbone is frozen (DUNE supplementary B: MASt3R decoders trained on a frozen DUNE encoder, at 448 px for a
+336-px encoder and 518 px for a 448-px one).
+
+A config file is JSON; keys it omits keep the preset's value (``--preset``), and ``--set a.b=value`` overrides
+single fields. ``data.sources`` and ``data.val_sources`` are replaced as a whole when given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from training.common.config import ConfigError, from_dict, to_dict
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """The network: a registered backbone (frozen) under MASt3R's binocular decoder and ``catmlp+dpt`` heads."""
+
+    backbone: str = "dune_vitb14"
+    """Registered backbone family (``backbone.list()``): dune_vitb14, dune_vits14, croco_vitl16, mum_vitl16,
+    dinov2_vitb14, ..."""
+    backbone_checkpoint: str | None = None
+    """Backbone weights (path or weights name, read by ``backbone.load``). ``None``: random weights (tests)."""
+    backbone_overrides: dict[str, Any] = field(default_factory=dict)
+    """``backbone.create`` overrides for a random backbone, e.g. ``{"embed_dim": 32, "depth": 1, "num_heads": 2}``."""
+    backbone_name: str | None = None
+    """``dune_backbone_name`` written into a DUNE-MASt3R decoder file (a weights name or path that
+    ``recon.load_model`` resolves); default: ``backbone_checkpoint``."""
+    tokens: Literal["auto", "final", "prenorm"] = "auto"
+    """Backbone tokens the decoder reads. ``auto``: pre-norm for DUNE (as DUNE-MASt3R), final otherwise."""
+    adapter: Literal["auto", "none", "layernorm"] = "auto"
+    """Trainable LayerNorm (eps 1e-5) on the backbone tokens. ``auto``: on for DUNE (DUNE-MASt3R's ``norm``)."""
+    decoder_embed_dim: int = 768
+    """Decoder width (MASt3R BaseDecoder: 768)."""
+    decoder_depth: int = 12
+    """Decoder blocks per view (the DPT head needs at least 10)."""
+    decoder_num_heads: int = 12
+    """Decoder attention heads."""
+    desc_dim: int = 24
+    """Local descriptor width."""
+    dpt_feature_dim: int = 256
+    """DPT fusion width (256 in every release; smaller only for tiny test models)."""
+    dpt_layer_dims: tuple[int, int, int, int] = (96, 192, 384, 768)
+    """DPT reassembly widths (release values)."""
+    init_from: str | None = None
+    """Checkpoint whose decoder and heads initialise this one: a MASt3R / DUSt3R release ``.pth`` or Hugging
+    Face export, a DUNE-MASt3R decoder, or a recon checkpoint. Mis-shaped tensors are re-initialised (or
+    resampled, see ``resample_pixel_layers``); the report is logged and saved as ``init_report.json``."""
+    resample_pixel_layers: bool = True
+    """When only the patch size differs (16 -> 14), resample the per-pixel output layer of the descriptor MLP
+    over the sub-pixel grid instead of re-initialising it."""
+    output_format: Literal["auto", "recon", "dune_mast3r"] = "auto"
+    """Final model layout: ``dune_mast3r`` (official decoder file, needs a DUNE backbone) or ``recon`` (the whole
+    model); ``auto``: dune_mast3r for DUNE backbones."""
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One training (or validation) source of image pairs."""
+
+    kind: Literal["synthetic", "co3d"] = "synthetic"
+    """``synthetic``: rendered scenes (``recon.synth``); ``co3d``: the CO3Dv2 layout under ``root``."""
+    weight: float = 1.0
+    """Share of the mixture (relative to the other sources' weights)."""
+    name: str = ""
+    """Name in logs (default: the kind)."""
+    metric: bool | None = None
+    """Whether depths are metric (``?avg_dis`` then supervises the absolute scale). Default: synthetic yes,
+    CO3D no (as MASt3R)."""
+    layout: str = "orbit"
+    """Synthetic: ``orbit``, ``room_walk`` or ``room_set``."""
+    scenes: int = 100
+    """Synthetic: number of scenes."""
+    views_per_scene: int = 8
+    """Synthetic: views rendered per scene."""
+    render_size: tuple[int, int] = (640, 480)
+    """Synthetic: render size ``(W, H)`` (crops and resizes then produce the training resolutions)."""
+    seed: int = 0
+    """Synthetic: base seed of the scenes (use different seeds for training and validation)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Synthetic: more ``render_scene`` options (``n_objects``, ``focal_range``, ``mixed_orientation``, ...)."""
+    root: str = ""
+    """CO3D: dataset root (one folder per category)."""
+    categories: tuple[str, ...] = ()
+    """CO3D: categories (default: all with the set list)."""
+    subset: str = "fewview_train"
+    """CO3D: set-list name, ``set_lists/set_lists_<subset>.json``."""
+    split: str = "train"
+    """CO3D: key of the set list."""
+    max_frame_gap: int = 10
+    """CO3D: a frame is paired with one at most this many frames away."""
+    mask_bg: Literal["none", "rand", "always"] = "rand"
+    """CO3D: keep depth only on the object mask for half the views (``rand``, DUSt3R's), always, or never."""
+    min_quality: float | None = None
+    """CO3D: keep sequences whose viewpoint quality score is above this."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training pairs: sources, resolutions, correspondences, augmentations."""
+
+    sources: tuple[SourceConfig, ...] = (SourceConfig(),)
+    """The training mixture."""
+    epoch_size: int | None = None
+    """Indices per pass over the mixture (default: the sum of the source lengths); weights split it."""
+    resolutions: str | tuple[tuple[int, int], ...] = "auto"
+    """Landscape ``[[W, H], ...]`` or a named list: ``dune336`` (448 px), ``dune448`` (518 px), ``mast3r512``.
+    ``auto``: by the backbone (DUNE / DINOv2 at 336 px: dune336; patch 14 otherwise: dune448; patch 16:
+    mast3r512). One is drawn per batch."""
+    portrait_prob: float = 0.5
+    """Share of non-square batches turned portrait."""
+    n_corres: int = 8192
+    """Correspondences per pair (true matches + negatives)."""
+    neg_fraction: float = 0.5
+    """Share of random non-matching negatives among them (MASt3R ``nneg``)."""
+    color_jitter: bool = True
+    """MASt3R's ColorJitter(0.5, 0.5, 0.5, 0.1) per view."""
+    zoom_range: float = 0.0
+    """Random zoom-in of the crops: factor in ``[1, 1 + zoom_range]``."""
+    swap_prob: float = 0.5
+    """Probability of swapping the two views of a pair."""
+    num_workers: int = 8
+    """DataLoader worker processes per rank."""
+    val_sources: tuple[SourceConfig, ...] = ()
+    """Held-out pairs for validation (empty: no validation)."""
+    val_pairs: int = 64
+    """Validation pairs per source."""
+    val_resolution: tuple[int, int] | None = None
+    """Validation ``(W, H)``; default: the first training resolution."""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """MASt3R's criterion (see ``training.finetune.losses``)."""
+
+    norm_mode: Literal["?avg_dis", "avg_dis", "none"] = "?avg_dis"
+    """``?avg_dis``: scale-normalised, metric sources in their true scale; ``avg_dis``: always normalised;
+    ``none``: raw units (every source metric)."""
+    alpha: float = 0.2
+    """Confidence regulariser of the regression."""
+    sky_loss_value: float = 2.0
+    """Constant loss on sky pixels (pushes their confidence down); 0: sky ignored."""
+    matching_weight: float = 0.075
+    """Weight of the matching loss (0: regression only)."""
+    temperature: float = 0.05
+    """InfoNCE temperature."""
+    matching_alpha: float = 10.0
+    """Confidence regulariser of the matching loss."""
+    confmode: Literal["mean", "prod"] = "mean"
+    """How the two descriptor confidences combine."""
+    blocksize: int = 8192
+    """Correspondences per InfoNCE block."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, schedule, precision, checkpoints, validation and logging."""
+
+    output_dir: str = "runs/finetune"
+    """Run folder: checkpoints, config.json, TensorBoard events (``tb/``), final model."""
+    batch_size_per_gpu: int = 4
+    """Pairs per rank and micro-batch (one resolution per micro-batch)."""
+    accum_iter: int = 2
+    """Micro-batches accumulated per optimizer step."""
+    iterations: int = 100_000
+    """Optimizer steps."""
+    lr: float = 1e-4
+    """Peak learning rate (absolute)."""
+    min_lr: float = 1e-6
+    """Floor of the cosine schedule."""
+    warmup_fraction: float = 0.16
+    """Share of the steps in linear warm-up (MASt3R: 8 of 50 epochs)."""
+    weight_decay: float = 0.05
+    """AdamW weight decay on matrices."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas."""
+    clip_grad: float = 0.0
+    """Global gradient-norm clip (0: off, as MASt3R)."""
+    symmetrize: bool = True
+    """Train on (a, b) and (b, a) of every pair (MASt3R's symmetrised batches; the encoder runs once)."""
+    bf16: bool = True
+    """bf16 autocast for the backbone and decoder on CUDA (heads and losses stay float32)."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cuda`` or ``cpu``."""
+    seed: int = 0
+    """Run seed (data order, augmentations, resolutions)."""
+    checkpoint_every: int = 1000
+    """Save a training checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """Training checkpoints kept in ``output_dir``."""
+    val_every: int = 1000
+    """Validate every this many steps (and at the end), when ``data.val_sources`` is set."""
+    log_every: int = 20
+    """Console line every this many steps (TensorBoard gets every step)."""
+    tensorboard: bool = True
+    """Write TensorBoard scalars to ``output_dir/tb``."""
+    match_px: float = 2.0
+    """Validation matching accuracy: a nearest neighbour within this many pixels of the true match counts."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A full decoder-finetuning run."""
+
+    model: NetConfig = field(default_factory=NetConfig)
+    """Backbone, decoder, heads, initialisation and output layout."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Training and validation pairs."""
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Criterion."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation and bookkeeping."""
+
+    def __post_init__(self) -> None:
+        if not self.data.sources:
+            raise ValueError("data.sources is empty: give at least one training source")
+        if self.train.accum_iter < 1 or self.train.batch_size_per_gpu < 1:
+            raise ValueError("train.accum_iter and train.batch_size_per_gpu must be >= 1")
+        if self.model.decoder_depth < 10:
+            raise ValueError(f"model.decoder_depth {self.model.decoder_depth}: the DPT head needs at least 10")
+
+
+_TINY_BACKBONE = {"embed_dim": 32, "depth": 1, "num_heads": 2}
+_TINY_NET = dict(
+    backbone_overrides=_TINY_BACKBONE, decoder_embed_dim=32, decoder_depth=10, decoder_num_heads=2,
+    dpt_feature_dim=16, dpt_layer_dims=(8, 16, 24, 32),
+)  # fmt: skip
+
+_MAST3R = "mast3r_vitl16_512"  # decoder and heads initialised from the MASt3R release
+
+PRESETS: dict[str, FinetuneConfig] = {
+    # DUNE-MASt3R as released: decoders for the 448-px DUNE encoders, trained at 518 px.
+    "dune_vitb14_448": FinetuneConfig(
+        model=NetConfig(backbone="dune_vitb14", backbone_checkpoint="dune_vitb14_448_paper", init_from=_MAST3R),
+        data=DataConfig(resolutions="dune448"),
+    ),
+    "dune_vits14_448": FinetuneConfig(
+        model=NetConfig(backbone="dune_vits14", backbone_checkpoint="dune_vits14_448", init_from=_MAST3R),
+        data=DataConfig(resolutions="dune448"),
+    ),
+    # A DUNE encoder distilled at 336 px: decoder trained at 448 px.
+    "dune_vitb14_336": FinetuneConfig(
+        model=NetConfig(backbone="dune_vitb14", backbone_checkpoint="dune_vitb14_336", init_from=_MAST3R),
+        data=DataConfig(resolutions="dune336"),
+    ),
+    # Other frozen encoders under a MASt3R decoder.
+    "croco_vitl16": FinetuneConfig(
+        model=NetConfig(backbone="croco_vitl16", backbone_checkpoint=_MAST3R, init_from=_MAST3R),
+        data=DataConfig(resolutions="mast3r512"),
+    ),
+    "mum_vitl16": FinetuneConfig(
+        model=NetConfig(backbone="mum_vitl16", backbone_checkpoint="mum_vitl16", init_from=_MAST3R),
+        data=DataConfig(resolutions="mast3r512"),
+    ),
+    "dinov2_vitb14": FinetuneConfig(
+        model=NetConfig(backbone="dinov2_vitb14", backbone_checkpoint="dinov2_vitb14", init_from=_MAST3R),
+        data=DataConfig(resolutions="dune448"),
+    ),
+    # Seconds on a CPU: tiny random DUNE-like backbone, tiny decoder, small synthetic scenes.
+    "smoke": FinetuneConfig(
+        model=NetConfig(backbone="dune_vits14", **_TINY_NET),
+        data=DataConfig(
+            sources=(SourceConfig(scenes=4, views_per_scene=4, render_size=(84, 63), seed=1),),
+            resolutions=((56, 42), (56, 28)),
+            n_corres=128,
+            num_workers=0,
+            val_sources=(
+                SourceConfig(name="synthetic_val", scenes=1, views_per_scene=4, render_size=(84, 63), seed=1000),
+            ),  # fmt: skip
+            val_pairs=4,
+        ),
+        loss=LossConfig(blocksize=128),
+        train=TrainConfig(
+            output_dir="runs/finetune_smoke",
+            batch_size_per_gpu=2,
+            accum_iter=2,
+            iterations=20,
+            lr=2e-3,
+            warmup_fraction=0.1,
+            checkpoint_every=10,
+            val_every=10,
+            log_every=5,
+            device="cpu",
+        ),  # fmt: skip
+    ),
+}
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        free = ("backbone_overrides", "options")  # dicts replaced whole
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in free:
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_config(preset: str = "dune_vitb14_448", data: dict | None = None) -> FinetuneConfig:
+    """The preset's config with ``data`` (a parsed JSON file) merged over it, validated.
+
+    Raises:
+        ConfigError: unknown preset, unknown keys or invalid values (the field path is named).
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; available: {sorted(PRESETS)}")
+    merged = _deep_merge(to_dict(PRESETS[preset]), data or {})
+    return from_dict(FinetuneConfig, merged)
+
+
+def replace(cfg: FinetuneConfig, **sections) -> FinetuneConfig:
+    """``cfg`` with fields of sections replaced: ``replace(cfg, train={"lr": 1e-3})``."""
+    changes = {}
+    for name, value in sections.items():
+        current = getattr(cfg, name)
+        if isinstance(value, dict) and dataclasses.is_dataclass(current):
+            changes[name] = dataclasses.replace(current, **value)
+        else:
+            changes[name] = value
+    return dataclasses.replace(cfg, **changes)
