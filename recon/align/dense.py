@@ -27,8 +27,7 @@ from recon.align.config import DenseAlignConfig
 from recon.align.geometry import rotvec_to_matrix, umeyama
 from recon.align.init import chain_init, gauge_from_known_poses
 from recon.align.model import AnchorGrid, SceneModel, as_numpy_poses, densify_depth, run_stage
-from recon.align.problem import build_problem
-from recon.align.sparse import _finish
+from recon.align.problem import build_problem, finish_scene
 from recon.types import PairPrediction, Priors, Scene, View
 
 logger = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ def dense_align(
     edges = [(i, j) for (i, j) in sorted(prob.pairs) if reg[i] and reg[j]]
     if reg.sum() < 2 or not edges:
         logger.warning("dense alignment: fewer than two views could be registered")
-        return _finish(prob, init.T_world_cam, init.scale, None, [None] * n, reg, n_known, info, t_start)
+        return finish_scene(prob, init.T_world_cam, init.scale, None, [None] * n, reg, n_known, info, t_start)
 
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     dev = torch.device(cfg.device)
@@ -178,4 +177,4 @@ def dense_align(
         pp = model.principal_points().double().cpu().numpy()
     depth = [densify_depth(model, k, prob.canon[k][..., 2], grids[k]) if reg[k] else None for k in range(n)]
     info["n_edges"] = ne
-    return _finish(prob, T, None, (focal, pp), depth, reg, n_known, info, t_start)
+    return finish_scene(prob, T, None, (focal, pp), depth, reg, n_known, info, t_start)

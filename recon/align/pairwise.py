@@ -16,8 +16,7 @@ import numpy as np
 
 from recon.align.geometry import pixel_grid, resection_dlt, umeyama
 from recon.align.init import Init, gauge_from_known_poses
-from recon.align.problem import AlignmentError, build_problem
-from recon.align.sparse import _finish
+from recon.align.problem import AlignmentError, build_problem, finish_scene
 from recon.types import PairPrediction, Priors, Scene, View
 
 logger = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ def pairwise_align(
     pair = prob.best_pair(0, 1)
     if pair is None:
         logger.warning("pairwise alignment: no prediction for the two views")
-        return _finish(prob, T, np.ones(2), None, [None, None], reg, 0, info, t_start)
+        return finish_scene(prob, T, np.ones(2), None, [None, None], reg, 0, info, t_start)
     i, j = pair.i, pair.j
     depth: list[np.ndarray | None] = [None, None]
     depth[i] = pair.pts_i[..., 2].astype(np.float64)
@@ -85,4 +84,4 @@ def pairwise_align(
     init = Init(T, scale, reg, i, [(i, j)])
     n_known = gauge_from_known_poses(init, prob.known_poses)
     depth = [d * s for d, s in zip(depth, init.scale, strict=True)]
-    return _finish(prob, init.T_world_cam, None, (focal, pp), depth, reg, n_known, info, t_start)
+    return finish_scene(prob, init.T_world_cam, None, (focal, pp), depth, reg, n_known, info, t_start)

@@ -7,6 +7,7 @@ point map per view in its own frame), initial intrinsics from priors or from the
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -296,3 +297,26 @@ def make_scene(
         registered=np.asarray(registered, bool),
         info=info,
     )
+
+
+def finish_scene(prob: Problem, T, scale, intr, depth, reg, n_known: int, info: dict, t_start: float) -> Scene:
+    """Common ending of every solver: the output ``Scene``.
+
+    Takes depths from the initialisation (``canon_z · scale``) when no optimisation ran (``intr is None``) and
+    re-expresses an ungauged result (no known pose) in the first registered view's camera frame.
+    """
+    if intr is None:
+        focal, pp = prob.focal0.copy(), prob.pp0.copy()
+        depth = [prob.canon[k][..., 2] * scale[k] if reg[k] else None for k in range(prob.n)]
+    else:
+        focal, pp = intr
+    T = np.asarray(T, np.float64).copy()
+    if n_known == 0 and reg.any():
+        # Without known poses the gauge is arbitrary; the first registered view becomes the world frame.
+        ref = int(np.flatnonzero(reg)[0])
+        T = np.linalg.inv(T[ref]) @ T
+        T[ref] = np.eye(4)
+    conf = [prob.canon_conf[k] if reg[k] else None for k in range(prob.n)]
+    info["t_total_s"] = time.perf_counter() - t_start
+    info["n_registered"] = int(reg.sum())
+    return make_scene(prob, T, focal, pp, depth, conf, reg.copy(), info)

@@ -22,7 +22,7 @@ import torch
 from recon.align.config import SparseAlignConfig
 from recon.align.init import chain_init, gauge_from_known_poses
 from recon.align.model import AnchorGrid, SceneModel, as_numpy_poses, densify_depth, gamma_loss, run_stage
-from recon.align.problem import Problem, build_problem, make_scene
+from recon.align.problem import Problem, build_problem, finish_scene
 from recon.types import Matches, PairPrediction, Priors, Scene, View
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def sparse_align(
     va, vb = ms.view_a[keep], ms.view_b[keep]
     if reg.sum() < 2 or len(va) == 0:
         logger.warning("sparse alignment: fewer than two views could be registered")
-        return _finish(prob, init.T_world_cam, init.scale, None, [None] * prob.n, reg, n_known, info, t_start)
+        return finish_scene(prob, init.T_world_cam, init.scale, None, [None] * prob.n, reg, n_known, info, t_start)
 
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     dev = torch.device(cfg.device)
@@ -238,23 +238,4 @@ def sparse_align(
         focal = model.focals().double().cpu().numpy()
         pp = model.principal_points().double().cpu().numpy()
     depth = [densify_depth(model, k, prob.canon[k][..., 2], grids[k]) if reg[k] else None for k in range(n)]
-    return _finish(prob, T, None, (focal, pp), depth, reg, n_known, info, t_start)
-
-
-def _finish(prob, T, scale, intr, depth, reg, n_known, info, t_start) -> Scene:
-    """Depth from the init when no optimisation ran; re-express an ungauged result in view 0's frame."""
-    if intr is None:
-        focal, pp = prob.focal0.copy(), prob.pp0.copy()
-        depth = [prob.canon[k][..., 2] * scale[k] if reg[k] else None for k in range(prob.n)]
-    else:
-        focal, pp = intr
-    T = np.asarray(T, np.float64).copy()
-    if n_known == 0 and reg.any():
-        # Without known poses the gauge is arbitrary; the first registered view becomes the world frame.
-        ref = int(np.flatnonzero(reg)[0])
-        T = np.linalg.inv(T[ref]) @ T
-        T[ref] = np.eye(4)
-    conf = [prob.canon_conf[k] if reg[k] else None for k in range(prob.n)]
-    info["t_total_s"] = time.perf_counter() - t_start
-    info["n_registered"] = int(reg.sum())
-    return make_scene(prob, T, focal, pp, depth, conf, reg.copy(), info)
+    return finish_scene(prob, T, None, (focal, pp), depth, reg, n_known, info, t_start)
