@@ -256,7 +256,7 @@ def _load_mast3r(state_dict: Mapping, constructor, keymap: KeyMap) -> ReconModel
 
 def _load_dune_mast3r(ckpt: Mapping, backbone) -> ReconModel:
     class_name, kwargs = parse_constructor(ckpt["mast3r_model_str"])
-    decoder_cfg, head_cfg, _, enc = configs_from_constructor(class_name, kwargs)
+    decoder_cfg, head_cfg, string_size, enc = configs_from_constructor(class_name, kwargs)
     encoder = _dune_backbone(backbone if backbone is not None else str(ckpt["dune_backbone_name"]))
     if int(encoder.spec.embed_dim) != int(enc["enc_embed_dim"]):
         raise CheckpointError(
@@ -269,9 +269,9 @@ def _load_dune_mast3r(ckpt: Mapping, backbone) -> ReconModel:
     config = ModelConfig(
         decoder=decoder_cfg,
         head=head_cfg,
-        # The decoder was fine-tuned at the DUNE encoder's resolution (448 for the releases); the official demo
-        # also runs it at 518 (img_size of the inner string), which is accepted too.
-        image_size=int(encoder.spec.image_size),
+        # The released decoders were fine-tuned at 518 on 448-distilled encoders (DUNE supp. B: 518x518 ... 518x168)
+        # and the official demo runs them at 518, the inner string's img_size; without one, the encoder's size.
+        image_size=int(string_size) if "img_size" in kwargs else int(encoder.spec.image_size),
         tokens="prenorm",  # the official wrapper skips DUNE's final norm ...
         adapter_norm_eps=1e-5,  # ... and applies its own trainable nn.LayerNorm (default eps 1e-5)
         backbone=recipe,

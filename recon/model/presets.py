@@ -32,7 +32,8 @@ class Preset:
     description: str = ""
 
 
-_DUNE = {"tokens": "prenorm", "adapter_norm_eps": 1e-5, "image_size": 448}
+# DUNE-MASt3R decoders were fine-tuned at 518 on the 448 encoders (DUNE supplementary B).
+_DUNE = {"tokens": "prenorm", "adapter_norm_eps": 1e-5, "image_size": 518}
 
 PRESETS: dict[str, Preset] = {
     "mast3r_vitl16": Preset(
@@ -49,10 +50,10 @@ PRESETS: dict[str, Preset] = {
         description="DUSt3R ViT-L/16 + BaseDecoder, linear head, 512",
     ),
     "dune_vitb14": Preset(
-        "dune_vitb14", ModelConfig(**_DUNE), description="DUNE ViT-B/14 + DUNE-MASt3R decoder (catmlp+dpt), 448"
+        "dune_vitb14", ModelConfig(**_DUNE), description="DUNE ViT-B/14 + DUNE-MASt3R decoder (catmlp+dpt), 518"
     ),
     "dune_vits14": Preset(
-        "dune_vits14", ModelConfig(**_DUNE), description="DUNE ViT-S/14 + DUNE-MASt3R decoder (catmlp+dpt), 448"
+        "dune_vits14", ModelConfig(**_DUNE), description="DUNE ViT-S/14 + DUNE-MASt3R decoder (catmlp+dpt), 518"
     ),
 }
 

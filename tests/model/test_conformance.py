@@ -77,6 +77,6 @@ def test_dune_mast3r_encoder_features(dune_mast3r, dune_mast3r_io):
 
 def test_native_sizes(mast3r, dune_mast3r):
     assert (mast3r.patch_size, mast3r.image_size) == (16, 512)
-    # DUNE-MASt3R runs at its DUNE encoder's resolution: the tiny DUNE was "trained" at 56 px (4x4 grid).
-    assert (dune_mast3r.patch_size, dune_mast3r.image_size) == (14, 56)
+    # DUNE-MASt3R runs at the img_size of its inner MASt3R string (518, as the releases and official demo).
+    assert (dune_mast3r.patch_size, dune_mast3r.image_size) == (14, 518)  # the inner string's img_size, as released
     assert dune_mast3r.head1.dpt.upsample_factor == 1.75
