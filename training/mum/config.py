@@ -193,6 +193,10 @@ class MuMConfig:
             raise ValueError("kind = images holds single images: list it under data.single_view")
         if any(ds.weight <= 0 for ds in (*d.datasets, *d.single_view)):
             raise ValueError("dataset weights must be positive")
+        if not 0 <= self.train.warmup <= self.train.iterations:
+            raise ValueError(
+                f"train.warmup ({self.train.warmup}) must be between 0 and train.iterations ({self.train.iterations})"
+            )
         if not 0.0 <= m.mask_ratio < 1.0:
             raise ValueError(f"model.mask_ratio must be in [0, 1), got {m.mask_ratio}")
 

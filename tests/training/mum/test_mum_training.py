@@ -1,0 +1,148 @@
+"""End-to-end: the loss falls, crash-and-resume is exact, torchrun with 2 gloo ranks agrees, outputs load back."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import smooth_sequences, tiny_config
+
+import backbone
+from backbone.mum_decoder import load_official
+from training.common.checkpoint import load_checkpoint
+from training.common.config import save_json
+from training.mum.config import replace
+from training.mum.model import encoder_config, recon_model_on_mum, weights_digest
+from training.mum.train import MuMTrainer, train
+
+
+def test_loss_on_fixed_sequences_falls_by_half(tmp_path):
+    cfg = replace(tiny_config(tmp_path), train={"iterations": 1000, "warmup": 0, "lr": 3e-3})
+    torch.manual_seed(0)
+    trainer = MuMTrainer(cfg)
+    images = smooth_sequences(1, 3, 48)  # 3 views of 3 x 3 patches, 2 kept per view
+    losses = [trainer.step(images, it, torch.Generator().manual_seed(5))[0]["loss"] for it in range(40)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert min(losses[-5:]) <= 0.5 * losses[0], losses
+
+
+class CrashAt(Exception):
+    pass
+
+
+def test_crash_and_resume_reproduces_the_uninterrupted_run(tmp_path):
+    full = train(tiny_config(tmp_path / "full"))
+    assert full.iterations == 6 and full.outputs["autoencoder"].is_file()
+
+    def crash(it, trainer):
+        if it == 5:  # after iteration 5, before anything is saved for it: the last checkpoint is at 4
+            raise CrashAt
+
+    cfg = tiny_config(tmp_path / "resumed")
+    with pytest.raises(CrashAt):
+        train(cfg, on_iteration=crash)
+    assert sorted(p.name for p in (tmp_path / "resumed").glob("checkpoint_*.pth")) == [
+        "checkpoint_00000002.pth", "checkpoint_00000004.pth",
+    ]  # fmt: skip
+    seen = []
+    resumed = train(cfg, on_iteration=lambda it, tr: seen.append(it))
+    assert seen == [5, 6]  # restarted at iteration 4
+    a = torch.load(full.outputs["autoencoder"], weights_only=True)
+    b = torch.load(resumed.outputs["autoencoder"], weights_only=True)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key  # bit-exact
+    ta = load_checkpoint(tmp_path / "full" / "checkpoint_00000006.pth")
+    tb = load_checkpoint(tmp_path / "resumed" / "checkpoint_00000006.pth")
+    for sa, sb in zip(ta["optimizer"]["state"].values(), tb["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+
+
+def test_outputs_load_as_backbone_and_in_the_official_layout(tmp_path):
+    cfg = tiny_config(tmp_path, iterations=2, warmup=0, image_every=1, tensorboard=True)
+    result = train(cfg)
+    paths = result.outputs
+    ae = load_official(paths["autoencoder"])
+    assert weights_digest(ae) == json.loads((tmp_path / "summary.json").read_text())["rank_digests"][0]
+    images = torch.rand(2, 3, 32, 32)
+    ref = ae.encoder.eval()(images)
+    exact = backbone.load(paths["backbone"])  # recon format: the training numerics
+    torch.testing.assert_close(exact(images), ref, rtol=0, atol=0)
+    assert exact.config == encoder_config(cfg)  # image_size included (the official layouts cannot say it)
+    from_ae = backbone.load(paths["autoencoder"])  # official AE layout -> autoencoder numerics, same as training
+    torch.testing.assert_close(from_ae(images), ref, rtol=1e-6, atol=1e-6)
+    enc_only = backbone.load(paths["encoder"])  # official encoder-only layout -> mum_vitl16's eps 1e-5, bf16 RoPE
+    assert enc_only.config.rope_dtype == "bfloat16" and enc_only.config.norm_eps == 1e-5
+    assert set(enc_only.state_dict()) == set(exact.state_dict())
+    # training checkpoints hold the official autoencoder layout too
+    assert weights_digest(load_official(tmp_path / "checkpoint_00000002.pth")) == weights_digest(ae)
+    assert sorted(p.name for p in (tmp_path / "reconstructions").iterdir()) == ["it_00000000.png", "it_00000001.png"]
+    assert any(p.name.endswith(".images") for p in (tmp_path / "tb").iterdir())
+
+
+def test_recon_model_on_the_pretrained_encoder_round_trips(tmp_path):
+    from recon.model.decoder import DecoderConfig
+    from recon.model.heads import HeadConfig
+    from recon.model.loading import load_model, save_model
+
+    result = train(tiny_config(tmp_path / "run", iterations=1, warmup=0))
+    encoder = backbone.load(result.outputs["backbone"])
+    model = recon_model_on_mum(
+        encoder,
+        decoder=DecoderConfig(embed_dim=32, depth=10, num_heads=2),
+        head=HeadConfig(dpt_feature_dim=16, dpt_layer_dims=(8, 16, 32, 64)),
+        image_size=64,
+    )
+    path = save_model(model, tmp_path / "recon_mum.pth")
+    loaded = load_model(path)
+    img1, img2 = torch.rand(1, 3, 32, 48), torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        p1, p2 = model(img1, img2)
+        q1, q2 = loaded(img1, img2)
+    for a, b in ((p1, q1), (p2, q2)):
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+    torch.testing.assert_close(loaded.backbone(img1), encoder(img1), rtol=0, atol=0)  # the MuM encoder, unchanged
+
+
+# Three Python processes import torch (launcher + 2 ranks): several seconds on a loaded 2-core machine.
+def test_torchrun_two_gloo_ranks_agree(tmp_path):
+    out = tmp_path / "ddp"
+    cfg = tiny_config(out, iterations=3, checkpoint_every=3)
+    cfg_file = tmp_path / "cfg.json"
+    save_json(cfg, cfg_file)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "training.mum", "--preset", "smoke", "--config", str(cfg_file),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    digests = summary["rank_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert digests[0] == weights_digest(load_official(out / "mum_final.pth"))
+    ckpt = load_checkpoint(out / "checkpoint_00000003.pth")
+    assert len(ckpt["rng"]) == 2  # one RNG state per rank
+    # linear lr scaling uses the frame budget of both ranks (the tiny config sets an absolute lr; check the rule)
+    assert cfg.peak_lr(2) == cfg.train.lr
+    assert replace(cfg, train={"lr": None}).peak_lr(2) == pytest.approx(1.5e-4 * 8 * 2 / 256)
+
+
+def test_cli_prints_config_and_is_a_recon_train_subcommand(tmp_path, capsys):
+    from training.mum.cli import main
+
+    assert main(["--preset", "smoke", "--set", "data.views=[2,8]", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["data"]["views"] == [2, 8] and printed["model"]["mask_ratio"] == 0.75
+    assert main(["--preset", "smoke", "--set", "data.views=[1,8]", "--print-config"]) == 2
+    assert "2 <= min" in capsys.readouterr().err
+    from recon.cli import main as recon_main
+
+    with pytest.raises(SystemExit) as exc:
+        recon_main(["train", "mum", "--help"])
+    assert exc.value.code == 0
+    assert "masked image modelling" in capsys.readouterr().out
