@@ -128,6 +128,8 @@ def load_mum(
     state = safe_load(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else path_or_state
     if not isinstance(state, Mapping):
         raise CheckpointError(f"a MuM checkpoint is a raw state dict, got {type(state).__name__}")
+    if isinstance(state.get("model"), Mapping) and "rope_embed.periods" not in state:
+        state = state["model"]  # a recon training checkpoint (training.mum) wraps the official layout
     state, had_decoder = split_mum_state(state)
     numerics = numerics or ("autoencoder" if had_decoder else "encoder")
     config = mum_config_from_state(state, numerics)

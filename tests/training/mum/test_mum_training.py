@@ -78,6 +78,7 @@ def test_outputs_load_as_backbone_and_in_the_official_layout(tmp_path):
     assert set(enc_only.state_dict()) == set(exact.state_dict())
     # training checkpoints hold the official autoencoder layout too
     assert weights_digest(load_official(tmp_path / "checkpoint_00000002.pth")) == weights_digest(ae)
+    assert weights_digest(backbone.load(tmp_path / "checkpoint_00000002.pth")) == weights_digest(from_ae)
     assert sorted(p.name for p in (tmp_path / "reconstructions").iterdir()) == ["it_00000000.png", "it_00000001.png"]
     assert any(p.name.endswith(".images") for p in (tmp_path / "tb").iterdir())
 
