@@ -331,6 +331,8 @@ def reconstruct(
     with _stage(report, "alignment", device, progress):
         scene = align(views, preds, matches, user_priors, method=config.align, seed=config.seed)
 
+    # exports that ship the photos (COLMAP, nerfstudio) copy them from here
+    scene.info.setdefault("image_paths", [v.path for v in views])
     report.registered = int(np.sum(scene.registered)) if scene.registered is not None else len(scene)
     confs = [c[c > 0].mean() for c in scene.conf if (c > 0).any()]
     report.mean_conf = float(np.mean(confs)) if confs else float("nan")

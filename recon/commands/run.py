@@ -96,6 +96,9 @@ def run(args) -> int:
     from recon.export import export
 
     t1 = time.perf_counter()
+    photos = scene.info.get("image_paths")
+    if fmt not in ("colmap", "nerfstudio") or not photos or not all(photos):
+        photos = None  # video frames have no source file: views are then named without copying photos
     written = export(
         scene,
         out,
@@ -104,6 +107,7 @@ def run(args) -> int:
         clean_depth=not args.no_clean_depth,
         as_mesh=args.mesh,
         show_cameras=not args.no_cameras,
+        images=photos,
     )
     report.stage_seconds["export"] = time.perf_counter() - t1
     print(report.summary())
