@@ -101,7 +101,7 @@ class TestBatches:
         sampler = InfiniteDistributedSampler(1000, seed=0, with_seeds=True, rank=0, world_size=1)
         batches = AspectBatchSampler(sampler, 4, res, portrait_prob=0.5, seed=0)
         seen = set()
-        for k, batch in zip(range(300), batches, strict=False):
+        for _, batch in zip(range(300), batches, strict=False):
             shapes = {item[2] for item in batch}
             assert len(shapes) == 1 and len(batch) == 4
             seen |= shapes
