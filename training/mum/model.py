@@ -40,14 +40,16 @@ BACKBONE_NAME = "mum_backbone.pth"
 
 
 def encoder_config(cfg: MuMConfig) -> ViTConfig:
-    """The MuM ``ViTConfig`` of the run's encoder (autoencoder numerics: float32 RoPE, ``model.norm_eps``)."""
+    """The MuM ``ViTConfig`` of the run's encoder (autoencoder numerics: float32 RoPE, ``model.norm_eps``).
+
+    Every size keeps the registered family name ``mum_vitl16`` (as ``backbone.create("mum_vitl16", embed_dim=...)``
+    does), so that recon checkpoints of models built on this encoder name a factory that rebuilds it.
+    """
     dim, depth, heads = cfg.encoder_size()
-    name = "mum_vitl16" if (dim, depth) == (1024, 24) else "mum_vit"
     return apply_overrides(
         MUM_VITL16,
         {
             **NUMERICS["autoencoder"],
-            "name": name,
             "embed_dim": dim,
             "depth": depth,
             "num_heads": heads,

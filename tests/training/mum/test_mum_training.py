@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,12 +61,20 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(tmp_path):
         assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
 
 
-def test_outputs_load_as_backbone_and_in_the_official_layout(tmp_path):
-    cfg = tiny_config(tmp_path, iterations=2, warmup=0, image_every=1, tensorboard=True)
-    result = train(cfg)
-    paths = result.outputs
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A 2-iteration MuM run (reconstruction images and TensorBoard on): ``(config, TrainResult)``."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("mum_run")
+    cfg = tiny_config(out, iterations=2, warmup=0, image_every=1, tensorboard=True)
+    return cfg, train(cfg)
+
+
+def test_outputs_load_as_backbone_and_in_the_official_layout(pretrained):
+    cfg, result = pretrained
+    out, paths = Path(cfg.train.output_dir), result.outputs
     ae = load_official(paths["autoencoder"])
-    assert weights_digest(ae) == json.loads((tmp_path / "summary.json").read_text())["rank_digests"][0]
+    assert weights_digest(ae) == json.loads((out / "summary.json").read_text())["rank_digests"][0]
     images = torch.rand(2, 3, 32, 32)
     ref = ae.encoder.eval()(images)
     exact = backbone.load(paths["backbone"])  # recon format: the training numerics
@@ -77,19 +86,30 @@ def test_outputs_load_as_backbone_and_in_the_official_layout(tmp_path):
     assert enc_only.config.rope_dtype == "bfloat16" and enc_only.config.norm_eps == 1e-5
     assert set(enc_only.state_dict()) == set(exact.state_dict())
     # training checkpoints hold the official autoencoder layout too
-    assert weights_digest(load_official(tmp_path / "checkpoint_00000002.pth")) == weights_digest(ae)
-    assert weights_digest(backbone.load(tmp_path / "checkpoint_00000002.pth")) == weights_digest(from_ae)
-    assert sorted(p.name for p in (tmp_path / "reconstructions").iterdir()) == ["it_00000000.png", "it_00000001.png"]
-    assert any(p.name.endswith(".images") for p in (tmp_path / "tb").iterdir())
+    assert weights_digest(load_official(out / "checkpoint_00000002.pth")) == weights_digest(ae)
+    assert weights_digest(backbone.load(out / "checkpoint_00000002.pth")) == weights_digest(from_ae)
+    assert sorted(p.name for p in (out / "reconstructions").iterdir()) == ["it_00000000.png", "it_00000001.png"]
+    assert any(p.name.endswith(".images") for p in (out / "tb").iterdir())
 
 
-def test_recon_model_on_the_pretrained_encoder_round_trips(tmp_path):
+def _photos(folder: Path, n: int = 3) -> Path:
+    from PIL import Image
+
+    from recon.synth import render_scene
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, view in enumerate(render_scene("orbit", n_views=n, size=(96, 72), seed=2)):
+        Image.fromarray(view.rgb).save(folder / f"view_{i}.png")
+    return folder
+
+
+def test_recon_model_on_the_pretrained_encoder_runs_in_recon_run(pretrained, tmp_path):
+    from recon.cli import main as recon_main
     from recon.model.decoder import DecoderConfig
     from recon.model.heads import HeadConfig
     from recon.model.loading import load_model, save_model
 
-    result = train(tiny_config(tmp_path / "run", iterations=1, warmup=0))
-    encoder = backbone.load(result.outputs["backbone"])
+    encoder = backbone.load(pretrained[1].outputs["backbone"])
     model = recon_model_on_mum(
         encoder,
         decoder=DecoderConfig(embed_dim=32, depth=10, num_heads=2),
@@ -106,6 +126,37 @@ def test_recon_model_on_the_pretrained_encoder_round_trips(tmp_path):
         for key in a:
             torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
     torch.testing.assert_close(loaded.backbone(img1), encoder(img1), rtol=0, atol=0)  # the MuM encoder, unchanged
+    # A random decoder may register no camera, which a .glb export refuses; the .npz keeps whatever was solved.
+    args = ["run", str(_photos(tmp_path / "photos")), "--checkpoint", str(path), "--out", str(tmp_path / "s.npz"),
+            "--image-size", "64", "--device", "cpu", "--align", "dense"]  # fmt: skip
+    assert recon_main(args) == 0
+    import numpy as np
+
+    with np.load(tmp_path / "s.npz") as scene:
+        assert scene["T_world_cam"].shape == (3, 4, 4)
+
+
+def test_finetune_recipe_trains_a_decoder_on_the_frozen_mum_encoder(pretrained, tmp_path):
+    finetune = pytest.importorskip("training.finetune.train", reason="the finetuning recipe is not installed")
+    from training.finetune.config import resolve_config
+
+    cfg = resolve_config(
+        "smoke",
+        {
+            "model": {"backbone": "mum_vitl16", "backbone_checkpoint": str(pretrained[1].outputs["backbone"]),
+                      "backbone_overrides": {}},
+            "data": {"resolutions": [[64, 48], [64, 32]], "val_sources": []},
+            "train": {"output_dir": str(tmp_path / "ft"), "iterations": 2, "checkpoint_every": 2, "tensorboard": False,
+                      "log_every": 0},
+        },
+    )  # fmt: skip
+    result = finetune.train(cfg)
+    from recon.model.loading import load_model
+
+    model = load_model(result.final_model)
+    encoder = backbone.load(pretrained[1].outputs["backbone"])
+    for key, value in encoder.state_dict().items():  # the backbone stayed frozen
+        assert torch.equal(model.backbone.state_dict()[key], value), key
 
 
 # Three Python processes import torch (launcher + 2 ranks): several seconds on a loaded 2-core machine.
