@@ -275,7 +275,6 @@ class MuMAutoEncoder(nn.Module):
 
     def normalize(self, images: Tensor) -> Tensor:
         """``[B, S, 3, H, W]`` RGB in [0, 1] -> ImageNet-normalised (the encoder's mean / std)."""
-        B, S = images.shape[:2]
         return self.encoder.normalize(images.flatten(0, 1)).reshape(images.shape)
 
     def forward_encoder(
