@@ -217,7 +217,9 @@ def train(cfg: MuMConfig, *, on_iteration: Callable[[int, MuMTrainer], None] | N
                     raise RuntimeError(f"data for iteration {batch['iteration']} arrived at iteration {it}")
                 images = batch["images"].to(info.device, non_blocking=True)
                 metrics, outputs = trainer.step(images, it)
-                skipped += int(distributed.all_reduce_sum(torch.tensor(batch["skipped"])).item())
+                # On the training device: NCCL reduces CUDA tensors only.
+                skipped_now = torch.tensor(int(batch["skipped"]), device=info.device)
+                skipped += int(distributed.all_reduce_sum(skipped_now).item())
                 now = time.perf_counter()
                 step_frames = metrics["frames"] * info.world_size
                 frames += step_frames
