@@ -13,9 +13,6 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-# The sizes of the official tiny conformance model: real DPT/MLP heads, 2-block encoder, 10-block decoder.
-TINY = {"backbone_overrides": {"embed_dim": 64, "depth": 2, "num_heads": 4}, "decoder": (48, 10, 4)}
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -39,24 +36,17 @@ def register(subparsers) -> None:
 
 
 def tiny_model(small_heads: bool = False):
-    """A tiny random-weight MASt3R (same sizes as the official conformance fixture).
+    """The ``mast3r_tiny`` preset (the official tiny conformance fixture's sizes) with random weights.
 
     Args:
         small_heads: also shrink the DPT head (whose official widths, 256 features, dominate the cost of a tiny
             model at full image size); used by tests that only need the plumbing.
     """
-    from recon.model.decoder import DecoderConfig
     from recon.model.heads import HeadConfig
     from recon.model.presets import build_model
 
-    dim, depth, heads = TINY["decoder"]
     head = HeadConfig(dpt_feature_dim=32, dpt_layer_dims=(16, 32, 64, 128)) if small_heads else None
-    return build_model(
-        "mast3r_vitl16",
-        backbone_overrides=TINY["backbone_overrides"],
-        decoder=DecoderConfig(embed_dim=dim, depth=depth, num_heads=heads),
-        head=head,
-    )
+    return build_model("mast3r_tiny", head=head)
 
 
 def synth_views(n: int, size: tuple[int, int], seed: int = 0):

@@ -95,6 +95,11 @@ def run(args) -> int:
 
     from recon.export import export
 
+    if report.registered == 0 and fmt != "npz":  # an .npz still records what the run produced
+        raise UserError(
+            "no camera could be registered (too few consistent matches); try --align dense, a denser --graph "
+            "(e.g. complete), or check that the photos overlap"
+        )
     t1 = time.perf_counter()
     photos = scene.info.get("image_paths")
     if fmt not in ("colmap", "nerfstudio") or not photos or not all(photos):

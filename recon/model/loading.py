@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 RECON_FORMAT = "recon.model/1"
 RECON_ARCH = "ReconModel"
 _PARTS = ("adapter", "decoder", "head1", "head2")  # ReconModel children filled from decoder checkpoints
+RANDOM_PREFIX = "random:"  # load_model("random:<preset>") builds a preset with random weights
 
 
 # ------------------------------------------------------------------------------------------------ public API
@@ -56,7 +57,8 @@ def load_model(
 
     Args:
         path_or_name: a file or folder, or a name of the weights table (``recon weights list``), which is
-            downloaded into the cache on first use.
+            downloaded into the cache on first use, or ``random:<preset>`` (e.g. ``random:mast3r_tiny``): an
+            architecture of ``recon.model.presets`` with random weights, for smoke tests and benchmarks only.
         backbone: only for DUNE-MASt3R decoder checkpoints (which hold no encoder): a DUNE checkpoint path or
             weights name, or an already built backbone module. Default: the encoder the file names in
             ``dune_backbone_name``.
@@ -70,6 +72,14 @@ def load_model(
     Raises:
         CheckpointError: unreadable file, unknown format, or keys that do not match (named).
     """
+    if isinstance(path_or_name, str) and path_or_name.startswith(RANDOM_PREFIX):
+        if backbone is not None:
+            raise CheckpointError("`backbone=` is only for DUNE-MASt3R decoder checkpoints, not random models")
+        from recon.model.presets import build_model
+
+        name = path_or_name[len(RANDOM_PREFIX) :]
+        logger.warning("model %s has RANDOM weights: outputs are meaningless (smoke tests, benchmarks)", name)
+        return cast_model(build_model(name, device=device).eval(), dtype)
     path = _resolve(path_or_name)
     ckpt, hf_config = _read(path)
     fmt = detect_format(ckpt, hf_config)

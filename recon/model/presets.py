@@ -49,6 +49,12 @@ PRESETS: dict[str, Preset] = {
         ModelConfig(head=HeadConfig(kind="linear"), image_size=512),
         description="DUSt3R ViT-L/16 + BaseDecoder, linear head, 512",
     ),
+    "mast3r_tiny": Preset(
+        "croco_vitl16",
+        ModelConfig(decoder=DecoderConfig(embed_dim=48, depth=10, num_heads=4), image_size=512),
+        backbone_overrides={"embed_dim": 64, "depth": 2, "num_heads": 4},
+        description="MASt3R architecture at the official tiny conformance fixture's sizes (2-block encoder)",
+    ),
     "dune_vitb14": Preset(
         "dune_vitb14", ModelConfig(**_DUNE), description="DUNE ViT-B/14 + DUNE-MASt3R decoder (catmlp+dpt), 518"
     ),

@@ -136,3 +136,12 @@ def test_corrupt_images_are_skipped_and_reported(tiny_ckpt, photos, tmp_path, ca
     summary = capsys.readouterr().out
     assert "images used: 4, skipped: 2" in summary
     assert "zero.jpg" in summary and "dup.jpg" in summary
+
+
+def test_no_registered_camera_is_a_clear_error(tiny_ckpt, photos, tmp_path, capsys):
+    # random weights give random descriptors: sparse alignment (rightly) registers no camera
+    out = tmp_path / "x.glb"
+    assert run(photos, "--checkpoint", tiny_ckpt, "--graph", "complete", *SIZE, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "no camera could be registered" in err and "Traceback" not in err
+    assert not out.exists()
