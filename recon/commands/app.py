@@ -1,0 +1,26 @@
+"""``recon app``: serve the Gradio viewer (the ``app`` package; imported only when the command runs)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "app",
+        help="start the web viewer (upload photos, reconstruct, explore, download)",
+        description="Serve recon's Gradio viewer. The model loads once at start; each browser session gets a "
+        "private temporary workspace, deleted when the session ends. Needs `pip install gradio`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    # The option list lives with the app (shared with `python -m app`); importing app.cli is cheap (no Gradio).
+    from app.cli import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from app.cli import run
+
+    return run(args)

@@ -1,0 +1,60 @@
+"""Fixtures of the viewer tests: a very small random-weight model, demo photos, a workspace manager."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "demo_data"
+
+
+def micro_model():
+    """A random MASt3R smaller than ``recon.bench.pipeline.tiny_model`` (narrow DPT too), for UI tests on CPU.
+
+    The DPT head needs a 10-block decoder (official assert), so depth stays 10; widths are minimal.
+    """
+    from recon.model.decoder import DecoderConfig
+    from recon.model.heads import HeadConfig
+    from recon.model.presets import build_model
+
+    return build_model(
+        "mast3r_vitl16",
+        backbone_overrides={"embed_dim": 32, "depth": 2, "num_heads": 2},
+        decoder=DecoderConfig(embed_dim=32, depth=10, num_heads=2),
+        head=HeadConfig(dpt_feature_dim=16, dpt_layer_dims=(8, 16, 32, 64)),
+    )
+
+
+@pytest.fixture(scope="session")
+def model():
+    import torch
+
+    torch.manual_seed(0)
+    return micro_model()
+
+
+@pytest.fixture(scope="session")
+def checkpoint(model, tmp_path_factory) -> Path:
+    """The micro model saved in recon's checkpoint format (what `recon app --checkpoint` loads)."""
+    from recon.model.loading import save_model
+
+    return save_model(model, tmp_path_factory.mktemp("ckpt") / "micro.pth")
+
+
+@pytest.fixture
+def demo_images() -> list[Path]:
+    files = sorted((DEMO / "orbit").glob("*.jpg"))
+    if len(files) < 3:
+        pytest.fail(f"demo_data/orbit should hold the demo photos (found {len(files)}) at {DEMO / 'orbit'}")
+    return files
+
+
+@pytest.fixture
+def manager(tmp_path):
+    from app.workspace import WorkspaceManager
+
+    mgr = WorkspaceManager(tmp_path / "workspaces")
+    yield mgr
+    mgr.close_all()
