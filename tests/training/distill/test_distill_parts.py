@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TINY_TEACHER, synthetic_batch
+from distill_helpers import TINY_TEACHER, synthetic_batch
 from PIL import Image
 
 import backbone

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from helpers import synthetic_batch, tiny_config
+from distill_helpers import synthetic_batch, tiny_config
 
 import backbone
 from backbone.dune import DuneBackbone

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import smooth_sequences, tiny_config
+from mum_helpers import smooth_sequences, tiny_config
 
 import backbone
 from backbone.mum_decoder import load_official
