@@ -43,11 +43,16 @@ def checkpoint(model, tmp_path_factory) -> Path:
     return save_model(model, tmp_path_factory.mktemp("ckpt") / "micro.pth")
 
 
+@pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    return DEMO
+
+
 @pytest.fixture
-def demo_images() -> list[Path]:
-    files = sorted((DEMO / "orbit").glob("*.jpg"))
+def demo_images(demo_dir) -> list[Path]:
+    files = sorted((demo_dir / "orbit").glob("*.jpg"))
     if len(files) < 3:
-        pytest.fail(f"demo_data/orbit should hold the demo photos (found {len(files)}) at {DEMO / 'orbit'}")
+        pytest.fail(f"demo_data/orbit should hold the demo photos (found {len(files)}) at {demo_dir / 'orbit'}")
     return files
 
 
