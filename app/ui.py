@@ -80,6 +80,15 @@ def _stage_log(done: dict[str, str], current: str | None, current_msg: str = "")
     return "\n".join(lines)
 
 
+def _forget_uploads(paths, keep_under: Path) -> None:
+    """Delete Gradio's copies of uploaded files once ingested: the session's workspace now holds the only copy."""
+    upload_dir = Path(get_upload_folder()).resolve()
+    for p in paths:
+        path = Path(p).resolve()
+        if upload_dir in path.parents and keep_under.resolve() not in path.parents:
+            path.unlink(missing_ok=True)
+
+
 def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or ""
 
@@ -116,7 +125,11 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
     size_value = NATIVE if defaults.image_size is None else str(defaults.image_size)
     sizes = list(IMAGE_SIZES) if size_value in IMAGE_SIZES else [*IMAGE_SIZES, size_value]
 
-    with gr.Blocks(title="recon: 3D from photos", analytics_enabled=False) as demo:
+    ttl = int(config.session_ttl_s)
+    # Also sweep Gradio's own copies (uploads never ingested, files of sessions gone) older than a session.
+    with gr.Blocks(
+        title="recon: 3D from photos", analytics_enabled=False, delete_cache=(max(60, ttl // 4), ttl)
+    ) as demo:
         ws_state = gr.State(None, time_to_live=config.session_ttl_s, delete_callback=manager.release)
         gr.Markdown(
             "# recon: 3D reconstruction from photos\n"
@@ -203,6 +216,8 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
                 rep = ingest(ws, paths or [], limits)
             except UploadError as err:
                 return ws, _error(str(err)), []
+            finally:
+                _forget_uploads(paths or [], manager.root)
             return ws, rep.message(), [str(p) for p in ws.inputs if p.suffix.lower() in IMAGE_EXTENSIONS]
 
         def on_clear(ws, request: gr.Request):

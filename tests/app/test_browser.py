@@ -91,6 +91,12 @@ def test_upload_run_slider_download(server, demo_images, tmp_path):
             page.get_by_text("2 images ready").wait_for()
             (workspace,) = demo.recon_workspaces.active()
             assert [p.name.split("_", 1)[1] for p in workspace.inputs] == [p.name for p in demo_images[:2]]
+            # Gradio's own copies of the uploads are deleted once ingested: the workspace holds the only one.
+            from gradio.utils import get_upload_folder
+
+            root = demo.recon_workspaces.root
+            stray = [p for p in Path(get_upload_folder()).rglob("view_00[01].jpg") if root not in p.parents]
+            assert stray == []
 
             page.locator("#run").click()
             page.locator("#status").get_by_text("Done.").wait_for(timeout=240_000)

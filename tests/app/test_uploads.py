@@ -210,3 +210,11 @@ def test_display_name_is_harmless():
     assert display_name("<script>.jpg") == "script_.jpg"
     assert display_name("...") == "file"
     assert len(display_name("a" * 500 + ".jpg")) == 60
+
+
+def test_example_folder(ws, demo_dir):
+    from app.uploads import ingest_folder
+
+    rep = ingest_folder(ws, demo_dir / "room", AppLimits(max_images=4))
+    assert rep.n_images == 4 and not rep.skipped  # cameras.json is not offered as an image
+    assert [p.name for p in ws.inputs] == [f"{k:04d}_view_{k:03d}.jpg" for k in range(4)]
