@@ -359,13 +359,14 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
         def on_view(ws, conf_v, clean_v, mesh_v, cams_v):
             skip = gr.skip()
             if not isinstance(ws, Workspace) or ws.closed or ws.result is None:
-                return "", skip, skip
+                return ws, "", skip, skip
             view = ViewSettings(float(conf_v), bool(clean_v), bool(mesh_v), bool(cams_v))
             try:
                 ex = export_result(ws, view)
             except RunError as err:
-                return _error(str(err)), skip, skip
+                return ws, _error(str(err)), skip, skip
             return (
+                ws,  # returning the state renews its time-to-live: viewing counts as activity
                 f"{ex.n_points:,} points above confidence {view.conf_thr:g}"
                 + (", cleaned" if view.clean_depth else "")
                 + (", as a mesh" if view.as_mesh else ""),
@@ -374,7 +375,7 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
             )
 
         view_inputs = [ws_state, conf, clean, mesh, cams]
-        view_outputs = [view_msg, view3d, downloads]
+        view_outputs = [ws_state, view_msg, view3d, downloads]
         conf.release(
             on_view, view_inputs, view_outputs, concurrency_limit=config.concurrency_limit, concurrency_id="export"
         )

@@ -10,6 +10,7 @@ collected or the interpreter exits.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import shutil
 import tempfile
@@ -89,6 +90,25 @@ class Workspace:
         return self
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _remove_orphans(parent: Path) -> None:
+    """Delete the roots of managers whose server process no longer exists."""
+    for root in parent.glob("recon-app-*-*"):
+        pid = root.name.split("-")[2]
+        if root.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            logger.info("removing %s left by a server that is gone (pid %s)", root, pid)
+            shutil.rmtree(root, ignore_errors=True)
+
+
 class WorkspaceManager:
     """Creates, tracks and deletes the sessions' workspaces under one private temporary root.
 
@@ -99,7 +119,9 @@ class WorkspaceManager:
     def __init__(self, parent: str | Path | None = None):
         if parent is not None:
             Path(parent).mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix="recon-app-", dir=parent))
+            _remove_orphans(Path(parent))
+        # The pid in the name lets a later start remove what a killed server (SIGKILL, power loss) left.
+        self.root = Path(tempfile.mkdtemp(prefix=f"recon-app-{os.getpid()}-", dir=parent))
         self._lock = threading.Lock()
         self._by_session: dict[str, Workspace] = {}
         # Remove the root when the manager goes away or at interpreter exit, whichever comes first.

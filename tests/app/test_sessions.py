@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import stat
 from pathlib import Path
 
@@ -136,3 +137,19 @@ class TestGradioWiring:
 def test_workspace_defaults():
     ws = Workspace(root=Path("/nonexistent/recon-test"))
     assert ws.closed and ws.inputs == [] and ws.result is None
+
+
+def test_roots_left_by_dead_servers_are_removed_at_start(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"recon-app-{int(dead.stdout)}-abcd1234"
+    (orphan / "s-x" / "inputs").mkdir(parents=True)
+    alive = tmp_path / f"recon-app-{os.getpid()}-efgh5678"  # this process: still running, kept
+    alive.mkdir()
+    mgr = WorkspaceManager(tmp_path)
+    try:
+        assert not orphan.exists() and alive.is_dir()
+    finally:
+        mgr.close_all()
