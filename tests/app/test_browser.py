@@ -71,6 +71,7 @@ def test_upload_run_slider_download(server, demo_images, tmp_path):
     sync_playwright = _playwright()
     demo, url = server
     profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path)
+    started = time.time() - 1
     with sync_playwright() as pw:
         # A fresh profile folder (Playwright passes it to Chromium as --user-data-dir).
         browser = pw.chromium.launch_persistent_context(
@@ -95,7 +96,11 @@ def test_upload_run_slider_download(server, demo_images, tmp_path):
             from gradio.utils import get_upload_folder
 
             root = demo.recon_workspaces.root
-            stray = [p for p in Path(get_upload_folder()).rglob("view_00[01].jpg") if root not in p.parents]
+            stray = [
+                p
+                for p in Path(get_upload_folder()).rglob("view_00[01].jpg")
+                if root not in p.parents and p.stat().st_ctime >= started  # not other runs' leftovers
+            ]
             assert stray == []
 
             page.locator("#run").click()
