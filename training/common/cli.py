@@ -1,0 +1,178 @@
+"""The command line every training recipe shares: ``python -m training.<recipe>`` and ``recon train <recipe>``.
+
+A recipe declares itself as a ``Recipe`` (names, texts, presets, where its config class, resolver, train function
+and user-error classes live, how to word the final summary) and exposes the bound methods as its module's
+``add_arguments`` / ``resolve`` / ``run`` / ``register`` / ``main``::
+
+    RECIPE = Recipe(name="distill", ...)
+    add_arguments, resolve, run, register, main = (
+        RECIPE.add_arguments, RECIPE.resolve, RECIPE.run, RECIPE.register, RECIPE.main
+    )
+
+Options: ``--config FILE.json`` (merged over ``--preset``), ``--set a.b=value`` (repeatable), ``--output-dir``
+(shortcut for ``--set train.output_dir=DIR``), ``--print-config``, ``--list-fields``. A bad config, a bad override
+or a data error is a user error: ``error: <message>`` on stderr and exit code 2, no traceback.
+
+Everything the recipe names is imported lazily, by ``"module:attribute"`` path, so that ``register`` (what
+``recon train`` calls to build its parser) imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def load_attr(path: str) -> Any:
+    """The object at ``"package.module:attribute"`` (imported on demand)."""
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _user_error(message: str) -> Exception:
+    """The exception that makes the CLI print ``error: <message>`` and exit with 2."""
+    try:
+        from recon.cli import UserError
+    except ImportError:  # the recipe can run without the recon CLI
+        return SystemExit(f"error: {message}")
+    return UserError(message)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """What ``main`` reports as a user error: ``recon.cli.UserError``, or nothing when the recon CLI is absent
+    (``_user_error`` then raises ``SystemExit``, which prints its message by itself)."""
+    try:
+        from recon.cli import UserError
+    except ImportError:
+        return ()
+    return (UserError,)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe's command line, declared as data."""
+
+    name: str
+    """Subcommand of ``recon train`` (``distill``)."""
+    prog: str
+    """Program name of the module entry point (``python -m training.distill``)."""
+    description: str
+    """Paragraph shown by ``--help``."""
+    help: str
+    """One line shown in ``recon train --help``."""
+    default_preset: str
+    """``--preset`` when none is given."""
+    presets: tuple[str, ...]
+    """Preset names in the order ``--help`` lists them (the keys of the recipe's ``PRESETS``)."""
+    example_overrides: str
+    """What follows ``e.g. --set`` in the help of ``--set`` (``train.lr=1e-4 --set student.arch=vit_small``)."""
+    config_class: str
+    """``"module:Class"`` of the root config dataclass (for ``--list-fields``)."""
+    resolver: str
+    """``"module:function"``: ``resolve_config(preset, data) -> config`` (preset + JSON data, validated)."""
+    train: str
+    """``"module:function"``: ``train(cfg) -> result``."""
+    user_errors: tuple[str, ...]
+    """``"module:Class"`` of the exceptions of ``train`` that are the user's to fix (bad data paths, ...)."""
+    summary: Callable[[Any], str]
+    """The line(s) printed by rank 0 after training, from ``train``'s result."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the recipe's options to ``parser``."""
+        parser.add_argument("--config", help="JSON config file (keys it omits keep the preset's values)")
+        others = [p for p in self.presets if p != self.default_preset]
+        parser.add_argument(
+            "--preset",
+            default=self.default_preset,
+            help="base config: " + ", ".join([f"{self.default_preset} (default)", *others]),
+        )
+        parser.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+            help=f"override one field, e.g. --set {self.example_overrides} (repeatable)",
+        )  # fmt: skip
+        parser.add_argument("--output-dir", help="shortcut for --set train.output_dir=DIR")
+        parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+        parser.add_argument("--list-fields", action="store_true", help="list every config field with its doc and exit")
+
+    def resolve(self, args: argparse.Namespace):
+        """The config selected by parsed arguments: preset, then the ``--config`` file, then the overrides.
+
+        Raises:
+            ConfigError: unreadable or invalid config file, unknown preset, bad override.
+        """
+        from training.common.config import ConfigError, apply_overrides
+
+        data = None
+        if args.config:
+            try:
+                with open(args.config) as f:
+                    data = json.load(f)
+            except FileNotFoundError:
+                raise ConfigError(f"config file not found: {args.config}") from None
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{args.config}: invalid JSON at line {err.lineno}: {err.msg}") from None
+        cfg = load_attr(self.resolver)(args.preset, data)
+        overrides = list(args.overrides) + ([f"train.output_dir={args.output_dir}"] if args.output_dir else [])
+        return apply_overrides(cfg, overrides) if overrides else cfg
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Resolve the config and train (or list the fields, or print the config). Returns an exit code.
+
+        Raises:
+            UserError: (``recon.cli``) a config or data error, worded for the user.
+        """
+        from training.common.config import ConfigError, describe, to_dict
+
+        if args.list_fields:
+            for name, default, doc in describe(load_attr(self.config_class)):
+                print(f"{name} = {default}\n    {doc}")
+            return 0
+        try:
+            cfg = self.resolve(args)
+        except (ConfigError, ValueError) as err:
+            raise _user_error(str(err)) from None
+        if args.print_config:
+            print(json.dumps(to_dict(cfg), indent=2))
+            return 0
+        from training.common import distributed
+        from training.common.logging import setup_logging
+
+        train = load_attr(self.train)
+        user_errors = tuple(load_attr(path) for path in self.user_errors)
+        setup_logging(int(os.environ.get("RANK", "0")))
+        try:
+            result = train(cfg)
+            rank = distributed.get_rank()  # before cleanup: without a process group every process is rank 0
+        except user_errors as err:
+            raise _user_error(str(err)) from None
+        finally:
+            distributed.cleanup()
+        if rank == 0:
+            print(self.summary(result))
+        return 0
+
+    def register(self, subparsers) -> None:
+        """Add the recipe to ``recon train``'s subcommands (cheap: no torch import)."""
+        parser = subparsers.add_parser(self.name, help=self.help, description=self.description)
+        self.add_arguments(parser)
+        parser.set_defaults(func=self.run)
+
+    def main(self, argv: list[str] | None = None) -> int:
+        """The module entry point (``python -m training.<recipe>``); returns the exit code (2: user error)."""
+        parser = argparse.ArgumentParser(prog=self.prog, description=self.description)
+        self.add_arguments(parser)
+        args = parser.parse_args(argv)
+        try:
+            return self.run(args)
+        except _user_error_types() as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
