@@ -206,7 +206,9 @@ def run_reconstruction(
         raise RunError(f"cannot run with these settings: {err}") from None
     run_report.skipped = skipped + list(run_report.skipped)
     run_report.stage_seconds["load"] = run_report.stage_seconds.get("load", 0.0) + load_s
-    result = RunResult(scene=scene, report=run_report, image_paths=[Path(v.path) if v.path else None for v in views])
+    # Video frames have no file of their own (their ``path`` is the video): exports then name views only.
+    paths = [None if video or not v.path else Path(v.path) for v in views]
+    result = RunResult(scene=scene, report=run_report, image_paths=paths)
     ws.result = result
     report("export", 0.0, "writing GLB, PLY, COLMAP and transforms.json")
     t1 = time.perf_counter()

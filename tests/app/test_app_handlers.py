@@ -166,3 +166,26 @@ class TestErrors:
         ingest(ws, demo_images[:2], AppLimits())
         with pytest.raises(RunError, match=message):
             run_reconstruction(ws, model, settings, AppLimits(), device="cpu")
+
+
+def test_video_frames_are_sampled_up_to_the_image_limit(manager, model, demo_images, tmp_path):
+    av = pytest.importorskip("av", reason="video input needs PyAV")
+    from PIL import Image
+
+    clip = tmp_path / "clip.mp4"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("mpeg4", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 512, 384, "yuv420p"
+        for p in demo_images[:3]:  # three distinct one-second frames
+            frame = av.VideoFrame.from_ndarray(np.asarray(Image.open(p).convert("RGB")), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    ws = manager.create("video")
+    assert ingest(ws, [clip], AppLimits()).video == "clip.mp4"
+    result = run_reconstruction(ws, model, FAST, AppLimits(max_images=2, video_fps=1.0), device="cpu")
+    assert result.report.n_images == 2
+    assert result.scene.names == ["frame_000000", "frame_000001"]  # sampling stops at the limit
+    assert result.image_paths == [None, None]  # frames have no files of their own
+    assert result.exports.colmap_zip.is_file()
