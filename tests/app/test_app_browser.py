@@ -164,3 +164,42 @@ def test_upload_run_slider_download(server, demo_images, tmp_path):
         time.sleep(0.2)
     assert not workspace.root.exists()
     assert demo.recon_workspaces.active() == []
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(180)
+def test_two_tabs_are_two_isolated_sessions(server, demo_dir, tmp_path):
+    sync_playwright = _playwright()
+    demo, url = server
+    orbit = sorted((demo_dir / "orbit").glob("*.jpg"))[:2]
+    room = sorted((demo_dir / "room").glob("*.jpg"))[:3]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+        )
+        try:
+            tabs = [browser.new_page(), browser.new_page()]
+            for tab, files in zip(tabs, (orbit, room), strict=True):
+                tab.set_default_timeout(60_000)
+                tab.goto(url)
+                tab.locator("#upload input[type=file]").set_input_files([str(p) for p in files])
+                tab.get_by_text(f"{len(files)} images ready").wait_for()
+            a, b = sorted(demo.recon_workspaces.active(), key=lambda ws: len(ws.inputs))
+            assert a.session != b.session and a.root != b.root
+            assert [p.read_bytes() for p in a.inputs] == [p.read_bytes() for p in orbit]
+            assert [p.read_bytes() for p in b.inputs] == [p.read_bytes() for p in room]
+            # each tab's gallery shows files of its own workspace only
+            srcs = [tab.locator("#inputs img").evaluate_all("els => els.map(e => e.src)") for tab in tabs]
+            assert srcs[0] and all(str(a.root) in s for s in srcs[0])
+            assert srcs[1] and all(str(b.root) in s for s in srcs[1])
+
+            tabs[0].close(run_before_unload=True)  # closing a tab ends only that session
+            deadline = time.monotonic() + 30
+            while a.root.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not a.root.exists() and b.root.is_dir()
+        finally:
+            browser.close()
