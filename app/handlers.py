@@ -232,12 +232,12 @@ def export_result(ws: Workspace, view: ViewSettings) -> ExportSet:
         raise RunError("no reconstruction in this session yet: run one first")
     if not (math.isfinite(view.conf_thr) and view.conf_thr >= 0):
         raise RunError(f"the confidence threshold must be >= 0, got {view.conf_thr}")
-    # Cleaning does not depend on the threshold: do it once per result, not per export and slider move.
-    scene = result.cleaned_scene() if view.clean_depth else result.scene
     out = ws.new_output_dir()
     kw = dict(conf_thr=view.conf_thr, clean_depth=False)
     images = result.image_paths if all(p is not None for p in result.image_paths) else None
     try:
+        # Cleaning does not depend on the threshold: do it once per result, not per export and slider move.
+        scene = result.cleaned_scene() if view.clean_depth else result.scene
         glb = export(scene, out / "scene.glb", as_mesh=view.as_mesh, show_cameras=view.show_cameras, **kw)
         ply = export(scene, out / "scene.ply", as_mesh=view.as_mesh, **kw)
         colmap = export(scene, out / "colmap", format="colmap", images=images, **kw)
