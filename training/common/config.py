@@ -8,7 +8,9 @@ string literal right below the field, as in nerfstudio). This module converts su
 - ``to_dict(cfg)``: JSON-ready (tuples become lists).
 - ``load_json`` / ``save_json`` (atomic); ``apply_overrides(cfg, ["train.lr=1e-4", ...])`` for the command line
   (values parsed as JSON, else taken as strings);
-- ``field_docs(cls)``: ``{field: docstring}`` for help texts and documentation.
+- ``field_docs(cls)``: ``{field: docstring}`` for help texts and documentation;
+- ``resolve_preset(cls, presets, name, data)``: a named preset with a parsed JSON file merged over it (what every
+  recipe's ``resolve_config`` does); ``replace_sections(cfg, train={"lr": 1e-3})`` for tests and scripts.
 
 No YAML, no object construction from files: a config file can only hold data.
 """
@@ -25,7 +27,7 @@ import tempfile
 import textwrap
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -256,3 +258,60 @@ def describe(cls, prefix: str = "") -> list[tuple[str, str, str]]:
         else:
             rows.append((name, json.dumps(to_dict(getattr(default, f.name))), docs.get(f.name, "")))
     return rows
+
+
+def merge_over(base: Mapping[str, Any], update: Mapping[str, Any], replace_whole: Collection[str] = ()) -> dict:
+    """``update`` merged into ``base``: nested objects merge key by key, anything else replaces the base value.
+
+    Args:
+        base: plain data (``to_dict`` of a preset).
+        update: plain data read from a config file.
+        replace_whole: keys (at any depth) whose object values replace the base's whole instead of merging, e.g.
+            free ``dict[str, X]`` fields where the file must be able to drop a preset's key.
+    """
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and key not in replace_whole:
+            out[key] = merge_over(out[key], value, replace_whole)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_preset(
+    cls: type[T],
+    presets: Mapping[str, T],
+    preset: str,
+    data: Mapping[str, Any] | None = None,
+    replace_whole: Collection[str] = (),
+) -> T:
+    """The preset ``presets[preset]`` with ``data`` (a parsed JSON config file) merged over it, validated as ``cls``.
+
+    Lists (e.g. a recipe's data sources) are replaced as a whole; see ``merge_over`` for objects.
+
+    Raises:
+        ConfigError: unknown preset (the available ones are listed), a file that is not a JSON object, unknown keys
+            or invalid values (the field path is named).
+    """
+    if preset not in presets:
+        raise ConfigError(f"unknown preset {preset!r}; available: {sorted(presets)}")
+    data = data or {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file: expected a JSON object, got {type(data).__name__}")
+    return from_dict(cls, merge_over(to_dict(presets[preset]), data, replace_whole))
+
+
+def replace_sections(cfg: T, **sections) -> T:
+    """``cfg`` with whole sections or fields of sections replaced: ``replace_sections(cfg, train={"lr": 1e-3})``.
+
+    A dict given for a dataclass section replaces only the fields it names; any other value replaces the section.
+    Not re-validated beyond the dataclasses' own ``__post_init__`` checks.
+    """
+    changes = {}
+    for name, value in sections.items():
+        current = getattr(cfg, name)
+        if isinstance(value, dict) and dataclasses.is_dataclass(current):
+            changes[name] = dataclasses.replace(current, **value)
+        else:
+            changes[name] = value
+    return dataclasses.replace(cfg, **changes)

@@ -11,12 +11,11 @@ A config file is JSON; keys it omits keep the preset's value (``--preset``, defa
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from training.common.config import ConfigError, from_dict, to_dict
+from training.common.config import replace_sections, resolve_preset
 
 # The 19 training datasets of the paper (Table 1), by teacher domain; sizes in training/distill/datasets.py.
 ALL_DATASETS = (
@@ -235,35 +234,16 @@ PRESETS: dict[str, DistillConfig] = {
 }
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in ("roots", "random_overrides"):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def resolve_config(preset: str = "dune_vitb14_336", data: dict | None = None) -> DistillConfig:
     """The preset's config with ``data`` (a parsed JSON file) merged over it, validated.
+
+    ``roots`` and ``random_overrides`` objects replace the preset's as a whole (free keys); lists such as
+    ``teachers`` always do.
 
     Raises:
         ConfigError: unknown preset, unknown keys or invalid values (the field path is named).
     """
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; available: {sorted(PRESETS)}")
-    merged = _deep_merge(to_dict(PRESETS[preset]), data or {})
-    return from_dict(DistillConfig, merged)
+    return resolve_preset(DistillConfig, PRESETS, preset, data, replace_whole=("roots", "random_overrides"))
 
 
-def replace(cfg: DistillConfig, **sections) -> DistillConfig:
-    """``cfg`` with whole sections or fields of sections replaced: ``replace(cfg, train={"lr": 1e-3})``."""
-    changes = {}
-    for name, value in sections.items():
-        current = getattr(cfg, name)
-        if isinstance(value, dict) and dataclasses.is_dataclass(current):
-            changes[name] = dataclasses.replace(current, **value)
-        else:
-            changes[name] = value
-    return dataclasses.replace(cfg, **changes)
+replace = replace_sections  # ``replace(cfg, train={"lr": 1e-3})``: fields of sections replaced

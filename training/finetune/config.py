@@ -13,11 +13,10 @@ single fields. ``data.sources`` and ``data.val_sources`` are replaced as a whole
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from training.common.config import ConfigError, from_dict, to_dict
+from training.common.config import replace_sections, resolve_preset
 
 
 @dataclass(frozen=True)
@@ -294,36 +293,16 @@ PRESETS: dict[str, FinetuneConfig] = {
 }
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        free = ("backbone_overrides", "options")  # dicts replaced whole
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key not in free:
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def resolve_config(preset: str = "dune_vitb14_448", data: dict | None = None) -> FinetuneConfig:
     """The preset's config with ``data`` (a parsed JSON file) merged over it, validated.
+
+    ``backbone_overrides`` and ``options`` objects replace the preset's as a whole (free keys); lists such as
+    ``data.sources`` always do.
 
     Raises:
         ConfigError: unknown preset, unknown keys or invalid values (the field path is named).
     """
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; available: {sorted(PRESETS)}")
-    merged = _deep_merge(to_dict(PRESETS[preset]), data or {})
-    return from_dict(FinetuneConfig, merged)
+    return resolve_preset(FinetuneConfig, PRESETS, preset, data, replace_whole=("backbone_overrides", "options"))
 
 
-def replace(cfg: FinetuneConfig, **sections) -> FinetuneConfig:
-    """``cfg`` with fields of sections replaced: ``replace(cfg, train={"lr": 1e-3})``."""
-    changes = {}
-    for name, value in sections.items():
-        current = getattr(cfg, name)
-        if isinstance(value, dict) and dataclasses.is_dataclass(current):
-            changes[name] = dataclasses.replace(current, **value)
-        else:
-            changes[name] = value
-    return dataclasses.replace(cfg, **changes)
+replace = replace_sections  # ``replace(cfg, train={"lr": 1e-3})``: fields of sections replaced

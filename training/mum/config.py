@@ -14,11 +14,10 @@ A config file is JSON; keys it omits keep the preset's value (``--preset``, defa
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from training.common.config import ConfigError, from_dict, to_dict
+from training.common.config import replace_sections, resolve_preset
 
 # Encoder sizes (embed_dim, depth, heads); ViT-L is the released one.
 ENCODER_SIZES = {
@@ -252,32 +251,15 @@ PRESETS: dict[str, MuMConfig] = {
 }
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def resolve_config(preset: str = "mum_vitl16", data: dict | None = None) -> MuMConfig:
     """The preset's config with ``data`` (a parsed JSON file) merged over it, validated.
+
+    Lists such as ``data.datasets`` replace the preset's as a whole.
 
     Raises:
         ConfigError: unknown preset, unknown keys or invalid values (the field path is named).
     """
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; available: {sorted(PRESETS)}")
-    merged = _deep_merge(to_dict(PRESETS[preset]), data or {})
-    return from_dict(MuMConfig, merged)
+    return resolve_preset(MuMConfig, PRESETS, preset, data)
 
 
-def replace(cfg: MuMConfig, **sections) -> MuMConfig:
-    """``cfg`` with fields of sections replaced: ``replace(cfg, train={"lr": 1e-3})``."""
-    changes = {}
-    for name, value in sections.items():
-        current = getattr(cfg, name)
-        changes[name] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
-    return dataclasses.replace(cfg, **changes)
+replace = replace_sections  # ``replace(cfg, train={"lr": 1e-3})``: fields of sections replaced
