@@ -79,6 +79,8 @@ def pairwise_align(
             focal[j], pp[j] = K[0, 0], K[:2, 2]
         Pj = pair.pts_j.astype(np.float64) - T[j, :3, 3]
         depth[j] = Pj @ T[j, :3, 2]  # z of each point in camera j
+        # view j has no confident prediction of its own: its points' confidence is this pair's
+        prob.canon_conf[j] = np.asarray(pair.conf_j, np.float64).reshape(prob.shapes[j])
         info["relative_pose"] = "resection"
     reg[:] = True
     init = Init(T, scale, reg, i, [(i, j)])

@@ -284,7 +284,9 @@ def make_scene(
             confs.append(np.zeros((H, W), np.float32))
         else:
             depths.append(np.asarray(depth[k], np.float32))
-            confs.append(np.asarray(conf[k], np.float32))
+            if conf[k] is None:
+                raise AlignmentError(f"view {k} is registered with a depth map but no confidence map")
+            confs.append(np.asarray(conf[k], np.float32).reshape(H, W))
     return Scene(
         T_world_cam=T,
         K=K,

@@ -26,6 +26,9 @@ def test_two_view_shortcut(orbit_gt, pairs):
     assert scene.info["method"] == "pairwise" and scene.registered.all()
     # One direction only: the other view's pose comes from resection of the pair's points.
     assert scene.info["relative_pose"] == ("registration" if len(pairs) == 2 else "resection")
+    # every registered view carries a full confidence map (the resected view used to get a scalar)
+    assert [c.shape for c in scene.conf] == [v.true_shape for v in views]
+    assert all((c > 1).any() for c in scene.conf)
     m = pose_metrics(gt, scene)
     assert m["RRA@5"] == 100 and m["RTA@5"] == 100, m
     assert m["focal_err_pct"] < 2, m
