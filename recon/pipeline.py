@@ -73,6 +73,8 @@ class ReconstructConfig:
         max_ram_gb: RAM budget for pair predictions before spilling to ``cache_dir``.
         seed: seeds the retrieval graph and the optimisers.
         progress: show progress bars.
+        align_config: a ``recon.align.SparseAlignConfig`` / ``DenseAlignConfig`` (iterations, learning rates,
+            optimisation level); ``None`` = the aligner's defaults.
     """
 
     graph: str = "auto"
@@ -86,6 +88,7 @@ class ReconstructConfig:
     max_ram_gb: float = 4.0
     seed: int = 0
     progress: bool = True
+    align_config: object | None = None
 
 
 @dataclass
@@ -329,7 +332,9 @@ def reconstruct(
             report.n_matches = sum(len(m) for m in matches)
 
     with _stage(report, "alignment", device, progress):
-        scene = align(views, preds, matches, user_priors, method=config.align, seed=config.seed)
+        scene = align(
+            views, preds, matches, user_priors, method=config.align, config=config.align_config, seed=config.seed
+        )
 
     # exports that ship the photos (COLMAP, nerfstudio) copy them from here
     scene.info.setdefault("image_paths", [v.path for v in views])

@@ -127,3 +127,22 @@ def test_known_poses_stay_fixed_through_the_pipeline(orbit, tmp_path):
     scene, _ = reconstruct(views, OracleModel(gt), config=cfg, priors=UserPriors(poses_file=tmp_path / "poses.json"))
     for k in (0, 2):
         np.testing.assert_allclose(scene.T_world_cam[k], gt[k].T_world_cam, atol=1e-6)
+
+
+def test_align_config_reaches_the_aligner(orbit):
+    from recon.align import DenseAlignConfig, SparseAlignConfig
+
+    gt, views = orbit
+    # a config of the other method's type is refused by the aligner: proof that it is passed through
+    with pytest.raises(TypeError, match="SparseAlignConfig"):
+        reconstruct(
+            views,
+            OracleModel(gt),
+            config=ReconstructConfig(graph="swin-1", align="sparse", align_config=DenseAlignConfig(), progress=False),
+        )
+    cfg = ReconstructConfig(
+        graph="complete", align="sparse", align_config=SparseAlignConfig(opt_level="coarse"), progress=False
+    )
+    scene, _ = reconstruct(views, OracleModel(gt), config=cfg)
+    rot, _ = errors(gt, scene)
+    assert accuracy(rot, 5) >= 95  # the coarse stage alone already places these cameras
