@@ -12,7 +12,11 @@ module              what it gives
 ``optim``           ``param_groups`` (weight decay on matrices only), ``build_adamw``, ``clip_grad_per_param``
 ``logging``         ``TrainLogger``: TensorBoard scalars on rank 0 + console lines; ``setup_logging``
 ``config``          frozen-dataclass configs from / to JSON (unknown keys are errors), ``--set a.b=value``
-                    overrides, field docstrings
+                    overrides, field docstrings, ``resolve_preset`` (named preset + JSON file merged over it)
+``cli``             ``Recipe``: a recipe's command line as a declaration (``python -m training.X`` and
+                    ``recon train X``: --config / --preset / --set / --output-dir / --print-config / --list-fields)
+``run``             around every recipe's loop: ``start_run`` (process group, seeds, output folder, config.json),
+                    ``wrap_ddp``, ``all_ranks_finite``, ``agreed_digests``
 ``data``            ``InfiniteDistributedSampler`` (seeded, resumable position, per-sample seeds),
                     ``RobustImageDataset`` (skips and counts corrupt images), image sources, ``seeded_loader``
 ==================  ==============================================================================================

@@ -16,24 +16,23 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from backbone.checkpoint import safe_load
 from training.common import distributed
 from training.common.checkpoint import CheckpointManager, atomic_torch_save
-from training.common.config import save_json, to_dict, write_json_atomic
+from training.common.config import to_dict, write_json_atomic
 from training.common.data import InfiniteDistributedSampler
-from training.common.distributed import DistInfo, init_distributed
+from training.common.distributed import DistInfo
 from training.common.logging import TrainLogger
 from training.common.optim import build_adamw, clip_grad_per_param
+from training.common.run import agreed_digests, all_ranks_finite, start_run, wrap_ddp
 from training.common.schedule import WarmupCosine
 from training.distill.config import DistillConfig
 from training.distill.datasets import BalancedCollate, build_train_dataset, items_per_batch
@@ -72,11 +71,7 @@ class DistillTrainer:
         self.teachers = sorted((build_teacher(tc, device) for tc in cfg.teachers), key=lambda x: x.name)
         self.dune = build_student(cfg.student, self.teachers).to(device)
         self.module = StudentForward(self.dune)
-        if self.info.enabled:
-            ids = [device.index] if device.type == "cuda" else None
-            self.model = torch.nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
-        else:
-            self.model = self.module
+        self.model = wrap_ddp(self.module, self.info)
         self.total_iterations = cfg.total_iterations(self.info.world_size)
         self.total_batch = t.batch_size_per_gpu * self.info.world_size
         peak = t.lr * self.total_batch / 256.0  # the paper's linear scaling rule
@@ -130,8 +125,7 @@ class DistillTrainer:
             losses, t.tdrop, t.tdrop_p, self.tdrop_generator, domains, [domain_of[n] for n in names]
         )
         loss = (coeffs.detach() * losses).sum()
-        finite = torch.tensor(float(torch.isfinite(loss)), device=loss.device)
-        if distributed.all_reduce_sum(finite).item() < self.info.world_size:
+        if not all_ranks_finite(torch.isfinite(loss), self.info):
             raise FloatingPointError(f"non-finite loss at iteration {it} (on this rank: {loss.item()})")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -160,13 +154,6 @@ class TrainResult:
     """Unreadable images skipped so far (all ranks)."""
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (the official ``fix_random_seeds(seed + rank)``)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002  (third-party code draws from the legacy global RNG)
-    torch.manual_seed(seed)
-
-
 def train(cfg: DistillConfig, *, on_iteration: Callable[[int, DistillTrainer], None] | None = None) -> TrainResult:
     """Run (or resume) a distillation; see the module doc.
 
@@ -178,12 +165,7 @@ def train(cfg: DistillConfig, *, on_iteration: Callable[[int, DistillTrainer], N
     Returns:
         ``TrainResult``.
     """
-    info = init_distributed(cfg.train.device)
-    seed_everything(cfg.train.seed + info.rank)
-    out = Path(cfg.train.output_dir)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_json(cfg, out / "config.json")
+    info, out = start_run(cfg)
     trainer = DistillTrainer(cfg, info)
     B = cfg.train.batch_size_per_gpu
     dataset = build_train_dataset(cfg.data, cfg.student.image_size)
@@ -261,9 +243,7 @@ def train(cfg: DistillConfig, *, on_iteration: Callable[[int, DistillTrainer], N
     elapsed = time.perf_counter() - t_start
     throughput = (it - start) * trainer.total_batch / elapsed if it > start else 0.0
     final = None
-    digests = distributed.all_gather_object(weights_digest(trainer.dune))
-    if len(set(digests)) != 1:
-        raise RuntimeError(f"ranks ended with different weights: {digests}")
+    digests = agreed_digests(weights_digest(trainer.dune))
     if it >= total:
         final = out / FINAL_NAME
         if info.is_main:

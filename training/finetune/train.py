@@ -19,23 +19,22 @@ import contextlib
 import dataclasses
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, default_collate
 
 from training.common import distributed
 from training.common.checkpoint import CheckpointManager, atomic_torch_save
-from training.common.config import save_json, to_dict, write_json_atomic
+from training.common.config import to_dict, write_json_atomic
 from training.common.data import InfiniteDistributedSampler
-from training.common.distributed import DistInfo, init_distributed
+from training.common.distributed import DistInfo
 from training.common.logging import TrainLogger
 from training.common.optim import build_adamw
+from training.common.run import agreed_digests, all_ranks_finite, start_run, wrap_ddp
 from training.common.schedule import WarmupCosine
 from training.finetune.config import DataConfig, FinetuneConfig, SourceConfig
 from training.finetune.datasets import (
@@ -173,14 +172,8 @@ class FinetuneTrainer:
         self.model.config = dataclasses.replace(self.model.config, image_size=max(max(r) for r in self.resolutions))
         self.model.to(device)
         self.net = FinetuneNet(self.model)
-        if self.info.enabled:
-            ids = [device.index] if device.type == "cuda" else None
-            # Without the matching loss the descriptor MLP gets no gradient: DDP must then look for unused ones.
-            unused = cfg.loss.matching_weight <= 0
-            self.ddp = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=ids,
-                                                                 find_unused_parameters=unused)  # fmt: skip
-        else:
-            self.ddp = self.net
+        # Without the matching loss the descriptor MLP gets no gradient: DDP must then look for unused ones.
+        self.ddp = wrap_ddp(self.net, self.info, find_unused_parameters=cfg.loss.matching_weight <= 0)
         # Fused AdamW on CPU too: the decoder has ~600 small tensors, and the per-tensor loop dominated CPU steps.
         self.optimizer = build_adamw(self.model, lr=0.0, weight_decay=t.weight_decay, betas=tuple(t.betas), fused=True)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -231,8 +224,7 @@ class FinetuneTrainer:
                 (loss / len(batches)).backward()
             for key, value in {"loss": float(loss.detach()), **details}.items():
                 sums[key] = sums.get(key, 0.0) + value / len(batches)
-        flag = torch.tensor(float(finite), device=self.info.device)
-        if distributed.all_reduce_sum(flag).item() < self.info.world_size:
+        if not all_ranks_finite(finite, self.info):
             raise FloatingPointError(f"non-finite loss at step {it} (on this rank: {sums.get('loss')})")
         if t.clip_grad > 0:
             sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, t.clip_grad))
@@ -296,13 +288,6 @@ class TrainResult:
     """The last validation metrics (empty without validation sources)."""
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002  (third-party code draws from the legacy global RNG)
-    torch.manual_seed(seed)
-
-
 def _validation_sets(cfg: FinetuneConfig, resolution: tuple[int, int]) -> list[tuple[str, PairDataset, list]]:
     sets = []
     res = tuple(cfg.data.val_resolution) if cfg.data.val_resolution else resolution
@@ -324,13 +309,8 @@ def train(cfg: FinetuneConfig, *, on_iteration: Callable[[int, FinetuneTrainer],
     Returns:
         ``TrainResult``.
     """
-    info = init_distributed(cfg.train.device)
-    seed_everything(cfg.train.seed + info.rank)
-    out = Path(cfg.train.output_dir)
+    info, out = start_run(cfg)
     t = cfg.train
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_json(cfg, out / "config.json")
     trainer = FinetuneTrainer(cfg, info)
     model = trainer.model
     layout = resolve_layout(model, cfg.model.output_format)
@@ -412,9 +392,7 @@ def train(cfg: FinetuneConfig, *, on_iteration: Callable[[int, FinetuneTrainer],
     throughput = (it - start) * trainer.pairs_per_step / elapsed if it > start else 0.0
     if trainable_digest(model.backbone) != backbone_digest:
         raise RuntimeError("the frozen backbone's weights changed during training")
-    digests = distributed.all_gather_object(trainable_digest(model))
-    if len(set(digests)) != 1:
-        raise RuntimeError(f"ranks ended with different weights: {digests}")
+    digests = agreed_digests(trainable_digest(model))
     final, backbone_path = None, None
     if it >= t.iterations:
         final = out / FINAL_NAME

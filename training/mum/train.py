@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -31,11 +29,12 @@ from backbone.checkpoint import load_strict
 from backbone.mum_decoder import MUM_DECODER_PREFIXES, load_official, official_state_dict
 from training.common import distributed
 from training.common.checkpoint import CheckpointManager
-from training.common.config import save_json, to_dict, write_json_atomic
+from training.common.config import to_dict, write_json_atomic
 from training.common.data import sample_seed
-from training.common.distributed import DistInfo, init_distributed
+from training.common.distributed import DistInfo
 from training.common.logging import TrainLogger
 from training.common.optim import build_adamw
+from training.common.run import agreed_digests, all_ranks_finite, start_run, wrap_ddp
 from training.common.schedule import WarmupCosine
 from training.mum.batches import IterationSampler, MultiViewBatches
 from training.mum.config import MuMConfig
@@ -65,11 +64,7 @@ class MuMTrainer:
         device = self.info.device
         t = cfg.train
         self.model = build_autoencoder(cfg).to(device)
-        if self.info.enabled:
-            ids = [device.index] if device.type == "cuda" else None
-            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        else:
-            self.ddp = self.model
+        self.ddp = wrap_ddp(self.model, self.info)
         self.frames_per_step = cfg.data.frame_budget * self.info.world_size
         self.lr_schedule = WarmupCosine(
             base=cfg.peak_lr(self.info.world_size), final=t.min_lr, total=t.iterations, warmup=t.warmup
@@ -102,8 +97,7 @@ class MuMTrainer:
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             out = self.ddp(images, self.cfg.model.mask_ratio, generator=generator or self.mask_generator(it))
         loss = out["loss"].float()
-        finite = torch.tensor(float(torch.isfinite(loss)), device=loss.device)
-        if distributed.all_reduce_sum(finite).item() < self.info.world_size:
+        if not all_ranks_finite(torch.isfinite(loss), self.info):
             raise FloatingPointError(f"non-finite loss at iteration {it} (on this rank: {loss.item()})")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -134,12 +128,6 @@ class TrainResult:
     """Unreadable images skipped so far (all ranks)."""
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)  # noqa: NPY002  (third-party code draws from the legacy global RNG)
-    torch.manual_seed(seed)
-
-
 def build_batches(cfg: MuMConfig, rank: int) -> MultiViewBatches:
     """The run's batch dataset (sources built from ``cfg.data``; same sequences on every rank)."""
     seed = cfg.train.seed
@@ -157,12 +145,7 @@ def train(cfg: MuMConfig, *, on_iteration: Callable[[int, MuMTrainer], None] | N
             iteration's checkpoint is written (monitoring; tests raise from it to simulate a crash).
     """
     t = cfg.train
-    info = init_distributed(t.device)
-    seed_everything(t.seed + info.rank)
-    out = Path(t.output_dir)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_json(cfg, out / "config.json")
+    info, out = start_run(cfg)
     trainer = MuMTrainer(cfg, info)
     batches = build_batches(cfg, info.rank)
     sampler = IterationSampler()
@@ -240,9 +223,7 @@ def train(cfg: MuMConfig, *, on_iteration: Callable[[int, MuMTrainer], None] | N
         images_log.close()
     elapsed = time.perf_counter() - t_start
     throughput = frames / elapsed if it > start else 0.0
-    digests = distributed.all_gather_object(weights_digest(trainer.model))
-    if len(set(digests)) != 1:
-        raise RuntimeError(f"ranks ended with different weights: {digests}")
+    digests = agreed_digests(weights_digest(trainer.model))
     outputs_written = None
     if it >= t.iterations:
         if info.is_main:
