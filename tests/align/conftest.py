@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from .helpers import FAST_DENSE, FAST_SPARSE, KNOWN, SIZE, all_ordered_pairs, one_thread
+from .helpers import FAST_DENSE, FAST_SPARSE, KNOWN, SIZE, all_ordered_pairs
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():
-        yield
+# One intra-op thread (the optimisation is many small tensor ops): tests/conftest.py pins it for the whole session,
+# before these session fixtures run.
 
 
 @pytest.fixture(scope="session")
@@ -42,14 +39,13 @@ def sparse_scenes(orbit_gt, orbit_oracle):
     from recon.types import Priors
 
     views, preds, matches = orbit_oracle
-    with one_thread():
-        return {
-            "none": sparse_align(views, preds, matches, None, FAST_SPARSE),
-            "K": sparse_align(views, preds, matches, Priors(K=[v.K for v in orbit_gt]), FAST_SPARSE),
-            "poses": sparse_align(
-                views, preds, matches, Priors(T_world_cam={k: orbit_gt[k].T_world_cam for k in KNOWN}), FAST_SPARSE
-            ),
-        }
+    return {
+        "none": sparse_align(views, preds, matches, None, FAST_SPARSE),
+        "K": sparse_align(views, preds, matches, Priors(K=[v.K for v in orbit_gt]), FAST_SPARSE),
+        "poses": sparse_align(
+            views, preds, matches, Priors(T_world_cam={k: orbit_gt[k].T_world_cam for k in KNOWN}), FAST_SPARSE
+        ),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -58,11 +54,8 @@ def dense_scenes(orbit_gt, orbit_oracle):
     from recon.types import Priors
 
     views, preds, _ = orbit_oracle
-    with one_thread():
-        return {
-            "none": dense_align(views, preds, None, FAST_DENSE),
-            "K": dense_align(views, preds, Priors(K=[v.K for v in orbit_gt]), FAST_DENSE),
-            "poses": dense_align(
-                views, preds, Priors(T_world_cam={k: orbit_gt[k].T_world_cam for k in KNOWN}), FAST_DENSE
-            ),
-        }
+    return {
+        "none": dense_align(views, preds, None, FAST_DENSE),
+        "K": dense_align(views, preds, Priors(K=[v.K for v in orbit_gt]), FAST_DENSE),
+        "poses": dense_align(views, preds, Priors(T_world_cam={k: orbit_gt[k].T_world_cam for k in KNOWN}), FAST_DENSE),
+    }

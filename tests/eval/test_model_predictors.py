@@ -13,15 +13,6 @@ from recon.model import DecoderConfig, HeadConfig, build_model, save_model
 from .layouts import SeqSpec, write_co3d_layout
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny ops on a shared 2-core machine: thread hand-offs cost more than the maths.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("co3d_tiny")

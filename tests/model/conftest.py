@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -18,19 +17,8 @@ SHARED_CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conforman
 # and atol <= 1.3e-5 at rtol=1e-4 everywhere. Our kernels (SDPA instead of explicit softmax) round
 # differently, so we allow ~8x that: rtol=1e-4 with atol=1e-4.
 RTOL, ATOL = 1e-4, 1e-4
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread, as the fixtures were computed, restored afterwards.
-
-    Tiny models gain nothing from threads, and on a shared, oversubscribed CPU OpenMP's spinning workers made a
-    forward pass 40x slower (measured 8.8 s vs 0.2 s).
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One intra-op thread, as the fixtures were computed: tests/conftest.py pins it for the whole session (on a shared,
+# oversubscribed CPU, OpenMP's spinning workers made a forward pass 40x slower: 8.8 s vs 0.2 s).
 
 
 def fixture_path(name: str) -> Path:

@@ -61,7 +61,6 @@ class CrashAt(Exception):
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     """The uninterrupted tiny run (4 steps of 2 x 2 pairs, validation every 2)."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("finetune")
     return root, train(tiny_config(root / "full"))
 

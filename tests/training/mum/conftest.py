@@ -1,19 +1,10 @@
-"""MuM recipe tests run single-threaded (tiny models on a shared 2-core machine are faster without thread sync)."""
+"""Fixtures of the MuM recipe tests."""
 
 from pathlib import Path
 
 import pytest
-import torch
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -64,7 +64,6 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(tmp_path):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """A 2-iteration MuM run (reconstruction images and TensorBoard on): ``(config, TrainResult)``."""
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("mum_run")
     cfg = tiny_config(out, iterations=2, warmup=0, image_every=1, tensorboard=True)
     return cfg, train(cfg)
