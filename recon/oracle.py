@@ -189,3 +189,74 @@ def _oracle_matches(gt_views, valid, Ks, T_wc, i, j, n_matches, wrong_frac, rng)
         xy_j[bad] = np.stack([rng.integers(0, Wj, n_wrong), rng.integers(0, Hj, n_wrong)], -1)
     conf = rng.uniform(1.5, 3.0, len(sel)).astype(np.float32)
     return Matches(i=i, j=j, xy_i=xy_i, xy_j=xy_j, conf=conf)
+
+
+class OracleModel(torch.nn.Module):
+    """A stand-in for a binocular network that predicts the ground truth of known views.
+
+    It implements the model protocol the pipeline uses (``encode`` / ``decode``, ``patch_size``,
+    ``image_size``), so ``recon.reconstruct(views, OracleModel(gt))`` runs every step around the network —
+    pairing, encode-once inference, reciprocal matching, alignment, export — on exact geometry:
+
+    - point maps of both views in camera ``i``'s frame, times an unknown per-pair scale in [0.5, 1.5);
+    - confidence 10 where the ground truth is valid, 1.01 elsewhere;
+    - 24-d descriptors that are random Fourier features of the world point (frequencies from scene scale down to
+      a few centimetres), so the real matcher finds true correspondences.
+
+    Images are recognised by their pixel sum, so the views given to ``reconstruct`` must be the ground-truth
+    images at the ground-truth size (no resizing).
+
+    Args:
+        gt_views: views with ``rgb [H,W,3]``, ``depth [H,W]`` (0 = invalid), ``K`` and ``T_world_cam``.
+        seed: seeds the descriptor frequencies and the per-pair scales.
+    """
+
+    patch_size = 16
+
+    def __init__(self, gt_views: Sequence[GroundTruthView], seed: int = 0):
+        super().__init__()
+        self._anchor = torch.nn.Parameter(torch.zeros(()))  # gives the module a device
+        self.gt = list(gt_views)
+        self.seed = seed
+        self.image_size = max(max(v.rgb.shape[:2]) for v in self.gt)
+        rng = np.random.default_rng(seed)
+        freqs = np.geomspace(0.5, 40.0, 12)[:, None] * rng.standard_normal((12, 3))
+        self._freqs = torch.tensor(freqs, dtype=torch.float32)
+        self._keys = np.array([v.rgb.astype(np.float64).sum() / 255 for v in self.gt])
+        self.encoded_images = 0
+
+    def _index(self, image: torch.Tensor) -> int:
+        return int(np.argmin(np.abs(self._keys - float(image.double().sum()))))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B,3,H,W]`` -> ``[B, h*w, 1]`` tokens that carry the view index."""
+        self.encoded_images += images.shape[0]
+        idx = torch.tensor([self._index(im) for im in images], dtype=torch.float32)
+        n = (images.shape[-2] // self.patch_size) * (images.shape[-1] // self.patch_size)
+        return idx[:, None, None].expand(-1, n, 1).clone()
+
+    def _world(self, k: int) -> np.ndarray:
+        v = self.gt[k]
+        return _backproject(v.depth, v.K) @ v.T_world_cam[:3, :3].T + v.T_world_cam[:3, 3]
+
+    def decode(self, feat1, feat2, shape1, shape2):
+        """Ground-truth predictions for each ``(i, j)`` of the batch, as the model's ``decode`` returns them."""
+        out: tuple[list, list] = ([], [])
+        for a, b in zip(feat1[:, 0, 0].long().tolist(), feat2[:, 0, 0].long().tolist(), strict=True):
+            scale = 0.5 + np.random.default_rng([self.seed, a, b]).random()
+            T_cam_world = np.linalg.inv(self.gt[a].T_world_cam)
+            for slot, k in enumerate((a, b)):
+                Xw = self._world(k)
+                pts = (Xw @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]) * scale
+                valid = torch.from_numpy(self.gt[k].depth > 0)
+                phase = torch.from_numpy(Xw).float() @ self._freqs.T
+                desc = torch.nn.functional.normalize(torch.cat([phase.sin(), phase.cos()], -1), dim=-1)
+                out[slot].append(
+                    {
+                        "pts3d": torch.from_numpy(pts).float(),
+                        "conf": torch.where(valid, 10.0, 1.01),
+                        "desc": desc,
+                        "desc_conf": torch.where(valid, 10.0, 0.01),
+                    }
+                )
+        return tuple({key: torch.stack([d[key] for d in ds]) for key in ds[0]} for ds in out)

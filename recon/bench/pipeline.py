@@ -27,6 +27,11 @@ def register(subparsers) -> None:
     m = p.add_mutually_exclusive_group()
     m.add_argument("--model", help="weights name; default: a tiny random MASt3R")
     m.add_argument("--checkpoint", help="checkpoint path")
+    m.add_argument(
+        "--oracle",
+        action="store_true",
+        help="ground-truth predictions instead of a network: realistic matching and alignment figures",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--cache-dir", help="spill pair predictions here")
@@ -50,17 +55,19 @@ def tiny_model(small_heads: bool = False):
 
 
 def synth_views(n: int, size: tuple[int, int], seed: int = 0):
-    """``n`` orbit views as ``recon.types.View`` (network-ready: sizes must be multiples of the patch size)."""
+    """``n`` orbit views: ``(views, ground truth)`` with ``recon.types.View`` s ready for the network (sizes must be
+    multiples of the patch size) and the ``recon.synth.SynthView`` s they come from."""
     import torch
 
     from recon.synth import render_scene
     from recon.types import View
 
+    gt = render_scene("orbit", n_views=n, size=tuple(size), seed=seed)
     views = []
-    for k, sv in enumerate(render_scene("orbit", n_views=n, size=tuple(size), seed=seed)):
+    for k, sv in enumerate(gt):
         image = torch.from_numpy(sv.rgb).permute(2, 0, 1).float() / 255
         views.append(View(image=image, idx=k, name=f"{sv.name}.png", orig_size=(sv.rgb.shape[0], sv.rgb.shape[1])))
-    return views
+    return views, gt
 
 
 def run(args) -> int:
@@ -74,7 +81,11 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    if args.model or args.checkpoint:
+    from recon.oracle import OracleModel
+
+    if args.oracle:
+        label = "oracle (ground-truth predictions)"
+    elif args.model or args.checkpoint:
         model = recon.load_model(args.checkpoint or args.model, device=device)
         label = args.checkpoint or args.model
     else:
@@ -83,8 +94,10 @@ def run(args) -> int:
     rows = []
     for n in args.n_images:
         t0 = time.perf_counter()
-        views = synth_views(n, args.size, args.seed)
+        views, gt = synth_views(n, args.size, args.seed)
         render_s = time.perf_counter() - t0
+        if args.oracle:
+            model = OracleModel(gt, seed=args.seed)
         config = ReconstructConfig(
             graph=args.graph,
             align=args.align,
@@ -101,11 +114,11 @@ def run(args) -> int:
         f" align: {args.align}"
     )
     stages = ["pairs", "inference", "matching", "alignment"]
-    print("| N | graph | pairs | " + " | ".join(f"{s} s" for s in stages) + " | total s | peak MB |")
-    print("|---|---|---|" + "---|" * (len(stages) + 2))
+    print("| N | graph | pairs | registered | " + " | ".join(f"{s} s" for s in stages) + " | total s | peak MB |")
+    print("|---|---|---|---|" + "---|" * (len(stages) + 2))
     for n, _, rep in rows:
         total = sum(rep.stage_seconds.get(s, 0.0) for s in stages)
         cells = " | ".join(f"{rep.stage_seconds.get(s, 0.0):.2f}" for s in stages)
         peak = max(rep.stage_peak_mb.values(), default=0.0)
-        print(f"| {n} | {rep.graph} | {rep.n_pairs} | {cells} | {total:.2f} | {peak:.0f} |")
+        print(f"| {n} | {rep.graph} | {rep.n_pairs} | {rep.registered} | {cells} | {total:.2f} | {peak:.0f} |")
     return 0

@@ -1,85 +1,23 @@
 """The whole pipeline (pairs -> encode-once inference -> reciprocal matching -> alignment) on a model that
 predicts the ground truth of a rendered scene.
 
-``OracleModel`` implements the model protocol (``encode`` / ``decode``) from rendered depth and cameras: point
-maps in camera i's frame scaled by an unknown per-pair factor (as a network's are), and descriptors that are
-random Fourier features of the world point, so the real matcher finds the true correspondences. What this
-tests is everything *around* the network, with numbers a correct pipeline must reach.
+``recon.oracle.OracleModel`` implements the model protocol (``encode`` / ``decode``) from rendered depth and
+cameras: point maps in camera i's frame scaled by an unknown per-pair factor (as a network's are), and
+descriptors that are random Fourier features of the world point, so the real matcher finds the true
+correspondences. What this tests is everything *around* the network, with numbers a correct pipeline must reach.
 """
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from recon.eval.metrics import accuracy, pair_errors
+from recon.oracle import OracleModel
 from recon.pipeline import ReconstructConfig, UserPriors, reconstruct
 from recon.synth import render_scene
 from recon.types import View
 
 W, H = 128, 96
-
-
-class OracleModel(nn.Module):
-    patch_size = 16
-    image_size = max(W, H)
-
-    def __init__(self, gt, seed=0):
-        super().__init__()
-        self.anchor = nn.Parameter(torch.zeros(()))  # a parameter, so device lookups work
-        self.gt = gt
-        rng = np.random.default_rng(seed)
-        # 12 sin/cos frequency pairs from scene scale down to a few pixels' footprint
-        freqs = np.geomspace(0.5, 40.0, 12)[:, None] * rng.standard_normal((12, 3))
-        self.freqs = torch.tensor(freqs, dtype=torch.float32)
-        self.keys = [torch.from_numpy(v.rgb).permute(2, 0, 1).float().div(255).sum().item() for v in gt]
-        self.pair_scale = {}
-        self.encoded = 0
-
-    def _index(self, image):
-        s = image.sum().item()
-        return int(np.argmin([abs(s - k) for k in self.keys]))
-
-    def encode(self, images):
-        self.encoded += images.shape[0]
-        idx = torch.tensor([self._index(im) for im in images], dtype=torch.float32)
-        h, w = images.shape[-2] // 16, images.shape[-1] // 16
-        return idx[:, None, None].expand(-1, h * w, 1).clone()
-
-    def _world(self, k):
-        v = self.gt[k]
-        y, x = np.mgrid[0 : v.depth.shape[0], 0 : v.depth.shape[1]]
-        rays = np.stack([x, y, np.ones_like(x)], -1) @ np.linalg.inv(v.K).T
-        cam = rays * v.depth[..., None]
-        return cam @ v.T_world_cam[:3, :3].T + v.T_world_cam[:3, 3]
-
-    def decode(self, f1, f2, shape1, shape2):
-        out1, out2 = [], []
-        for a, b in zip(f1[:, 0, 0].long().tolist(), f2[:, 0, 0].long().tolist(), strict=True):
-            scale = self.pair_scale.setdefault((a, b), 0.5 + np.random.default_rng(a * 31 + b).random())
-            T_cam_world = np.linalg.inv(self.gt[a].T_world_cam)
-            preds = []
-            for k in (a, b):
-                Xw = self._world(k)
-                pts = (Xw @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]) * scale
-                valid = torch.from_numpy(self.gt[k].mask)
-                phase = torch.from_numpy(Xw).float() @ self.freqs.T
-                desc = torch.nn.functional.normalize(torch.cat([phase.sin(), phase.cos()], -1), dim=-1)
-                preds.append(
-                    {
-                        "pts3d": torch.from_numpy(pts).float(),
-                        "conf": torch.where(valid, 10.0, 1.01),
-                        "desc": desc,
-                        "desc_conf": torch.where(valid, 10.0, 0.01),
-                    }
-                )
-            out1.append(preds[0])
-            out2.append(preds[1])
-
-        def stack(ds):
-            return {key: torch.stack([d[key] for d in ds]) for key in ds[0]}
-
-        return stack(out1), stack(out2)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +41,7 @@ def test_oracle_pipeline_recovers_cameras(orbit, method):
     model = OracleModel(gt)
     cfg = ReconstructConfig(graph="complete", align=method, progress=False)
     scene, report = reconstruct(views, model, config=cfg)
-    assert model.encoded == len(views)  # each image encoded once for 15 pairs
+    assert model.encoded_images == len(views)  # each image encoded once for 15 pairs
     assert report.n_pairs == 15 and report.registered == 6
     rot, trans = errors(gt, scene)
     focal_err = np.abs(scene.K[:, 0, 0] / np.stack([v.K[0, 0] for v in gt]) - 1)
