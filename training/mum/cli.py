@@ -1,7 +1,6 @@
 """Command line of the MuM pre-training recipe: ``python -m training.mum`` and ``recon train mum``.
 
-``register(subparsers)`` is what ``recon train`` calls (cheap: no torch import); ``main(argv)`` is the module
-entry point. Both parse the same options and call ``run(args)``; the implementation is ``training.common.cli``.
+A declaration (``RECIPE``); ``training.common.cli.Recipe`` implements ``register`` / ``main`` / ``run``.
 """
 
 from __future__ import annotations

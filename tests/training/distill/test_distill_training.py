@@ -1,9 +1,6 @@
 """End-to-end: the loss falls, a crash-and-resume run equals the uninterrupted one, torchrun with 2 ranks agrees."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -74,22 +71,9 @@ def test_outputs_load_with_backbone_load(tmp_path):
     assert isinstance(backbone.load(tmp_path / "checkpoint_00000002.pth"), DuneBackbone)
 
 
-# Three Python processes import torch (launcher + 2 ranks): several seconds on a loaded 2-core machine.
-def test_torchrun_two_ranks_agree(tmp_path):
+def test_torchrun_two_ranks_agree(tmp_path, torchrun):
     out = tmp_path / "ddp"
-    cfg = tiny_config(out, iterations=3, checkpoint_every=3)
-    cfg_file = tmp_path / "cfg.json"
-    from training.common.config import save_json
-
-    save_json(cfg, cfg_file)
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "training.distill", "--preset", "smoke", "--config", str(cfg_file),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    torchrun("distill", tiny_config(out, iterations=3, checkpoint_every=3))
     summary = json.loads((out / "summary.json").read_text())
     digests = summary["rank_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]

@@ -2,10 +2,7 @@
 resume, torchrun with 2 gloo ranks, and the result runs through ``recon run``."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -91,18 +88,9 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(full_run, tmp_path):
     assert full.validation == resumed.validation
 
 
-def test_torchrun_two_gloo_ranks(tmp_path):
+def test_torchrun_two_gloo_ranks(tmp_path, torchrun):
     out = tmp_path / "ddp"
-    cfg = tiny_config(out, iterations=2, checkpoint_every=2, val_every=2)
-    config_file = tmp_path / "cfg.json"
-    from training.common.config import save_json
-
-    save_json(cfg, config_file)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "training.finetune", "--preset", "smoke", "--config", str(config_file)]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun("finetune", tiny_config(out, iterations=2, checkpoint_every=2, val_every=2))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 2
     assert len(summary["rank_digests"]) == 2 and len(set(summary["rank_digests"])) == 1  # ranks agree

@@ -1,9 +1,6 @@
 """End-to-end: the loss falls, crash-and-resume is exact, torchrun with 2 gloo ranks agrees, outputs load back."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,6 @@ from mum_helpers import smooth_sequences, tiny_config
 import backbone
 from backbone.mum_decoder import load_official
 from training.common.checkpoint import load_checkpoint
-from training.common.config import save_json
 from training.mum.config import replace
 from training.mum.model import encoder_config, recon_model_on_mum, weights_digest
 from training.mum.train import MuMTrainer, train
@@ -158,20 +154,10 @@ def test_finetune_recipe_trains_a_decoder_on_the_frozen_mum_encoder(pretrained, 
         assert torch.equal(model.backbone.state_dict()[key], value), key
 
 
-# Three Python processes import torch (launcher + 2 ranks): several seconds on a loaded 2-core machine.
-def test_torchrun_two_gloo_ranks_agree(tmp_path):
+def test_torchrun_two_gloo_ranks_agree(tmp_path, torchrun):
     out = tmp_path / "ddp"
     cfg = tiny_config(out, iterations=3, checkpoint_every=3)
-    cfg_file = tmp_path / "cfg.json"
-    save_json(cfg, cfg_file)
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "training.mum", "--preset", "smoke", "--config", str(cfg_file),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    torchrun("mum", cfg)
     summary = json.loads((out / "summary.json").read_text())
     digests = summary["rank_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
