@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
-import torch
 
 from recon.align import DenseAlignConfig, SparseAlignConfig
 from recon.eval.metrics import pair_errors
@@ -16,17 +13,6 @@ SIZE = (256, 192)
 
 
 KNOWN = (0, 3, 5)
-
-
-@contextmanager
-def one_thread():
-    """The optimisation is many small tensor ops; on a shared 2-core machine intra-op threads only contend."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def all_ordered_pairs(n: int) -> list[tuple[int, int]]:
