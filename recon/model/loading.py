@@ -176,9 +176,11 @@ def backbone_recipe(model: ReconModel) -> dict:
     if factory not in bb.list_backbones():
         from backbone.dune import DuneBackbone
 
+        # A checkpoint of a non-standard size (e.g. a custom MuM or CroCo) is named after its family only; any
+        # factory of that family rebuilds it, since every ViTConfig field is passed as an override.
         factory = "dune_vits14" if isinstance(model.backbone, DuneBackbone) else None
-        if factory is None and getattr(config, "rope", None) == "croco":
-            factory = "croco_vitl16"
+        if factory is None:
+            factory = {"croco": "croco_vitl16", "axial": "mum_vitl16"}.get(getattr(config, "rope", None))
     if factory is None:
         raise CheckpointError(f"cannot save: no registered backbone family builds {config.name!r}")
     return {"factory": factory, "config": dataclasses.asdict(config)}

@@ -127,3 +127,27 @@ def test_hf_folder_matches_pth(tmp_path, mast3r_io):
         pred1, pred2 = model(img1, img2)
     torch.testing.assert_close(pred1["pts3d"], mast3r_io["square.pred1.pts3d"], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(pred2["desc"], mast3r_io["square.pred2.desc"], rtol=1e-4, atol=1e-4)
+
+
+def test_custom_size_mum_backbone_saves_and_reloads(tmp_path):
+    """An official-layout MuM encoder of non-standard size (named ``mum_vit``) round-trips in a recon model."""
+    import backbone as bb
+    from recon.model.recon_model import ModelConfig, ReconModel
+
+    encoder = bb.load(fixture_path("mum_tiny_vitl16.pth"))
+    assert encoder.config.name not in bb.list_backbones()
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        decoder=DecoderConfig(embed_dim=48, depth=10, num_heads=4),
+        head=HeadConfig(dpt_feature_dim=32, dpt_layer_dims=(16, 32, 64, 128)),
+        image_size=224,
+    )
+    model = ReconModel(encoder, cfg).eval()
+    path = save_model(model, tmp_path / "mum_model.pth")
+    again = recon.load_model(path)
+    img1, img2 = torch.rand(1, 3, 48, 64), torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        a, b = model(img1, img2), again(img1, img2)
+    for pa, pb in zip(a, b, strict=True):
+        for key in pa:
+            torch.testing.assert_close(pa[key], pb[key], rtol=0, atol=0)
