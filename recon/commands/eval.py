@@ -52,6 +52,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rotation-numerics", choices=("exact", "pd"), default="exact")
     p.add_argument("--shard", help="evaluate only shard I of N (I/N); under torchrun the rank decides")
     p.add_argument("--out", required=True, help="output folder (results.jsonl, summary.md/.csv, sampling.json)")
+    p.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="stop at the first sequence the model fails on (default: record it as failed, 180° errors, go on)",
+    )
 
 
 def register(subparsers) -> None:
@@ -136,6 +141,7 @@ def _run(args) -> int:
                 convention=args.convention,
                 rotation_numerics=args.rotation_numerics,
                 shard=shard,
+                fail_fast=args.fail_fast,
             )
             stats, summary = run_benchmark(reader, predictor, args.out, opts, dist)
         except (DatasetError, RunMismatchError) as err:

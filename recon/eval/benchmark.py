@@ -31,6 +31,7 @@ class BenchmarkOptions:
         convention: pair convention of the translation error (``"pd"`` or ``"vggt"``).
         rotation_numerics: ``"exact"`` or ``"pd"`` (PyTorch3D's extrapolated acos).
         shard: ``(i, n)`` for a manual shard; ignored under torchrun, where the rank decides.
+        fail_fast: stop at the first failing sequence instead of recording it as failed (``evaluate``).
     """
 
     categories: Sequence[str] | None = None
@@ -41,6 +42,7 @@ class BenchmarkOptions:
     convention: str = "pd"
     rotation_numerics: str = "exact"
     shard: tuple[int, int] = (0, 1)
+    fail_fast: bool = False
 
 
 def load_or_build_sampling(reader, opts: BenchmarkOptions, path: Path) -> Sampling:
@@ -109,6 +111,7 @@ def run_benchmark(
         convention=opts.convention,
         rotation_numerics=opts.rotation_numerics,
         progress=progress,
+        fail_fast=opts.fail_fast,
     )
     dist.barrier()
     summary = summarize(out_dir, expected=[s.key for s in sequences]) if dist.is_main else None

@@ -133,6 +133,7 @@ def _mat(a: np.ndarray) -> list:
 class EvalStats:
     done: int = 0
     skipped: int = 0
+    failed: int = 0
     seconds: float = 0.0
 
 
@@ -146,6 +147,7 @@ def evaluate(
     convention: str = "pd",
     rotation_numerics: str = "exact",
     progress: Callable[[int, int, SampledSequence], None] | None = None,
+    fail_fast: bool = False,
 ) -> EvalStats:
     """Evaluate this shard's sequences, appending one JSON line per sequence; skip those already done.
 
@@ -157,6 +159,9 @@ def evaluate(
         shard: ``(i, n)``.
         convention, rotation_numerics: see ``recon.eval.metrics.pair_errors``.
         progress: called as ``progress(k, total, seq)`` before each sequence.
+        fail_fast: stop at the first sequence the predictor fails on. By default the failure is recorded (its
+            line has ``"failed": true``, the error, and 180° errors on every pair, so it counts as wrong in every
+            metric, as a method that returns nothing must) and the run goes on.
 
     Returns:
         Counts of sequences done / skipped (already present) and the seconds spent predicting.
@@ -178,20 +183,26 @@ def evaluate(
             frames = reader.load_frames(s.category, s.sequence, s.frame_ids)
             _reset_peak_memory()
             t0 = time.perf_counter()
+            error = None
             try:
                 pred = as_prediction(predictor.predict(frames), len(frames))
-            except Exception:
+            except Exception as err:
                 # Finished sequences are safe on disk; name the failing one so it can be investigated.
-                logger.error("predictor failed on %s/%s (frames %s)", s.category, s.sequence, s.frame_ids)
-                raise
+                logger.error("predictor failed on %s/%s (frames %s): %s", s.category, s.sequence, s.frame_ids, err)
+                if fail_fast:
+                    raise
+                pred, error = None, f"{type(err).__name__}: {err}"
             seconds = time.perf_counter() - t0
             rss, gpu = _peak_memory()
             T_gt = np.stack([fr.T_world_cam for fr in frames])
-            rot, trans = pair_errors(
-                T_gt, pred.T_world_cam, T_rel_pred=pred.T_rel, convention=convention,
-                rotation_numerics=rotation_numerics,
-            )  # fmt: skip
             pairs = all_pairs(len(frames))
+            if pred is None:
+                rot = trans = np.full(len(pairs), 180.0)
+            else:
+                rot, trans = pair_errors(
+                    T_gt, pred.T_world_cam, T_rel_pred=pred.T_rel, convention=convention,
+                    rotation_numerics=rotation_numerics,
+                )  # fmt: skip
             rec = {
                 "category": s.category,
                 "sequence": s.sequence,
@@ -199,9 +210,9 @@ def evaluate(
                 "image_paths": [fr.rel_path for fr in frames],
                 "T_world_cam_gt": _mat(T_gt),
                 "K_gt": _mat(np.stack([fr.K for fr in frames])),
-                "T_world_cam_pred": _mat(pred.T_world_cam),
-                "K_pred": _mat(pred.K),
-                "T_rel_pred": None if pred.T_rel is None else _mat(pred.T_rel),
+                "T_world_cam_pred": None if pred is None else _mat(pred.T_world_cam),
+                "K_pred": None if pred is None else _mat(pred.K),
+                "T_rel_pred": None if pred is None or pred.T_rel is None else _mat(pred.T_rel),
                 "pairs": pairs.tolist(),
                 "rot_err_deg": rot.tolist(),
                 "trans_err_deg": trans.tolist(),
@@ -209,12 +220,15 @@ def evaluate(
                 "seconds": seconds,
                 "peak_rss_mb": rss,
                 "peak_gpu_mb": gpu,
-                "info": pred.info,
+                "info": {} if pred is None else pred.info,
+                "failed": pred is None,
+                "error": error,
             }
             f.write(json.dumps(rec) + "\n")
             f.flush()
             os.fsync(f.fileno())
             stats.done += 1
+            stats.failed += pred is None
             stats.seconds += seconds
             logger.info(
                 "%s/%s: RRA@15 %.1f RTA@15 %.1f mAA(30) %.1f (%.2fs)",
@@ -255,6 +269,7 @@ def summarize(out_dir: str | Path, expected: Sequence[tuple[str, str]] | None = 
     def resources(rs: list[dict]) -> dict:
         gpu = [r["peak_gpu_mb"] for r in rs if r.get("peak_gpu_mb") is not None]
         return {
+            "failed": sum(bool(r.get("failed")) for r in rs),
             "sec_per_seq": float(np.mean([r["seconds"] for r in rs])),
             "peak_rss_mb": float(max(r["peak_rss_mb"] for r in rs)),
             "peak_gpu_mb": float(max(gpu)) if gpu else None,
@@ -275,7 +290,7 @@ def summarize(out_dir: str | Path, expected: Sequence[tuple[str, str]] | None = 
     return summary
 
 
-COLUMNS = ("sequences", "pairs") + METRIC_KEYS + ("sec_per_seq", "peak_rss_mb", "peak_gpu_mb")
+COLUMNS = ("sequences", "pairs") + METRIC_KEYS + ("sec_per_seq", "peak_rss_mb", "peak_gpu_mb", "failed")
 
 
 def _rows(summary: dict) -> list[tuple[str, dict]]:

@@ -184,3 +184,33 @@ def test_bad_inputs_are_user_errors(co3d_root, tmp_path, capsys):
     assert cli("co3d", "--root", co3d_root[0], "--oracle", "--out", tmp_path / "o") == 2  # 38 categories absent
     assert "pass --categories" in capsys.readouterr().err
     assert cli("co3d", "--root", co3d_root[0], "--categories", "pear", "--oracle", "--out", tmp_path / "o") == 2
+
+
+class FailsOnOne(Interrupting):
+    """An oracle whose model raises on one sequence (e.g. out of memory, or no usable matches)."""
+
+    def __init__(self, bad):
+        super().__init__()
+        self.bad = bad
+
+    def predict(self, frames):
+        if frames[0].rel_path.split("/")[1] == self.bad:
+            raise RuntimeError("no usable matches")
+        return super().predict(frames)
+
+
+def test_a_failing_sequence_is_recorded_and_the_run_goes_on(co3d_root, tmp_path):
+    reader = Co3dReader(co3d_root[0])
+    bad_cat, bad = sorted(GOOD)[0]
+    out = tmp_path / "failing"
+    stats, summary = run_benchmark(reader, FailsOnOne(bad), out, BenchmarkOptions(categories=CATS))
+    assert stats.done == len(GOOD) and stats.failed == 1
+    rec = records(out)[(bad_cat, bad)]
+    assert rec["failed"] and rec["error"] == "RuntimeError: no usable matches" and rec["T_world_cam_pred"] is None
+    assert set(rec["rot_err_deg"]) == {180.0} and rec["metrics"]["RRA@30"] == 0.0
+    assert summary["categories"][bad_cat]["failed"] == 1 and summary["mean"]["failed"] == 1
+    assert summary["categories"][bad_cat]["RRA@15"] < 100.0  # the failure counts as wrong, it is not dropped
+    assert "failed" in (out / "summary.csv").read_text().splitlines()[0]
+    # with fail_fast the same model stops the run at that sequence
+    with pytest.raises(RuntimeError, match="no usable matches"):
+        run_benchmark(reader, FailsOnOne(bad), tmp_path / "ff", BenchmarkOptions(categories=CATS, fail_fast=True))
