@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.eval.data import DatasetError, write_json_atomic, write_text_atomic
+from recon.eval.data import DatasetError
 from recon.eval.metrics import METRIC_KEYS, aggregate, all_pairs, pair_errors, pooled_metrics
 from recon.eval.predictors import as_prediction
 from recon.eval.sampling import SampledSequence, Sampling
+from recon.fileio import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.eval.data import DatasetError, EvalSequence, write_json_atomic
+from recon.eval.data import DatasetError, EvalSequence
+from recon.fileio import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -14,24 +14,9 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from recon import fileio
+
 logger = logging.getLogger(__name__)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (``os.umask`` can only be read by setting it)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
-
-
-def _publish_mode(path: Path) -> None:
-    """Give a temporary (created 0600 / 0700 by ``tempfile``) the permissions a plain ``open`` would have."""
-    mask = _umask()
-    path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def check_parent(path: Path) -> None:
@@ -44,22 +29,14 @@ def check_parent(path: Path) -> None:
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is deleted."""
     check_parent(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        _publish_mode(tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with fileio.atomic_file(path) as tmp:
+        yield tmp
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns ``path``."""
-    with atomic_file(path) as tmp:
-        tmp.write_bytes(data)
-    return path
+    check_parent(path)
+    return fileio.write_bytes_atomic(path, data, make_parents=False)
 
 
 @contextlib.contextmanager
@@ -88,7 +65,7 @@ def atomic_dir(path: Path, replaceable: Iterable[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         yield tmp
-        _publish_mode(tmp)
+        fileio.publish_mode(tmp)
         if path.exists():
             old = path.parent / f".{path.name}.old.{uuid.uuid4().hex[:8]}"
             os.replace(path, old)

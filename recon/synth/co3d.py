@@ -38,13 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.synth.io_utils import (
-    encode_image,
-    write_bytes_atomic,
-    write_image_atomic,
-    write_jgz_atomic,
-    write_json_atomic,
-)
+from recon.fileio import write_bytes_atomic, write_json_atomic
+from recon.synth.io_utils import encode_image, write_image_atomic, write_jgz_atomic
 from recon.synth.render import SynthView
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.synth.io_utils import IMAGE_FORMATS, write_bytes_atomic, write_image_atomic, write_json_atomic
+from recon.fileio import write_bytes_atomic, write_json_atomic
+from recon.synth.io_utils import IMAGE_FORMATS, write_image_atomic
 from recon.synth.render import SynthView
 
 logger = logging.getLogger(__name__)

@@ -7,34 +7,15 @@ import io
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from recon.fileio import write_bytes_atomic
+
 logger = logging.getLogger(__name__)
 
 IMAGE_FORMATS = ("jpg", "png")
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (parents created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = 1) -> Path:
-    return write_bytes_atomic(path, (json.dumps(obj, indent=indent) + "\n").encode("utf-8"))
 
 
 def write_jgz_atomic(path: str | os.PathLike, obj) -> Path:

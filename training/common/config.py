@@ -23,13 +23,14 @@ import inspect
 import json
 import logging
 import os
-import tempfile
 import textwrap
 import types
 import typing
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+from recon import fileio
 
 logger = logging.getLogger(__name__)
 
@@ -163,18 +164,7 @@ def load_json(cls: type[T], path: str | os.PathLike) -> T:
 
 def write_json_atomic(data: Any, path: str | os.PathLike) -> Path:
     """Write ``data`` as indented JSON through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return fileio.write_json_atomic(path, data, indent=2)
 
 
 def save_json(cfg, path: str | os.PathLike) -> Path:
