@@ -15,16 +15,17 @@ class Mlp(nn.Module):
         dim: input and output width D.
         hidden_dim: hidden width (``mlp_ratio * D``).
         bias: whether both linear layers have a bias.
+        out_dim: output width (default D; MASt3R's local-feature head maps to per-pixel channels).
     """
 
-    def __init__(self, dim: int, hidden_dim: int, bias: bool = True) -> None:
+    def __init__(self, dim: int, hidden_dim: int, bias: bool = True, out_dim: int | None = None) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
+        self.fc2 = nn.Linear(hidden_dim, out_dim or dim, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: ``[B, N, D]`` -> ``[B, N, D]``."""
+        """x: ``[B, N, D]`` -> ``[B, N, out_dim]``."""
         return self.fc2(self.act(self.fc1(x)))
 
 

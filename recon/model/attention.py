@@ -1,7 +1,8 @@
-"""Attention and MLP layers of the binocular decoder (CroCo layout, so official weights load by name).
+"""Cross-attention of the binocular decoder (CroCo layout, so official weights load by name).
 
-Parameter names follow the official modules (``qkv``, ``proj``, ``projq``/``projk``/``projv``, ``fc1``/``fc2``)
-so that the checkpoint key map is a prefix rename. Attention runs through ``scaled_dot_product_attention``
+Self-attention and the MLP are the backbone's layers (``backbone.layers``): same parameter names as the official
+modules (``qkv``, ``proj``, ``fc1``/``fc2``); cross-attention adds ``projq``/``projk``/``projv``, so the checkpoint
+key map is a prefix rename. Attention runs through ``scaled_dot_product_attention``
 (flash / memory-efficient kernels on GPU); its default scale ``head_dim ** -0.5`` is CroCo's.
 """
 
@@ -16,42 +17,6 @@ from torch import nn
 from backbone.layers.rope import RopeFn
 
 logger = logging.getLogger(__name__)
-
-
-class Mlp(nn.Module):
-    """``fc2(GELU(fc1(x)))`` with exact (erf) GELU, as CroCo and timm."""
-
-    def __init__(self, dim: int, hidden_dim: int, out_dim: int | None = None):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, out_dim or dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention with RoPE2D on q and k.
-
-    ``qkv`` rows are laid out ``[q | k | v] x heads x head_dim`` (timm / CroCo layout).
-    """
-
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, rope: RopeFn) -> torch.Tensor:
-        """Args: x ``[B, N, C]``; rope: rotation of ``[B, heads, N, dh]`` for x's grid. Returns ``[B, N, C]``."""
-        B, N, C = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
-        q, k = rope(q), rope(k)  # B heads N dh
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(B, N, C))
 
 
 class CrossAttention(nn.Module):

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from backbone.layers.attention import Attention
+from backbone.layers.mlp import Mlp
 from backbone.layers.rope import CroCoRoPE2D, RopeFn
-from recon.model.attention import CrossAttention, Mlp, SelfAttention
+from recon.model.attention import CrossAttention
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class DecoderBlock(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, eps: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = SelfAttention(dim, num_heads)
+        self.attn = Attention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.cross_attn = CrossAttention(dim, num_heads)
         self.norm3 = nn.LayerNorm(dim, eps=eps)

@@ -40,11 +40,12 @@ def test_flop_count_by_hand():
     import torch
     from torch import nn
 
-    from recon.model.attention import CrossAttention, SelfAttention
+    from backbone.layers.attention import Attention
+    from recon.model.attention import CrossAttention
     from recon.model.flops import count_flops
 
     x, y = torch.rand(1, 5, 8), torch.rand(1, 7, 8)
-    attn, cross = SelfAttention(8, 2), CrossAttention(8, 2)
+    attn, cross = Attention(8, 2), CrossAttention(8, 2)
     ident = lambda t: t  # noqa: E731  (no rotation)
     assert count_flops(attn, lambda: attn(x, ident)) == 2 * 5 * 8 * 24 + 2 * 5 * 8 * 8 + 2 * 2 * 5 * 5 * 8
     expected_cross = 2 * 5 * 8 * 8 * 2 + 2 * 7 * 8 * 8 * 2 + 2 * 2 * 5 * 7 * 8

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recon.model.attention import Mlp
+from backbone.layers.mlp import Mlp
 from recon.model.heads.dpt import DPT
 from recon.model.heads.postprocess import reg_conf, reg_desc, reg_points
 
@@ -119,7 +119,7 @@ class CatMLPDPTHead(_Head):
         self.dpt = _dpt(config, enc_dim, dec_dim, dec_depth, patch_size)
         idim = enc_dim + dec_dim
         odim = (config.desc_dim + int(config.two_confs)) * patch_size**2
-        self.head_local_features = Mlp(idim, int(config.mlp_ratio * idim), odim)
+        self.head_local_features = Mlp(idim, int(config.mlp_ratio * idim), out_dim=odim)
 
     def forward_raw(self, tokens: list[torch.Tensor], shape: tuple[int, int]) -> torch.Tensor:
         """Returns ``[B, 4 + desc_dim + two_confs, H, W]`` raw channels."""
