@@ -236,7 +236,9 @@ def run_inference(
     """
     device = next(model.parameters()).device
     ordered = [p for i, j in pairs for p in ((i, j), (j, i))]
-    store = PairStore(config.cache_dir, fingerprint(model_id, views), config.max_ram_bytes)
+    # hashing every image only matters when a cache folder is keyed by it
+    key = fingerprint(model_id, views) if config.cache_dir is not None else "default"
+    store = PairStore(config.cache_dir, key, config.max_ram_bytes)
     todo = [(i, j) for i, j in ordered if not store.cached(i, j)]
     if len(todo) < len(ordered):
         logger.info(
