@@ -15,7 +15,20 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from backbone.checkpoint import CheckpointError, check_state_dict, load_strict
+from backbone.checkpoint import CheckpointError, check_state_dict, check_weights, load_strict
+from backbone.limits import (
+    MAX_DEPTH,
+    MAX_WIDTH,
+    MLP_RATIO_RANGE,
+    PATCH_RANGE,
+    check_float,
+    check_heads,
+    check_int,
+    check_vit_config,
+    count_blocks,
+    image_size_of,
+    rope_base_of,
+)
 from backbone.registry import register
 from backbone.vit import VisionTransformer, ViTConfig, apply_overrides
 
@@ -78,21 +91,17 @@ def croco_overrides_from_mast3r(kwargs: Mapping) -> dict:
             and we do not implement.
     """
     kw = {**CROCONET_DEFAULTS, **kwargs}
-    pos_embed = str(kw["pos_embed"])
-    if not pos_embed.startswith("RoPE"):
-        raise CheckpointError(
-            f"pos_embed={pos_embed!r} is not supported: only RoPE encoders ('RoPE100') are implemented"
-        )
-    img_size = kw["img_size"]
-    image_size = max(img_size) if isinstance(img_size, (tuple, list)) else int(img_size)
+    # Values from a file: bounded and type-checked before anything is built (backbone.limits).
+    dim = check_int("enc_embed_dim", kw["enc_embed_dim"], 1, MAX_WIDTH)
+    check_heads("enc_", dim, kw["enc_num_heads"], rope=True)
     return {
-        "embed_dim": int(kw["enc_embed_dim"]),
-        "depth": int(kw["enc_depth"]),
+        "embed_dim": dim,
+        "depth": check_int("enc_depth", kw["enc_depth"], 1, MAX_DEPTH),
         "num_heads": int(kw["enc_num_heads"]),
-        "patch_size": int(kw["patch_size"]),
-        "mlp_ratio": float(kw["mlp_ratio"]),
-        "rope_base": float(pos_embed[4:]),
-        "image_size": image_size,
+        "patch_size": check_int("patch_size", kw["patch_size"], *PATCH_RANGE),
+        "mlp_ratio": check_float("mlp_ratio", kw["mlp_ratio"], *MLP_RATIO_RANGE, lo_open=True),
+        "rope_base": rope_base_of(kw["pos_embed"]),
+        "image_size": image_size_of(kw["img_size"]),
     }
 
 
@@ -141,6 +150,7 @@ def load_mast3r_encoder(encoder: VisionTransformer, state_dict: Mapping[str, Ten
     # Check under the official names so that an error names the keys as they are in the file.
     expected = {_to_official(k): v for k, v in encoder.state_dict().items()}
     check_state_dict(expected, {k: state_dict[k] for k in used}, "MASt3R encoder checkpoint")
+    check_weights({k: state_dict[k] for k in used}, "MASt3R encoder checkpoint")  # named as in the file
     load_strict(encoder, ours, "MASt3R encoder")
     return used
 
@@ -163,6 +173,7 @@ def load_croco(checkpoint: Mapping, device: str = "cpu") -> VisionTransformer:
         overrides = croco_overrides_from_mast3r(kwargs)
     else:
         overrides = croco_overrides_from_weights(state)
+    check_vit_config(apply_overrides(CROCO_VITL16, overrides))
     with torch.device("meta"):
         encoder = croco_vitl16(**overrides)
     load_mast3r_encoder(encoder, state)
@@ -175,6 +186,6 @@ def croco_overrides_from_weights(state_dict: Mapping[str, Tensor]) -> dict:
         dim, _, patch, _ = state_dict["patch_embed.proj.weight"].shape
     except KeyError:
         raise CheckpointError("no 'patch_embed.proj.weight' key: not a CroCo/MASt3R state dict") from None
-    depth = 1 + max(int(k.split(".")[1]) for k in state_dict if k.startswith("enc_blocks."))
+    depth = count_blocks(state_dict, "enc_blocks.")
     logger.info("no constructor string: assuming head dim 64 (%d heads) for a %d-d CroCo encoder", dim // 64, dim)
     return {"embed_dim": dim, "depth": depth, "patch_size": patch, "num_heads": max(1, dim // 64)}

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from backbone.checkpoint import CheckpointError, load_strict, safe_load
+from backbone.limits import check_vit_config, count_blocks
 from backbone.registry import register
 from backbone.vit import VisionTransformer, ViTConfig, apply_overrides
 
@@ -75,7 +76,7 @@ def dinov2_config_from_state(state: Mapping[str, Tensor]) -> ViTConfig:
         raise CheckpointError("not a DINOv2 state dict: no 'cls_token'") from None
     size = next((s for s, (d, *_) in SIZES.items() if d == dim), None)
     registers = "register_tokens" in state
-    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    depth = count_blocks(state, "blocks.")
     n_pos = state["pos_embed"].shape[1] - 1
     overrides = {
         "depth": depth,
@@ -101,6 +102,7 @@ def load_dinov2(path_or_state: str | os.PathLike | Mapping, *, device: str | tor
     """
     state = safe_load(path_or_state) if isinstance(path_or_state, (str, os.PathLike)) else path_or_state
     config = dinov2_config_from_state(state)
+    check_vit_config(config)
     with torch.device("meta"):
         model = VisionTransformer(config)
     load_strict(model, state, "DINOv2 checkpoint")

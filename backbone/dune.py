@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from backbone.checkpoint import CheckpointError, load_strict, safe_load
 from backbone.layers import Block
+from backbone.limits import check_vit_config, count_blocks
 from backbone.registry import register
 from backbone.vit import VisionTransformer, ViTConfig, apply_overrides
 
@@ -258,7 +259,7 @@ def dune_config_from_state(state: Mapping[str, Tensor], args: Mapping | None = N
         patch = state["patch_embed.proj.weight"].shape[-1]
     except KeyError as err:
         raise CheckpointError(f"not a DUNE encoder state dict: missing {err.args[0]!r}") from None
-    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    depth = count_blocks(state, "blocks.")
     enc_args = dict((args or {}).get("enc_args") or {})
     heads = num_heads or enc_args.get("num_heads") or ARCH_HEADS.get(enc_args.get("arch", "")) or max(1, dim // 64)
     n_pos = state["pos_embed"].shape[1] - 1 if "pos_embed" in state else None
@@ -271,7 +272,7 @@ def dune_config_from_state(state: Mapping[str, Tensor], args: Mapping | None = N
             "name": name,
             "embed_dim": dim,
             "depth": depth,
-            "num_heads": int(heads),
+            "num_heads": heads,  # type and range checked by check_vit_config
             "patch_size": patch,
             "num_register_tokens": state["register_tokens"].shape[1] if "register_tokens" in state else 0,
             "mask_token": "mask_token" in state,
@@ -321,6 +322,7 @@ def load_dune(
     if not with_projectors:
         state = {k: v for k, v in state.items() if not k.startswith(("projectors.", "teacher_norms."))}
     config, teachers, token_types, proj_blocks = dune_config_from_state(state, _args_dict(ckpt.get("args")), num_heads)
+    check_vit_config(config)
     with torch.device("meta"):
         model = DuneBackbone(config, teachers=teachers, token_types=token_types, projector_blocks=proj_blocks)
     load_strict(model, state, "DUNE checkpoint")

@@ -17,6 +17,7 @@ to load instead.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -26,8 +27,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from backbone.checkpoint import CheckpointError, load_strict, safe_load
+from backbone.checkpoint import CheckpointError, load_strict, safe_load, state_digest, verify_digest
 from backbone.dune import DuneBackbone, is_dune_state, load_dune, strip_wrapper_prefixes
+from backbone.limits import MAX_DEPTH, MAX_TOKENS, MAX_WIDTH, check_int, check_vit_config
 from backbone.vit import VisionTransformer, ViTConfig
 
 logger = logging.getLogger(__name__)
@@ -141,6 +143,7 @@ def save(model: VisionTransformer, path: str | os.PathLike) -> Path:
         "format": RECON_FORMAT,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    ckpt["digest"] = state_digest(ckpt["model"], _digest_text(ckpt))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
@@ -153,18 +156,46 @@ def save(model: VisionTransformer, path: str | os.PathLike) -> Path:
     return path
 
 
+def _digest_text(ckpt: Mapping) -> str:
+    """Everything but the weights that a recon backbone checkpoint's digest covers (JSON text)."""
+    fields = ("arch", "config", "class", "family_args", "format")
+    return json.dumps({k: ckpt.get(k) for k in fields}, sort_keys=True, default=repr)
+
+
 def _load_recon(ckpt: Mapping, device) -> nn.Module:
-    config = dict(ckpt["config"])
-    for key in ("mean", "std"):
-        config[key] = tuple(config[key])
-    family_args = dict(ckpt.get("family_args") or {})
-    if "token_types" in family_args:
-        family_args["token_types"] = {t: tuple(v) for t, v in family_args["token_types"].items()}
+    if not isinstance(ckpt.get("config"), Mapping) or not isinstance(ckpt.get("model"), Mapping):
+        raise CheckpointError("recon backbone checkpoint: 'config' and 'model' must be dicts")
+    verify_digest(ckpt["model"], ckpt.get("digest"), _digest_text(ckpt), "recon backbone checkpoint")
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"].items()}
+    family_args = ckpt.get("family_args") or {}
     classes = {"VisionTransformer": VisionTransformer, "DuneBackbone": DuneBackbone}
     cls_name = ckpt.get("class", "VisionTransformer")
     if cls_name not in classes:
         raise CheckpointError(f"recon backbone checkpoint names an unknown class {cls_name!r}")
+    try:
+        vit_config = ViTConfig(**config)
+        family_args = dict(family_args)
+        if "token_types" in family_args:
+            family_args["token_types"] = {t: tuple(v) for t, v in family_args["token_types"].items()}
+    except (TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"recon backbone checkpoint has an invalid config: {err}") from None
+    check_vit_config(vit_config)
+    _check_family_args(family_args)
     with torch.device("meta"):
-        model = classes[cls_name](ViTConfig(**config), **family_args)
+        model = classes[cls_name](vit_config, **family_args)
     load_strict(model, ckpt["model"], f"recon backbone checkpoint ({ckpt['arch']})")
     return model.to(device).eval()
+
+
+def _check_family_args(args: Mapping) -> None:
+    """Bounds of a DUNE backbone's projector arguments (teachers and their widths) read from a file."""
+    unknown = sorted(set(args) - {"teachers", "token_types", "projector_blocks"})
+    if unknown:
+        raise CheckpointError(f"recon backbone checkpoint: unknown family arguments {unknown}")
+    teachers = args.get("teachers", {})
+    if not isinstance(teachers, Mapping) or len(teachers) > MAX_TOKENS:
+        raise CheckpointError(f"recon backbone checkpoint: 'teachers' must map at most {MAX_TOKENS} names to widths")
+    for name, width in teachers.items():
+        check_int(f"teachers[{name!r}]", width, 1, MAX_WIDTH)
+    if "projector_blocks" in args:
+        check_int("projector_blocks", args["projector_blocks"], 1, MAX_DEPTH)

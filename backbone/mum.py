@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from backbone.checkpoint import CheckpointError, check_state_dict, load_strict, safe_load
+from backbone.limits import check_vit_config, count_blocks
 from backbone.registry import register
 from backbone.vit import VisionTransformer, ViTConfig, apply_overrides
 
@@ -90,8 +91,8 @@ def mum_config_from_state(state: Mapping[str, Tensor], numerics: str) -> ViTConf
         n_periods = state["rope_embed.periods"].shape[0]
     except KeyError as err:
         raise CheckpointError(f"not a MuM state dict: missing {err.args[0]!r}") from None
-    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
-    heads = dim // (4 * n_periods)
+    depth = count_blocks(state, "blocks.")
+    heads = dim // (4 * n_periods) if n_periods else 0  # 0 is refused by check_vit_config
     name = "mum_vitl16" if (dim, depth) == (1024, 24) else "mum_vit"
     return apply_overrides(
         MUM_VITL16,
@@ -133,6 +134,7 @@ def load_mum(
     state, had_decoder = split_mum_state(state)
     numerics = numerics or ("autoencoder" if had_decoder else "encoder")
     config = mum_config_from_state(state, numerics)
+    check_vit_config(config)
     with torch.device("meta"):
         model = VisionTransformer(config)
     check_state_dict(model.state_dict(), state, "MuM checkpoint")

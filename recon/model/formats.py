@@ -16,6 +16,18 @@ from dataclasses import dataclass
 import torch
 
 from backbone.checkpoint import CheckpointError
+from backbone.limits import (
+    MAX_DEPTH,
+    MAX_DESC_DIM,
+    MAX_WIDTH,
+    MLP_RATIO_RANGE,
+    check_choice,
+    check_float,
+    check_heads,
+    check_int,
+    image_size_of,
+    rope_base_of,
+)
 from recon.model.decoder import DecoderConfig
 from recon.model.heads import HeadConfig
 
@@ -207,6 +219,11 @@ _CROCO_DEFAULTS = {
 }
 _ENCODER_KWARGS = ("enc_embed_dim", "enc_depth", "enc_num_heads")
 _KNOWN_CLASSES = ("AsymmetricMASt3R", "AsymmetricCroCo3DStereo")
+_HEAD_TYPES = {"AsymmetricMASt3R": ("catmlp+dpt",), "AsymmetricCroCo3DStereo": ("dpt", "linear")}
+# Post-processing modes recon.model.heads.postprocess implements.
+DEPTH_MODES = ("exp", "linear", "square")
+CONF_MODES = ("exp", "sigmoid")
+DESC_MODES = ("norm", "none")
 
 
 def configs_from_constructor(class_name: str, kwargs: Mapping) -> tuple[DecoderConfig, HeadConfig, int, dict]:
@@ -229,36 +246,63 @@ def configs_from_constructor(class_name: str, kwargs: Mapping) -> tuple[DecoderC
     if unknown:
         raise CheckpointError(f"{class_name}: unsupported constructor keyword(s) {unknown}")
     kw = {**_CROCO_DEFAULTS, **kwargs}
-    if not str(kw["pos_embed"]).startswith("RoPE"):
-        raise CheckpointError(f"pos_embed={kw['pos_embed']!r}: only RoPE decoders exist in DUSt3R/MASt3R releases")
-    if not kw["norm_im2_in_dec"]:
+    rope_base = rope_base_of(kw["pos_embed"])
+    if kw["norm_im2_in_dec"] is not True:
         raise CheckpointError("norm_im2_in_dec=False is not supported (every release uses True)")
+    # Every value below comes from the file: bounded and type-checked before anything is built.
+    dec_dim = check_int("dec_embed_dim", kw["dec_embed_dim"], 1, MAX_WIDTH)
+    check_heads("dec_", dec_dim, kw["dec_num_heads"], rope=True)
+    head_type = check_choice("head_type", kw["head_type"], _HEAD_TYPES[class_name])
+    dec_depth = check_int("dec_depth", kw["dec_depth"], 10 if "dpt" in head_type else 1, MAX_DEPTH)
     decoder = DecoderConfig(
-        embed_dim=int(kw["dec_embed_dim"]),
-        depth=int(kw["dec_depth"]),
+        embed_dim=dec_dim,
+        depth=dec_depth,
         num_heads=int(kw["dec_num_heads"]),
-        mlp_ratio=float(kw["mlp_ratio"]),
-        rope_base=float(str(kw["pos_embed"])[4:]),
+        mlp_ratio=check_float("mlp_ratio", kw["mlp_ratio"], *MLP_RATIO_RANGE, lo_open=True),
+        rope_base=rope_base,
     )
-    head_type, output_mode = kw["head_type"], kw["output_mode"]
-    conf_mode = tuple(kw["conf_mode"])
+    output_mode = kw["output_mode"]
+    conf_mode = check_mode("conf_mode", kw["conf_mode"], CONF_MODES)
+    depth_mode = check_mode("depth_mode", kw["depth_mode"], DEPTH_MODES)
+    if depth_mode[1:] != (-math.inf, math.inf):
+        raise CheckpointError(f"depth_mode={depth_mode!r}: bounded depth modes are not supported (nor officially)")
     if mast3r:
-        if head_type != "catmlp+dpt" or not output_mode.startswith("pts3d+desc"):
-            raise CheckpointError(f"AsymmetricMASt3R head {head_type!r} / {output_mode!r} is not supported")
+        m = re.fullmatch(r"pts3d\+desc(\d+)", output_mode) if isinstance(output_mode, str) else None
+        if m is None:
+            raise CheckpointError(
+                f"AsymmetricMASt3R output_mode={output_mode!r} is not supported (e.g. 'pts3d+desc24')"
+            )
+        two_confs = kw.get("two_confs", False)
+        if not isinstance(two_confs, bool):
+            raise CheckpointError(f"two_confs={two_confs!r} must be True or False")
         head = HeadConfig(
             kind="catmlp+dpt",
-            desc_dim=int(output_mode[len("pts3d+desc") :]),
-            two_confs=bool(kw.get("two_confs", False)),
-            depth_mode=tuple(kw["depth_mode"]),
+            desc_dim=check_int("descriptor width", int(m.group(1)), 1, MAX_DESC_DIM),
+            two_confs=two_confs,
+            depth_mode=depth_mode,
             conf_mode=conf_mode,
-            desc_conf_mode=tuple(kw.get("desc_conf_mode") or conf_mode),
-            desc_mode=str(kw.get("desc_mode", "norm")),
+            desc_conf_mode=check_mode("desc_conf_mode", kw.get("desc_conf_mode") or conf_mode, CONF_MODES),
+            desc_mode=check_choice("desc_mode", kw.get("desc_mode", "norm"), DESC_MODES),
         )
     else:
-        if head_type not in ("dpt", "linear") or output_mode != "pts3d":
-            raise CheckpointError(f"DUSt3R head {head_type!r} / {output_mode!r} is not supported")
-        head = HeadConfig(kind=head_type, depth_mode=tuple(kw["depth_mode"]), conf_mode=conf_mode)
-    img_size = kw["img_size"]
-    image_size = int(max(img_size) if isinstance(img_size, (tuple, list)) else img_size)
+        if output_mode != "pts3d":
+            raise CheckpointError(f"DUSt3R output_mode={output_mode!r} is not supported (expected 'pts3d')")
+        head = HeadConfig(kind=head_type, depth_mode=depth_mode, conf_mode=conf_mode)
+    image_size = image_size_of(kw["img_size"])
     encoder_kwargs = {k: kw[k] for k in (*_ENCODER_KWARGS, "patch_size", "img_size", "mlp_ratio", "pos_embed")}
     return decoder, head, image_size, encoder_kwargs
+
+
+def check_mode(name: str, mode, names: tuple[str, ...]) -> tuple:
+    """An official ``(name, vmin, vmax)`` post-processing mode, checked (a bare ``'exp'`` is not a mode)."""
+    if not isinstance(mode, (tuple, list)) or len(mode) != 3 or mode[0] not in names:
+        raise CheckpointError(f"{name}={mode!r} must be a tuple (name, vmin, vmax) with name in {list(names)}")
+    vmin, vmax = mode[1:]
+    for v in (vmin, vmax):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+            raise CheckpointError(f"{name}={mode!r}: vmin and vmax must be numbers (inf allowed)")
+    if not vmin < vmax or vmin == math.inf:
+        raise CheckpointError(f"{name}={mode!r}: needs vmin < vmax")
+    if mode[0] == "sigmoid" and not math.isfinite(vmax - vmin):
+        raise CheckpointError(f"{name}={mode!r}: a sigmoid mode needs finite bounds")
+    return (mode[0], vmin, vmax)

@@ -26,12 +26,37 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from backbone.checkpoint import CheckpointError, check_state_dict, load_strict, parse_constructor, safe_load
+from backbone.checkpoint import (
+    CheckpointError,
+    check_state_dict,
+    load_strict,
+    parse_constructor,
+    safe_load,
+    state_digest,
+    verify_digest,
+)
+from backbone.limits import (
+    IMAGE_RANGE,
+    MAX_DEPTH,
+    MAX_DESC_DIM,
+    MAX_WIDTH,
+    MLP_RATIO_RANGE,
+    ROPE_BASE_RANGE,
+    check_choice,
+    check_float,
+    check_heads,
+    check_int,
+    check_vit_config,
+)
 from recon.model.formats import (
+    CONF_MODES,
+    DEPTH_MODES,
+    DESC_MODES,
     DUNE_MAST3R,
     MAST3R_HF,
     MAST3R_PTH,
     KeyMap,
+    check_mode,
     configs_from_constructor,
     convert_state_dict,
     official_name,
@@ -88,15 +113,42 @@ def load_model(
             f"{path}: a {fmt} checkpoint holds its own encoder; `backbone=` is only for DUNE-MASt3R decoders"
         )
     logger.info("loading %s checkpoint %s", fmt, path)
-    if fmt == "recon":
-        model = _load_recon(ckpt)
-    elif fmt == "dune_mast3r":
-        model = _load_dune_mast3r(ckpt, backbone)
-    elif fmt == "hf":
-        model = _load_mast3r(ckpt, hf_config, MAST3R_HF)
-    else:
-        model = _load_mast3r(ckpt["model"], _constructor_of(ckpt, path), MAST3R_PTH)
+    try:
+        if fmt == "recon":
+            model = _load_recon(ckpt)
+        elif fmt == "dune_mast3r":
+            model = _load_dune_mast3r(ckpt, backbone)
+        elif fmt == "hf":
+            model = _load_mast3r(ckpt, hf_config, MAST3R_HF)
+        else:
+            model = _load_mast3r(ckpt["model"], _constructor_of(ckpt, path), MAST3R_PTH)
+    except CheckpointError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError) as err:
+        # Backstop for malformed data the explicit checks above do not anticipate: still one clear line.
+        raise CheckpointError(f"{path}: malformed {fmt} checkpoint ({type(err).__name__}: {err})"[:400]) from None
+    model.checkpoint_files = _content_files(path, fmt, model)
     return cast_model(model.to(device).eval(), dtype)
+
+
+def _content_files(path: Path, fmt: str, model: ReconModel) -> tuple[Path, ...] | None:
+    """The files whose bytes determine the model's weights (the pair cache keys on their digests).
+
+    ``None`` when part of the model did not come from a file (a DUNE encoder passed as a module): then the
+    cache hashes the weights themselves.
+    """
+    if path.is_dir():
+        files = [path / "model.safetensors", path / "config.json"]
+    elif fmt == "hf":
+        files = [path, path.parent / "config.json"]
+    else:
+        files = [path]
+    if fmt == "dune_mast3r":
+        encoder_files = getattr(model.backbone, "checkpoint_files", None)
+        if encoder_files is None:
+            return None
+        files += list(encoder_files)
+    return tuple(f.resolve() for f in files)
 
 
 def save_model(model: ReconModel, path: str | os.PathLike) -> Path:
@@ -104,6 +156,7 @@ def save_model(model: ReconModel, path: str | os.PathLike) -> Path:
 
     ``.safetensors`` paths get a safetensors file with the format, arch and config as metadata; any other suffix
     a ``torch.save`` of ``{'arch', 'config', 'format', 'model'}`` (plain data, loadable with ``weights_only``).
+    Both carry ``digest``, the sha256 of the weights and config that ``load_model`` checks.
 
     Returns:
         The path written.
@@ -115,13 +168,15 @@ def save_model(model: ReconModel, path: str | os.PathLike) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        digest = state_digest(state, _digest_text(config.to_dict()))
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
             meta = {"format": RECON_FORMAT, "arch": RECON_ARCH, "config": json.dumps(config.to_dict())}
-            save_file(state, tmp, metadata=meta)
+            save_file(state, tmp, metadata={**meta, "digest": digest})
         else:
-            torch.save({"arch": RECON_ARCH, "config": config.to_dict(), "format": RECON_FORMAT, "model": state}, tmp)
+            ckpt = {"arch": RECON_ARCH, "config": config.to_dict(), "format": RECON_FORMAT, "model": state}
+            torch.save({**ckpt, "digest": digest}, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -209,15 +264,22 @@ def _read(path: Path) -> tuple[object, dict | None]:
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception as err:  # SafetensorError for a corrupt header
+            raise CheckpointError(f"cannot read {path}: corrupt safetensors header ({type(err).__name__})") from None
         if str(meta.get("format", "")).startswith("recon.model/"):
-            config = json.loads(meta["config"])
+            try:
+                config = json.loads(meta.get("config", ""))
+            except ValueError as err:
+                raise CheckpointError(f"{path}: the recon metadata 'config' is not valid JSON ({err})") from None
             return {
                 "arch": meta.get("arch"),
                 "config": config,
                 "format": meta["format"],
                 "model": safe_load(path),
+                "digest": meta.get("digest"),
             }, None
         if (path.parent / "config.json").is_file():
             return safe_load(path), _read_json(path.parent / "config.json")
@@ -227,9 +289,12 @@ def _read(path: Path) -> tuple[object, dict | None]:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())  # Python's json reads the Infinity that HF configs contain
+        config = json.loads(path.read_text())  # Python's json reads the Infinity that HF configs contain
     except (OSError, ValueError) as err:
         raise CheckpointError(f"cannot read {path}: {err}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} must hold a JSON object of constructor arguments, got {type(config).__name__}")
+    return config
 
 
 def _constructor_of(ckpt: Mapping, path: Path) -> tuple[str, dict]:
@@ -269,7 +334,9 @@ def _load_mast3r(state_dict: Mapping, constructor, keymap: KeyMap) -> ReconModel
 def _load_dune_mast3r(ckpt: Mapping, backbone) -> ReconModel:
     class_name, kwargs = parse_constructor(ckpt["mast3r_model_str"])
     decoder_cfg, head_cfg, string_size, enc = configs_from_constructor(class_name, kwargs)
-    encoder = _dune_backbone(backbone if backbone is not None else str(ckpt["dune_backbone_name"]))
+    if not isinstance(ckpt["model"], Mapping):
+        raise CheckpointError("DUNE-MASt3R decoder checkpoint: 'model' must be a state dict")
+    encoder = _dune_backbone(backbone if backbone is not None else _named_encoder(ckpt["dune_backbone_name"]))
     if int(encoder.spec.embed_dim) != int(enc["enc_embed_dim"]):
         raise CheckpointError(
             f"DUNE-MASt3R decoder expects a {enc['enc_embed_dim']}-d encoder but the backbone "
@@ -298,6 +365,24 @@ def _load_dune_mast3r(ckpt: Mapping, backbone) -> ReconModel:
     return _assemble(encoder, config, mapped, DUNE_MAST3R)
 
 
+def _named_encoder(name) -> Path:
+    """The encoder file a DUNE-MASt3R file names: a weights-table name (downloaded on first use), or an existing
+    file (recon's finetuning writes the path of its DUNE checkpoint there); anything else is refused clearly."""
+    from backbone import hub
+
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"DUNE-MASt3R decoder: 'dune_backbone_name' must be a name, got {name!r}"[:200])
+    if Path(name).expanduser().is_file():
+        return Path(name).expanduser()
+    try:
+        return Path(hub.get_weights(name))
+    except hub.UnknownWeightsError:
+        raise CheckpointError(
+            f"this DUNE-MASt3R decoder names its encoder {name[:80]!r}, which is not in the weights table "
+            "(`recon weights list`); pass the DUNE encoder checkpoint with --backbone PATH"
+        ) from None
+
+
 def _dune_backbone(spec) -> nn.Module:
     """A DUNE encoder from a module, a checkpoint path or a weights name (official hub names included)."""
     if isinstance(spec, nn.Module):
@@ -309,27 +394,85 @@ def _dune_backbone(spec) -> nn.Module:
     path = Path(spec).expanduser()
     if not path.exists():
         path = _resolve(spec)
-    return load_dune(path, with_projectors=False)
+    encoder = load_dune(path, with_projectors=False)
+    encoder.checkpoint_files = (Path(path),)
+    return encoder
+
+
+def _digest_text(config: Mapping) -> str:
+    """The config part of a recon checkpoint's content digest (JSON, so .pth and .safetensors agree)."""
+    return json.dumps({"arch": RECON_ARCH, "config": config}, sort_keys=True)
 
 
 def _load_recon(ckpt: Mapping) -> ReconModel:
     if ckpt.get("arch") != RECON_ARCH:
         raise CheckpointError(f"recon checkpoint of unknown arch {ckpt.get('arch')!r} (expected {RECON_ARCH!r})")
+    if not isinstance(ckpt["config"], Mapping) or not isinstance(ckpt["model"], Mapping):
+        raise CheckpointError("recon checkpoint: 'config' and 'model' must be dicts")
+    verify_digest(ckpt["model"], ckpt.get("digest"), _digest_text(ckpt["config"]), "recon checkpoint")
+    head = ckpt["config"].get("head")
+    for key, names in (("depth_mode", DEPTH_MODES), ("conf_mode", CONF_MODES), ("desc_conf_mode", CONF_MODES)):
+        if isinstance(head, Mapping) and key in head:  # before HeadConfig turns a bare 'exp' into ('e', 'x', 'p')
+            check_mode(f"head.{key}", head[key], names)
     try:
         config = ModelConfig(**ckpt["config"])
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"recon checkpoint has an invalid config: {err}") from None
+    check_model_config(config)
     recipe = config.backbone
     if not recipe or "factory" not in recipe:
         raise CheckpointError("recon checkpoint has no backbone recipe ({'factory', 'config'}) in its config")
     import backbone as bb
+    from backbone.vit import ViTConfig
 
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in recipe.get("config", {}).items()}
+    if recipe["factory"] not in bb.list_backbones():
+        raise CheckpointError(
+            f"recon checkpoint names an unknown backbone factory {recipe['factory']!r}; known: {bb.list_backbones()}"
+        )
+    fields = recipe.get("config", {})
+    if not isinstance(fields, Mapping):
+        raise CheckpointError("recon checkpoint: the backbone recipe's 'config' must be a dict")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    try:
+        check_vit_config(ViTConfig(**fields))
+    except TypeError as err:
+        raise CheckpointError(f"recon checkpoint has an invalid backbone config: {err}") from None
     fields.pop("name", None)  # the factory's own name (create() takes it positionally)
     with torch.device("meta"):
         model = ReconModel(bb.create(recipe["factory"], **fields), config)
     load_strict(model, ckpt["model"], "recon checkpoint")
     return model
+
+
+def check_model_config(config: ModelConfig) -> None:
+    """Bounds of a ``ModelConfig`` read from a file (decoder, heads, image size), before anything is built.
+
+    Raises:
+        CheckpointError: the first value out of range or of the wrong type, named.
+    """
+    d, h = config.decoder, config.head
+    dim = check_int("decoder.embed_dim", d.embed_dim, 1, MAX_WIDTH)
+    check_heads("decoder.", dim, d.num_heads, rope=True)
+    check_int("decoder.depth", d.depth, 10 if "dpt" in h.kind else 1, MAX_DEPTH)
+    check_float("decoder.mlp_ratio", d.mlp_ratio, *MLP_RATIO_RANGE, lo_open=True)
+    check_float("decoder.rope_base", d.rope_base, *ROPE_BASE_RANGE)
+    check_float("decoder.norm_eps", d.norm_eps, 0.0, 1.0, lo_open=True)
+    check_int("image_size", config.image_size, *IMAGE_RANGE)
+    if config.adapter_norm_eps is not None:
+        check_float("adapter_norm_eps", config.adapter_norm_eps, 0.0, 1.0, lo_open=True)
+    check_int("head.desc_dim", h.desc_dim, 1, MAX_DESC_DIM)
+    if not isinstance(h.two_confs, bool):
+        raise CheckpointError(f"head.two_confs={h.two_confs!r} must be True or False")
+    check_mode("head.depth_mode", h.depth_mode, DEPTH_MODES)
+    check_mode("head.conf_mode", h.conf_mode, CONF_MODES)
+    check_mode("head.desc_conf_mode", h.desc_conf_mode, CONF_MODES)
+    check_choice("head.desc_mode", h.desc_mode, DESC_MODES)
+    check_float("head.mlp_ratio", h.mlp_ratio, *MLP_RATIO_RANGE, lo_open=True)
+    check_int("head.dpt_feature_dim", h.dpt_feature_dim, 2, MAX_WIDTH)
+    if len(h.dpt_layer_dims) != 4:
+        raise CheckpointError(f"head.dpt_layer_dims={h.dpt_layer_dims!r} must be 4 integers")
+    for v in h.dpt_layer_dims:
+        check_int("head.dpt_layer_dims", v, 1, MAX_WIDTH)
 
 
 def _assemble(encoder: nn.Module, config: ModelConfig, mapped: Mapping, keymap: KeyMap) -> ReconModel:
