@@ -27,6 +27,7 @@ import contextlib
 import difflib
 import hashlib
 import http.client
+import json
 import logging
 import os
 import re
@@ -458,6 +459,44 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+DIGESTS_FILE = ".digests.json"
+"""Memo of file digests kept in a folder beside the files it describes (see ``file_digest``)."""
+
+
+def file_digest(path: str | os.PathLike, memo_dir: str | os.PathLike | None = None) -> str:
+    """sha256 of a file's content, memoised by (resolved path, size, mtime) in ``memo_dir/.digests.json``.
+
+    Hashing a multi-GB checkpoint takes seconds; the memo makes a rerun free while still noticing a replaced or
+    rewritten file (its size or mtime changes). ``memo_dir=None`` always hashes.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    key, stamp = str(path), [st.st_size, st.st_mtime_ns]
+    memo_path = Path(memo_dir) / DIGESTS_FILE if memo_dir is not None else None
+    memo: dict = {}
+    if memo_path is not None and memo_path.is_file():
+        try:
+            memo = json.loads(memo_path.read_text())
+        except (OSError, ValueError):
+            memo = {}  # a damaged memo is only a cache: rebuild it
+        entry = memo.get(key) if isinstance(memo, dict) else None
+        if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
+            return entry["sha256"]
+    digest = sha256_file(path)
+    if memo_path is not None:
+        memo = memo if isinstance(memo, dict) else {}
+        memo[key] = {"stamp": stamp, "sha256": digest}
+        tmp = memo_path.with_name(f"{memo_path.name}.{os.getpid()}.tmp")
+        try:
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(memo, indent=1))
+            os.replace(tmp, memo_path)  # readers see the old memo or the new one
+        except OSError as err:  # a read-only cache folder costs a rehash next time, nothing else
+            tmp.unlink(missing_ok=True)
+            logger.debug("cannot write %s: %s", memo_path, err)
+    return digest
+
+
 @contextlib.contextmanager
 def _exclusive(dest: Path) -> Iterator[None]:
     """Hold an advisory lock so two processes never write the same ``.part`` (POSIX only).
@@ -691,11 +730,14 @@ def get_weights(name: str, *, download: bool = True, progress: bool = True, forc
     entry = find(name)
     dest = weights_dir() / entry.filename
     if dest.is_file() and not force:
+        fix = f"delete it or run `recon weights download {entry.name} --force`"
         if entry.size is not None and dest.stat().st_size != entry.size:
             raise WeightsIntegrityError(
-                f"{dest} has {dest.stat().st_size} bytes but {entry.name} has {entry.size}; delete it or run "
-                f"`recon weights download {entry.name} --force`"
+                f"{dest} has {dest.stat().st_size} bytes but {entry.name} has {entry.size}; {fix}"
             )
+        # A cached file is checked against the published digest too (memoised: hashed once per change of the file).
+        if entry.sha256 is not None and file_digest(dest, dest.parent).lower() != entry.sha256.lower():
+            raise WeightsIntegrityError(f"{dest} does not have the sha256 of {entry.name} (corrupt or replaced); {fix}")
         return dest
     url = resolve_url(entry)
     by_hand = (

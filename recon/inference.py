@@ -12,6 +12,7 @@ same images are loaded instead of recomputed.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections import defaultdict
@@ -144,13 +145,42 @@ class PairStore(Sequence[PairPrediction]):
         return PairPrediction(i=int(meta["i"]), j=int(meta["j"]), **tensors)
 
 
-def fingerprint(model_id: str, views: Sequence[View]) -> str:
-    """A short hash of the model identity and the exact network inputs (so caches never go stale)."""
-    h = hashlib.sha256(model_id.encode())
+def fingerprint(model_key: str, views: Sequence[View]) -> str:
+    """A short hash of the model's identity (``model_key``) and the exact network inputs."""
+    h = hashlib.sha256(model_key.encode())
     for v in views:
         h.update(str(tuple(v.image.shape)).encode())
         h.update(v.image.detach().cpu().to(torch.float16).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def model_key(model, config: InferenceConfig, memo_dir: Path | None = None) -> str:
+    """What a cached prediction depends on besides the images: the weights' CONTENT, the model config, and the
+    settings that change the numbers (parameter dtypes, device type, autocast, storage dtype).
+
+    The weights are identified by the sha256 of the checkpoint files the model was loaded from
+    (``model.checkpoint_files``, set by ``recon.load_model``; memoised in ``memo_dir`` by path, size and mtime, so a
+    rerun does not rehash gigabytes but an overwritten file is noticed), else by hashing the weights themselves.
+    A path or a name is never enough: overwriting a checkpoint must not reuse the old predictions.
+    """
+    from backbone.checkpoint import state_digest
+    from backbone.hub import file_digest
+
+    files = getattr(model, "checkpoint_files", None)
+    if files:
+        weights = ",".join(file_digest(f, memo_dir) for f in files)
+    else:
+        weights = state_digest(model.state_dict())
+    device = next(model.parameters()).device
+    settings = {
+        "weights": weights,
+        "config": getattr(getattr(model, "config", None), "__dict__", None),
+        "dtypes": sorted({str(p.dtype) for p in model.parameters()}),
+        "device": device.type,
+        "autocast": bool(config.autocast and device.type == "cuda"),
+        "storage": str(config.storage_dtype),
+    }
+    return json.dumps(settings, sort_keys=True, default=repr)
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -227,7 +257,7 @@ def run_inference(
         views: the N views (``View.image`` ``[3,H,W]`` in [0,1]).
         pairs: unordered pairs ``(i, j)``; both ``(i, j)`` and ``(j, i)`` are decoded.
         config: batching, storage and cache settings.
-        model_id: identifies the weights in the cache fingerprint.
+        model_id: a label of the model for logs; the cache key is the model's content (``model_key``).
         feats: precomputed encoder features (from ``encode_views``), e.g. shared with retrieval.
 
     Returns:
@@ -236,14 +266,15 @@ def run_inference(
     """
     device = next(model.parameters()).device
     ordered = [p for i, j in pairs for p in ((i, j), (j, i))]
-    # hashing every image only matters when a cache folder is keyed by it
-    key = fingerprint(model_id, views) if config.cache_dir is not None else "default"
+    # hashing every image (and the weights) only matters when a cache folder is keyed by them
+    key = fingerprint(model_key(model, config, config.cache_dir), views) if config.cache_dir is not None else "default"
     store = PairStore(config.cache_dir, key, config.max_ram_bytes)
     todo = [(i, j) for i, j in ordered if not store.cached(i, j)]
     if len(todo) < len(ordered):
         logger.info(
-            "resuming: %d of %d pair predictions found in %s", len(ordered) - len(todo), len(ordered), store.folder
-        )
+            "resuming: %d of %d pair predictions of %s found in %s",
+            len(ordered) - len(todo), len(ordered), model_id, store.folder,
+        )  # fmt: skip
     if todo and feats is None:
         needed = sorted({k for p in todo for k in p})
         sub = encode_views(
