@@ -1,17 +1,20 @@
 """Atomic outputs: write into a temporary sibling, then ``os.replace`` it onto the destination.
 
-A failed export leaves nothing behind (the temporary is removed) and never leaves a half-written destination.
+A failed export leaves nothing behind (the temporary is removed, on SIGTERM too) and never leaves a half-written
+destination; temporaries left by a killed run (``.scene.glb.<pid>.<random>.tmp``, ``.<folder>.export.<pid>.<random>/``)
+are removed by the next export into the same place. Folder exports never delete or overwrite a file recon did not
+write (``export_dir``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
 import tempfile
-import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from recon import fileio
@@ -29,54 +32,108 @@ def check_parent(path: Path) -> None:
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is deleted."""
     check_parent(path)
-    with fileio.atomic_file(path) as tmp:
+    with fileio.sigterm_as_exit(), fileio.atomic_file(path) as tmp:
         yield tmp
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns ``path``."""
     check_parent(path)
-    return fileio.write_bytes_atomic(path, data, make_parents=False)
+    with fileio.sigterm_as_exit():
+        return fileio.write_bytes_atomic(path, data, make_parents=False)
+
+
+MANIFEST = ".recon-export.json"
+"""Kept in an exported folder: ``{relative path: sha256}`` of the files recon wrote there (see ``export_dir``)."""
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path, replaceable: Iterable[str]) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; on success it takes ``path``'s place, on error it is deleted.
+def export_dir(path: Path) -> Iterator[Path]:
+    """Yield an empty staging folder; on success its files are published into ``path``, on any exit it is removed.
 
-    An existing ``path`` is replaced only when it is empty or holds nothing but names from ``replaceable``
-    (i.e. it looks like an earlier export of the same format); anything else raises ``FileExistsError``, so a
-    mistyped path can never wipe a folder of photos. Replacing swaps the two folders with two renames, so the
-    destination is either the old or the new export, never a mix.
+    Publishing never deletes or overwrites a file recon did not write, so ``path`` may be a project folder that
+    already holds the photos (``recon run proj/images --format colmap --out proj``), RAW files and notes:
+
+    - a new file is added (parent folders created);
+    - a file whose content is already at its place is kept as it is (e.g. the photos of ``proj/images``);
+    - a file recon wrote earlier (listed in ``path/.recon-export.json`` with the same content) is replaced;
+    - any other existing file at a name the export needs stops the export before anything is moved, with one
+      line naming it (``FileExistsError``): choose another output folder or move the file;
+    - files of an earlier export that this one does not write are removed only if recon wrote them and they are
+      unchanged; everything else in ``path`` is left alone.
+
+    Each file is moved with ``os.replace`` (whole or not at all); the manifest is written last.
 
     Args:
-        path: destination folder.
-        replaceable: top-level names an earlier export of this format may contain.
+        path: destination folder (created when missing; its parent must exist).
     """
     check_parent(path)
-    if path.exists():
-        if not path.is_dir():
-            raise FileExistsError(f"{path} exists and is not a folder; remove it or choose another path")
-        foreign = sorted(p.name for p in path.iterdir() if p.name not in set(replaceable))
-        if foreign:
-            raise FileExistsError(
-                f"{path} exists and holds files this export did not write ({', '.join(foreign[:5])}); "
-                "choose an empty or new folder"
-            )
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a folder; remove it or choose another path")
+    fileio.remove_leftovers(path.parent, f".{path.name}.export.", "")
+    stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.export.{os.getpid()}."))
     try:
-        yield tmp
-        fileio.publish_mode(tmp)
-        if path.exists():
-            old = path.parent / f".{path.name}.old.{uuid.uuid4().hex[:8]}"
-            os.replace(path, old)
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                os.replace(old, path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with fileio.sigterm_as_exit():
+            yield stage
+            _publish(stage, path)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _content(path: Path) -> str:
+    """What a published entry is: the sha256 of a file, or the target of a symlink."""
+    if path.is_symlink():
+        return f"link:{os.readlink(path)}"
+    return fileio.sha256_file(path)
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}  # none yet, or damaged: then no file counts as recon's and nothing is replaced
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _publish(stage: Path, path: Path) -> None:
+    """Move the staged files into ``path`` following the rules of ``export_dir``."""
+    ours = _read_manifest(path)
+    staged = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_symlink() or p.is_file())
+    moves, manifest, conflicts = [], {}, []
+    for rel in staged:
+        src, dst = stage / rel, path / rel
+        new = _content(src)
+        blocked = next((q for q in dst.parents if q != path and q.is_relative_to(path) and q.is_file()), None)
+        if blocked is not None:
+            conflicts.append(f"{blocked.relative_to(path)} (a file where a folder is needed)")
+            continue
+        if not (dst.exists() or dst.is_symlink()):
+            moves.append(rel)
+        elif dst.is_dir() and not dst.is_symlink():
+            conflicts.append(f"{rel} (a folder)")
+            continue
+        elif _content(dst) == new:
+            if rel in ours:  # ours and identical: keep it and keep owning it
+                manifest[rel] = new
+            continue  # identical content already there (e.g. the photo itself): nothing to write
+        elif ours.get(rel) == _content(dst):
+            moves.append(rel)
+        else:
+            conflicts.append(rel)
+            continue
+        manifest[rel] = new
+    if conflicts:
+        shown = ", ".join(conflicts[:5]) + (f" (+{len(conflicts) - 5} more)" if len(conflicts) > 5 else "")
+        raise FileExistsError(
+            f"{path} already holds files this export would overwrite and recon did not write: {shown}; "
+            "move them or choose another output folder (nothing was changed)"
+        )
+    path.mkdir(exist_ok=True)
+    for rel in moves:
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / rel, path / rel)
+    for rel, digest in ours.items():  # stale files of an earlier export: removed only if ours and unchanged
+        old = path / rel
+        if rel not in manifest and (old.is_file() or old.is_symlink()) and _content(old) == digest:
+            old.unlink()
+    fileio.write_json_atomic(path / MANIFEST, manifest)

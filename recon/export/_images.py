@@ -44,7 +44,9 @@ def check_sources(images: Sequence[str | os.PathLike], keep: Sequence[int]) -> N
         raise FileNotFoundError(f"source images not found: {missing[:5]}")
 
 
-def place_image(src: Path, dst: Path, expected_hw: tuple[int, int] | None, link: bool = False) -> None:
+def place_image(
+    src: Path, dst: Path, expected_hw: tuple[int, int] | None, link: bool = False, final: Path | None = None
+) -> None:
     """Copy (or symlink) ``src`` to ``dst`` so that its stored pixels match the exported intrinsics.
 
     Our intrinsics are for the image *after* EXIF orientation, while COLMAP and nerfstudio read raw pixels: a
@@ -52,10 +54,16 @@ def place_image(src: Path, dst: Path, expected_hw: tuple[int, int] | None, link:
 
     Args:
         src: source image.
-        dst: destination path.
+        dst: destination path (in the export's staging folder).
         expected_hw: ``(H0, W0)`` the exported intrinsics assume; a mismatch is a ``ValueError``.
         link: symlink instead of copying (only possible for upright images).
+        final: where ``dst`` will be published. When that is ``src`` itself (the photos already sit in the
+            export's ``images/``), nothing is written: the photo stays as it is.
+
+    Raises:
+        FileExistsError: ``src`` is its own destination but is not stored upright, so it would have to be replaced.
     """
+    in_place = final is not None and final.exists() and os.path.samefile(src, final)
     with Image.open(src) as im:
         orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
         upright = ImageOps.exif_transpose(im) if orientation not in (1, None) else im
@@ -65,6 +73,13 @@ def place_image(src: Path, dst: Path, expected_hw: tuple[int, int] | None, link:
                 f"{src}: image is {size_hw[1]}x{size_hw[0]} (W x H, EXIF-oriented) but the scene expects "
                 f"{expected_hw[1]}x{expected_hw[0]}; pass the images the scene was reconstructed from"
             )
+        if in_place and orientation not in (1, None):
+            raise FileExistsError(
+                f"{src} is already at its place in the export but stored rotated (EXIF orientation {orientation}); "
+                "the export needs an upright copy and never replaces your photo: choose another output folder"
+            )
+        if in_place:
+            return
         if orientation not in (1, None):
             logger.info("%s: EXIF orientation %s, writing an upright copy", src.name, orientation)
             fmt = im.format or None

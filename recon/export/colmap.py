@@ -3,7 +3,8 @@
 Layout written by ``write_colmap(folder, ...)`` (what COLMAP, gsplat, 3DGS and nerfstudio's colmap parser read)::
 
     folder/
-      images/                  the photos, when given (copied, or symlinked)
+      images/                  the photos, when given (copied or symlinked; photos already there are kept)
+      .recon-export.json       what recon wrote here (so that a rerun replaces only its own files)
       sparse/0/cameras.bin     cameras.txt
       sparse/0/images.bin      images.txt
       sparse/0/points3D.bin    points3D.txt
@@ -36,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from recon.export._atomic import atomic_dir
+from recon.export._atomic import export_dir
 from recon.export._images import check_sources, image_names, place_image
 from recon.scene import gather_points, registered_mask
 from recon.types import Scene
@@ -44,8 +45,6 @@ from recon.types import Scene
 logger = logging.getLogger(__name__)
 
 PINHOLE_MODEL_ID = 1
-# Names an earlier COLMAP export may hold at the top of its folder (see ``atomic_dir``).
-REPLACEABLE = ("images", "sparse")
 # Marker COLMAP uses for "no 3D point" in POINTS2D.
 NO_POINT = -1
 
@@ -368,7 +367,7 @@ def write_colmap(
     """Write a COLMAP folder (layout and conventions in the module docstring) atomically.
 
     Args:
-        folder: destination folder; replaced when it holds an earlier export, refused when it holds other files.
+        folder: destination folder; files recon did not write there are never deleted or overwritten (``export_dir``).
         scene: the scene.
         masks: N bool ``[H_k, W_k]`` pixels that become points3D.
         images: N source photo paths (scene order) to place in ``images/``; ``None`` writes no images.
@@ -386,7 +385,7 @@ def write_colmap(
     model = build_colmap_model(
         scene, masks, names, multi_view_tracks=multi_view_tracks, track_masks=track_masks, track_tol=track_tol
     )
-    with atomic_dir(folder, REPLACEABLE) as tmp:
+    with export_dir(folder) as tmp:
         sparse = tmp / "sparse" / "0"
         sparse.mkdir(parents=True)
         write_model(sparse, model)
@@ -394,7 +393,9 @@ def write_colmap(
             (tmp / "images").mkdir()
             for r, k in enumerate(reg):
                 hw = tuple(scene.orig_sizes[k]) if scene.orig_sizes is not None else np.shape(scene.depth[k])
-                place_image(Path(images[k]), tmp / "images" / names[r], hw, link=link_images)
+                place_image(
+                    Path(images[k]), tmp / "images" / names[r], hw, link=link_images, final=folder / "images" / names[r]
+                )
     logger.info(
         "wrote COLMAP model to %s: %d images, %d points, %d observations",
         folder,

@@ -4,7 +4,7 @@ Layout written by ``write_nerfstudio(folder, ...)``::
 
     folder/
       transforms.json
-      images/         the photos, when given (copied, or symlinked)
+      images/         the photos, when given (copied or symlinked; photos already there are kept)
       sparse_pc.ply   the point cloud, when asked (referenced by ``ply_file_path``)
 
 Conventions (https://docs.nerf.studio/quickstart/data_conventions.html):
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.export._atomic import atomic_dir
+from recon.export._atomic import export_dir
 from recon.export._images import check_sources, image_names, place_image
 from recon.export.ply import ply_bytes
 from recon.scene import registered_mask
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 # OpenCV camera axes -> OpenGL/nerfstudio camera axes (flip y and z), applied on the right of T_world_cam.
 GL_FROM_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 PLY_NAME = "sparse_pc.ply"
-REPLACEABLE = ("transforms.json", "images", PLY_NAME)
 _INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
 
 
@@ -100,7 +99,7 @@ def write_nerfstudio(
     """Write a nerfstudio folder (layout and conventions in the module docstring) atomically.
 
     Args:
-        folder: destination folder; replaced when it holds an earlier export, refused when it holds other files.
+        folder: destination folder; files recon did not write there are never deleted or overwritten (``export_dir``).
         scene: the scene.
         images: N source photo paths (scene order) copied into ``images/``. Without them ``file_path`` is
             ``images/<view name>`` and the photos must be put there by hand.
@@ -119,7 +118,7 @@ def write_nerfstudio(
     else:
         logger.warning("no source images given: put the photos in %s/images/ under their view names", folder)
     meta = transforms_dict(scene, [f"images/{n}" for n in names], PLY_NAME if points is not None else None)
-    with atomic_dir(folder, REPLACEABLE) as tmp:
+    with export_dir(folder) as tmp:
         (tmp / "transforms.json").write_text(json.dumps(meta, indent=2) + "\n")
         if points is not None:
             (tmp / PLY_NAME).write_bytes(ply_bytes(*points))
@@ -127,6 +126,8 @@ def write_nerfstudio(
             (tmp / "images").mkdir()
             for r, k in enumerate(reg):
                 hw = tuple(scene.orig_sizes[k]) if scene.orig_sizes is not None else np.shape(scene.depth[k])
-                place_image(Path(images[k]), tmp / "images" / names[r], hw, link=link_images)
+                place_image(
+                    Path(images[k]), tmp / "images" / names[r], hw, link=link_images, final=folder / "images" / names[r]
+                )
     logger.info("wrote nerfstudio transforms.json with %d frames to %s", len(reg), folder)
     return folder

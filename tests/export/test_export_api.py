@@ -10,6 +10,7 @@ import trimesh
 
 import recon.export.colmap as colmap_module
 from recon.export import export, resolve_format
+from recon.export._atomic import MANIFEST
 from recon.export.ply import ply_bytes
 from recon.scene import load_scene, scene_points
 
@@ -146,17 +147,26 @@ class TestAtomicity:
     def test_folder_export_replaces_an_earlier_export(self, tmp_path, scene):
         out = export(scene, tmp_path / "ns", "nerfstudio", max_points=10)
         export(scene, out, "nerfstudio", max_points=20, point_cloud=False)
-        assert _leftovers(out) == ["transforms.json"]
+        assert _leftovers(out) == [MANIFEST, "transforms.json"]  # its own stale sparse_pc.ply is gone
         assert _leftovers(tmp_path) == ["ns"]
 
-    def test_folder_with_foreign_files_is_refused(self, tmp_path, scene):
+    def test_folder_with_foreign_files_keeps_them(self, tmp_path, scene):
         folder = tmp_path / "photos"
         folder.mkdir()
         (folder / "IMG_0001.jpg").write_bytes(b"precious")
-        with pytest.raises(FileExistsError, match="IMG_0001.jpg"):
-            export(scene, folder, "colmap")
-        assert _leftovers(folder) == ["IMG_0001.jpg"]
+        export(scene, folder, "colmap")
+        assert _leftovers(folder) == [MANIFEST, "IMG_0001.jpg", "sparse"]
+        assert (folder / "IMG_0001.jpg").read_bytes() == b"precious"
         assert _leftovers(tmp_path) == ["photos"]
+
+    def test_foreign_file_at_an_output_name_is_refused(self, tmp_path, scene):
+        folder = tmp_path / "project"
+        (folder / "sparse" / "0").mkdir(parents=True)
+        (folder / "sparse" / "0" / "points3D.txt").write_text("my own model")
+        with pytest.raises(FileExistsError, match=r"recon did not write: sparse/0/points3D.txt"):
+            export(scene, folder, "colmap")
+        assert _leftovers(folder / "sparse" / "0") == ["points3D.txt"]  # nothing was moved in
+        assert _leftovers(tmp_path) == ["project"]
 
     def test_outputs_get_the_permissions_of_a_plain_open(self, tmp_path, scene):
         umask = os.umask(0o022)
