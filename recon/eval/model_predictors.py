@@ -137,7 +137,7 @@ class PairwisePredictor:
         out = self.source(frames)
         n = len(frames)
         focals: list[list[float]] = [[] for _ in range(n)]
-        T_rel, inliers, failed = [], [], []
+        T_rel, inliers, failed, reasons = [], [], [], []
         for i, j in all_pairs(n).tolist():
             pose, f_i, f_j = pair_relative_pose(
                 out.preds[(i, j)], out.matches[(i, j)], out.preds.get((j, i)),
@@ -147,6 +147,7 @@ class PairwisePredictor:
             inliers.append(pose.inliers)
             if not pose.ok:
                 failed.append([i, j])
+                reasons.append(pose.reason)
             focals[i].append(f_i)
             focals[j].append(f_j)
         K = []
@@ -155,12 +156,15 @@ class PairwisePredictor:
             K.append(np.asarray(v.net_to_orig, dtype=np.float64) @ K_net)
         T_rel = np.stack(T_rel)
         if failed:
-            logger.info("%d of %d pairs failed (too few matches or no essential matrix)", len(failed), len(T_rel))
+            logger.info("%d of %d pairs have no pose (first: %s); they count as 180° errors", len(failed), len(T_rel),
+                        reasons[0])  # fmt: skip
+        failed_set = {tuple(p) for p in failed}
         return PosePrediction(
             T_world_cam=star_poses(T_rel, n),
             K=np.stack(K),
             T_rel=T_rel,
-            info={"inliers": inliers, "failed_pairs": failed},
+            info={"inliers": inliers, "failed_pairs": failed, "failure_reasons": reasons},
+            pair_failed=np.array([tuple(p) in failed_set for p in all_pairs(n).tolist()], dtype=bool),
         )
 
 

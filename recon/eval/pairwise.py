@@ -91,6 +91,8 @@ class RelativePose:
     inliers: int
     matches: int
     ok: bool
+    reason: str = ""
+    """Why the pose could not be estimated (empty when ``ok``)."""
 
 
 def relative_pose_from_matches(
@@ -121,7 +123,9 @@ def relative_pose_from_matches(
         seed: OpenCV RNG seed, so RANSAC repeats exactly.
 
     Returns:
-        A ``RelativePose`` (``T_j_i`` with ``x_j = R x_i + t``).
+        A ``RelativePose`` (``T_j_i`` with ``x_j = R x_i + t``). A pair whose pose cannot be estimated (too few
+        distinct finite matches, a degenerate configuration OpenCV rejects, too few inliers) is returned with
+        ``ok=False`` and a ``reason``, never raised: the evaluator counts it as a failed pair.
     """
     import cv2
 
@@ -133,11 +137,25 @@ def relative_pose_from_matches(
     if xy_i.shape != xy_j.shape:
         raise ValueError(f"xy_i {xy_i.shape} and xy_j {xy_j.shape} must have the same shape [M, 2]")
     M = len(xy_i)
-    failed = RelativePose(np.eye(4), 0, M, False)
-    if M < max(min_matches, 5):
-        return failed
-    if max_matches is not None and M > max_matches:
-        order = np.argsort(-np.asarray(weights)) if weights is not None else np.arange(M)
+
+    def failed(reason: str) -> RelativePose:
+        return RelativePose(np.eye(4), 0, M, False, reason)
+
+    finite = np.isfinite(xy_i).all(1) & np.isfinite(xy_j).all(1)
+    if not finite.all():
+        xy_i, xy_j = xy_i[finite], xy_j[finite]
+        weights = None if weights is None else np.asarray(weights)[finite]
+    # The five-point solver needs five distinct correspondences; OpenCV asserts (cv2.error in solvePoly) on
+    # repeated or collinear points instead of returning no solution.
+    distinct = len(np.unique(np.concatenate([xy_i, xy_j], 1), axis=0))
+    if distinct < max(min_matches, 5):
+        return failed(f"{distinct} distinct finite matches (need {max(min_matches, 5)})")
+    K_i, K_j = np.asarray(K_i, dtype=np.float64), np.asarray(K_j, dtype=np.float64)
+    focals = [K_i[0, 0], K_i[1, 1], K_j[0, 0], K_j[1, 1]]
+    if not (np.isfinite(K_i).all() and np.isfinite(K_j).all() and min(focals) > 0):
+        return failed("no valid focal length")
+    if max_matches is not None and len(xy_i) > max_matches:
+        order = np.argsort(-np.asarray(weights)) if weights is not None else np.arange(len(xy_i))
         keep = np.sort(order[:max_matches])
         xy_i, xy_j = xy_i[keep], xy_j[keep]
 
@@ -149,20 +167,26 @@ def relative_pose_from_matches(
     mean_f = float(np.mean([K_i[0, 0], K_i[1, 1], K_j[0, 0], K_j[1, 1]]))
     # OpenCV's RANSAC draws from its global RNG; seeding it makes every run (and shard) repeat exactly.
     cv2.setRNGSeed(int(seed))
-    E, mask = cv2.findEssentialMat(
-        n_i, n_j, cameraMatrix=np.eye(3), method=flags[method], prob=prob, threshold=ransac_px / mean_f
-    )
-    if E is None or E.shape != (3, 3):
-        # findEssentialMat may return several stacked 3x3 solutions or none; take the first if any.
-        if E is None or E.shape[0] < 3:
-            return failed
-        E = E[:3]
-    n_inl, R, t, mask_pose = cv2.recoverPose(E, n_i, n_j, cameraMatrix=np.eye(3), mask=mask)
+    try:
+        E, mask = cv2.findEssentialMat(
+            n_i, n_j, cameraMatrix=np.eye(3), method=flags[method], prob=prob, threshold=ransac_px / mean_f
+        )
+        if E is None or E.shape != (3, 3):
+            # findEssentialMat may return several stacked 3x3 solutions or none; take the first if any.
+            if E is None or E.shape[0] < 3:
+                return failed("no essential matrix")
+            E = E[:3]
+        n_inl, R, t, mask_pose = cv2.recoverPose(E, n_i, n_j, cameraMatrix=np.eye(3), mask=mask)
+    except cv2.error as err:  # degenerate configurations that OpenCV asserts on (e.g. solvePoly in 5.x)
+        return failed(f"OpenCV: {str(err).strip().splitlines()[-1][:160]}")
+    if not (np.isfinite(R).all() and np.isfinite(t).all()):
+        return failed("non-finite pose")
     T = np.eye(4)
     T[:3, :3] = R
     t = t.reshape(3)
     T[:3, 3] = t / max(np.linalg.norm(t), 1e-12)
-    return RelativePose(T, int(n_inl), M, int(n_inl) >= min_matches)
+    ok = int(n_inl) >= min_matches
+    return RelativePose(T, int(n_inl), M, ok, "" if ok else f"{int(n_inl)} inliers (need {min_matches})")
 
 
 def intrinsics_from_focal(focal: float, shape_hw: tuple[int, int]) -> np.ndarray:

@@ -35,12 +35,15 @@ class PosePrediction:
         T_rel: ``[P, 4, 4]`` relative poses ``T_j_i`` (camera i -> camera j) for the ``i < j`` pairs in
             ``recon.eval.metrics.all_pairs`` order, translation of arbitrary scale; ``None`` for global methods.
         info: free-form diagnostics (inlier counts, failures) recorded with the results.
+        pair_failed: ``[P]`` bool, pairs (``all_pairs`` order) whose pose could not be estimated; they count with
+            the worst error, 180°, whatever their ``T_rel`` holds. ``None``: every pair has a pose.
     """
 
     T_world_cam: np.ndarray
     K: np.ndarray
     T_rel: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    pair_failed: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -73,6 +76,12 @@ def as_prediction(out, n: int) -> PosePrediction:
         P = n * (n - 1) // 2
         if out.T_rel.shape != (P, 4, 4):
             raise ValueError(f"predicted T_rel must be [{P}, 4, 4] (one per i<j pair), got {out.T_rel.shape}")
+    if out.pair_failed is not None:
+        out.pair_failed = np.asarray(out.pair_failed, dtype=bool).reshape(-1)
+        if len(out.pair_failed) != n * (n - 1) // 2:
+            raise ValueError(
+                f"pair_failed must have one flag per i<j pair ({n * (n - 1) // 2}), got {len(out.pair_failed)}"
+            )
     return out
 
 

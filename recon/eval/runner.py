@@ -135,6 +135,8 @@ class EvalStats:
     done: int = 0
     skipped: int = 0
     failed: int = 0
+    failed_pairs: int = 0
+    """Pairs without a pose (counted with 180° errors), failed sequences' pairs included."""
     seconds: float = 0.0
 
 
@@ -199,11 +201,16 @@ def evaluate(
             pairs = all_pairs(len(frames))
             if pred is None:
                 rot = trans = np.full(len(pairs), 180.0)
+                failed_pairs = len(pairs)
             else:
                 rot, trans = pair_errors(
                     T_gt, pred.T_world_cam, T_rel_pred=pred.T_rel, convention=convention,
                     rotation_numerics=rotation_numerics,
                 )  # fmt: skip
+                # A pair without a pose is wrong, not skipped: the protocol's worst error (as a failed sequence).
+                bad = pred.pair_failed if pred.pair_failed is not None else np.zeros(len(pairs), bool)
+                rot, trans = np.where(bad, 180.0, rot), np.where(bad, 180.0, trans)
+                failed_pairs = int(bad.sum())
             rec = {
                 "category": s.category,
                 "sequence": s.sequence,
@@ -223,6 +230,7 @@ def evaluate(
                 "peak_gpu_mb": gpu,
                 "info": {} if pred is None else pred.info,
                 "failed": pred is None,
+                "failed_pairs": failed_pairs,
                 "error": error,
             }
             f.write(json.dumps(rec) + "\n")
@@ -230,12 +238,19 @@ def evaluate(
             os.fsync(f.fileno())
             stats.done += 1
             stats.failed += pred is None
+            stats.failed_pairs += failed_pairs
             stats.seconds += seconds
             logger.info(
                 "%s/%s: RRA@15 %.1f RTA@15 %.1f mAA(30) %.1f (%.2fs)",
                 s.category, s.sequence, rec["metrics"]["RRA@15"], rec["metrics"]["RTA@15"],
                 rec["metrics"]["mAA(30)"], seconds,
             )  # fmt: skip
+    if stats.failed or stats.failed_pairs:
+        logger.warning(
+            "%d sequence(s) failed and %d pair(s) had no pose; each counts with 180° errors (see %s: "
+            "'failed', 'failed_pairs', 'error')",
+            stats.failed, stats.failed_pairs, path,
+        )  # fmt: skip
     return stats
 
 
@@ -271,6 +286,7 @@ def summarize(out_dir: str | Path, expected: Sequence[tuple[str, str]] | None = 
         gpu = [r["peak_gpu_mb"] for r in rs if r.get("peak_gpu_mb") is not None]
         return {
             "failed": sum(bool(r.get("failed")) for r in rs),
+            "failed_pairs": sum(int(r.get("failed_pairs", 0)) for r in rs),
             "sec_per_seq": float(np.mean([r["seconds"] for r in rs])),
             "peak_rss_mb": float(max(r["peak_rss_mb"] for r in rs)),
             "peak_gpu_mb": float(max(gpu)) if gpu else None,
@@ -291,7 +307,7 @@ def summarize(out_dir: str | Path, expected: Sequence[tuple[str, str]] | None = 
     return summary
 
 
-COLUMNS = ("sequences", "pairs") + METRIC_KEYS + ("sec_per_seq", "peak_rss_mb", "peak_gpu_mb", "failed")
+COLUMNS = ("sequences", "pairs") + METRIC_KEYS + ("sec_per_seq", "peak_rss_mb", "peak_gpu_mb", "failed", "failed_pairs")
 
 
 def _rows(summary: dict) -> list[tuple[str, dict]]:
