@@ -18,6 +18,7 @@ import hashlib
 import logging
 import math
 import os
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -57,11 +58,16 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     try:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, ... depending on the payload
+    except pickle.UnpicklingError as err:  # a forbidden global: the payload was refused, not run
         raise CheckpointError(
             f"refusing to load {path}: it is not a plain-data checkpoint ({_first_line(err)}). Only tensors, "
             "containers and "
             f"argparse.Namespace are allowed; nothing in the file was executed."
+        ) from None
+    except Exception as err:  # RuntimeError (zip reader), EOFError, ...: cut short or damaged bytes
+        raise CheckpointError(
+            f"cannot read {path}: the file is truncated or corrupt ({_first_line(err)[:160]}); "
+            "an interrupted copy or download? Get it again"
         ) from None
 
 

@@ -263,7 +263,8 @@ def test_truncated_pth(tmp_path, tiny_recon):
     path = tmp_path / "truncated.pth"
     data = tiny_recon[0].read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    _refused(path, r"refusing to load .*not a plain-data checkpoint")
+    msg = _refused(path, r"cannot read .*truncated\.pth: the file is truncated or corrupt")
+    assert "refusing" not in msg  # not mistaken for a malicious file
 
 
 def test_hf_config_that_is_not_an_object(tmp_path, tiny_recon):
@@ -280,3 +281,38 @@ def test_dune_mast3r_decoder_naming_an_unknown_encoder(tmp_path):
     torch.save({**ckpt, "dune_backbone_name": "evil_encoder_that_does_not_exist"}, path)
     msg = _refused(path, r"names its encoder 'evil_encoder_that_does_not_exist', which is not in the weights table")
     assert "--backbone" in msg
+
+
+# ---------------------------------------------------------------------------------------------- training resume
+def test_resume_skips_a_truncated_newest_checkpoint_and_names_both(tmp_path, caplog):
+    """Before: a crash mid-copy left the newest checkpoint cut short and resume failed with 'refusing to load ...
+    not a plain-data checkpoint', as if the file were malicious, without naming the good older one."""
+    from torch import nn
+
+    from training.common.checkpoint import CheckpointManager
+
+    mgr = CheckpointManager(tmp_path, keep=0)
+    model = nn.Linear(3, 2)
+    mgr.save(100, model=model)
+    mgr.save(200, model=model)
+    newest = mgr.path_for(200)
+    newest.write_bytes(newest.read_bytes()[:300])
+    before = tree_digest(tmp_path)
+    with caplog.at_level("WARNING"):
+        ckpt = mgr.resume(model=nn.Linear(3, 2))
+    assert ckpt["iter"] == 100
+    assert "checkpoint_00000200.pth cannot be read" in caplog.text and "checkpoint_00000100.pth" in caplog.text
+    assert tree_digest(tmp_path) == before  # the broken file is reported, not deleted
+
+
+def test_resume_with_no_readable_checkpoint_is_one_clear_line(tmp_path):
+    from torch import nn
+
+    from training.common.checkpoint import CheckpointManager
+
+    mgr = CheckpointManager(tmp_path, keep=0)
+    mgr.save(100, model=nn.Linear(3, 2))
+    mgr.path_for(100).write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"no checkpoint in .* can be read .*truncated or corrupt") as info:
+        mgr.resume(model=nn.Linear(3, 2))
+    one_line(info.value)

@@ -227,10 +227,27 @@ class CheckpointManager:
         Returns:
             The loaded checkpoint dict (``ckpt["iter"]`` = iterations completed), or ``None`` when none exists.
         """
-        path = self.latest()
-        if path is None:
+        found = self.all()
+        if not found:
             return None
-        ckpt = load_checkpoint(path)
+        path, ckpt, broken = None, None, []
+        for _, candidate in reversed(found):  # newest first; a file cut short by a crash falls back to the previous
+            try:
+                ckpt, path = load_checkpoint(candidate), candidate
+                break
+            except CheckpointError as err:
+                broken.append((candidate, err))
+        if ckpt is None:
+            raise CheckpointError(
+                f"no checkpoint in {self.output_dir} can be read (newest: {broken[0][1]}); "
+                "start a new run in another folder"
+            )
+        if broken:
+            logger.warning(
+                "%s cannot be read (%s); resuming from the previous checkpoint %s instead (iteration %d). The "
+                "unreadable file is left in place; it is replaced when training reaches its iteration again",
+                broken[0][0].name, broken[0][1], path.name, ckpt.get("iter", -1),
+            )  # fmt: skip
         restore(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, sampler=sampler,
                 generators=generators, model_state_fn=model_state_fn)  # fmt: skip
         logger.info("resumed from %s (iteration %d)", path, ckpt["iter"])
