@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from recon import fileio
 from recon.types import Scene
 
 logger = logging.getLogger(__name__)
@@ -372,15 +372,9 @@ def save_scene(scene: Scene, path: str | os.PathLike) -> Path:
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output folder {path.parent} does not exist; create it first")
     arrays = scene_to_arrays(scene)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # Write through the file object: np.savez given a *name* appends ".npz" to it.
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Write through the file object: np.savez given a *name* appends ".npz" to it.
+    with fileio.sigterm_as_exit(), fileio.atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
     return path
 
 

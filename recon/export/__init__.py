@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.export._atomic import check_parent
+from recon.export._atomic import check_overwritable, check_parent
 from recon.export._images import check_sources, image_names
 from recon.scene import (
     DEFAULT_CLEAN_TOL,
@@ -84,7 +84,8 @@ def export(
     Args:
         scene: the reconstruction.
         path: output file (``.glb``, ``.ply``, ``.npz``) or folder (``colmap``, ``nerfstudio``). Its parent
-            folder must exist (checked before any work).
+            folder must exist (checked before any work). An existing file is replaced only if recon wrote it; in a
+            folder, only files recon wrote are replaced (``recon.export._atomic``).
         format: one of ``FORMATS``; default from the extension.
         conf_thr: export pixels whose confidence is strictly above this.
         clean_depth: demote floaters first (``recon.scene.cleaned_conf``); the input scene is not modified.
@@ -109,6 +110,8 @@ def export(
     path = Path(path)
     fmt = resolve_format(path, format)
     check_parent(path)
+    if fmt not in _FOLDER_FORMATS:
+        check_overwritable(path, fmt)  # folder exports check file by file (export_dir)
     check_scene(scene)
     if fmt == "npz":
         return save_scene(scene, path)

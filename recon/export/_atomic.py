@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import shutil
+import struct
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,3 +139,56 @@ def _publish(stage: Path, path: Path) -> None:
         if rel not in manifest and (old.is_file() or old.is_symlink()) and _content(old) == digest:
             old.unlink()
     fileio.write_json_atomic(path / MANIFEST, manifest)
+
+
+def check_overwritable(path: Path, fmt: str) -> None:
+    """Refuse to overwrite an existing ``path`` unless recon wrote it (checked before any work).
+
+    A file output replaces its destination, so the destination must be an earlier recon output of the same
+    format: a ``.glb`` whose scene extras hold ``recon``, a ``.ply`` with the ``comment written by recon3r``
+    header line, a scene ``.npz`` with recon's ``format`` entry. Anything else (the user's own model, a photo, a
+    folder) raises ``FileExistsError`` with one line.
+    """
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_symlink() or not path.is_file():
+        raise FileExistsError(f"{path} exists and is not a regular file; choose another output name")
+    try:
+        ours = _WRITTEN_BY_RECON[fmt](path)
+    except (OSError, ValueError, KeyError, IndexError, struct.error, zipfile.BadZipFile):
+        ours = False
+    if not ours:
+        raise FileExistsError(
+            f"{path} exists and was not written by recon, which never overwrites such a file; "
+            "move it or choose another output name"
+        )
+
+
+def _glb_is_ours(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(20)
+        if head[:4] != b"glTF" or head[16:20] != b"JSON":
+            return False
+        (length,) = struct.unpack("<I", head[12:16])
+        if length > 64 << 20:  # recon's JSON chunk is a few kB; do not read a huge foreign one
+            return False
+        doc = json.loads(f.read(length))
+    return any("recon" in (s.get("extras") or {}) for s in doc.get("scenes", []) if isinstance(s, dict))
+
+
+def _ply_is_ours(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    return head.startswith(b"ply\n") and b"comment written by recon3r\n" in head.split(b"end_header\n", 1)[0]
+
+
+def _npz_is_ours(path: Path) -> bool:
+    import numpy as np
+
+    from recon.scene import SCENE_FORMAT
+
+    with np.load(path, allow_pickle=False) as arrays:
+        return "format" in arrays.files and str(arrays["format"]) == SCENE_FORMAT
+
+
+_WRITTEN_BY_RECON = {"glb": _glb_is_ours, "ply": _ply_is_ours, "npz": _npz_is_ours}

@@ -239,3 +239,20 @@ def test_recon_run_colmap_into_the_project_folder(tmp_path):
     after = tree_digest(proj)
     _unchanged(before, after)
     assert "sparse/0/images.bin" in after and not any(k.startswith("images/") for k in set(after) - set(before))
+
+
+@pytest.mark.parametrize("name", ["scene.glb", "scene.ply", "scene.npz"])
+def test_a_file_recon_did_not_write_is_never_overwritten(tmp_path, name):
+    scene = _scene(["a.jpg", "b.jpg"])
+    target = tmp_path / name
+    target.write_bytes(b"the user's own file")
+    before = tree_digest(tmp_path)
+    with pytest.raises(FileExistsError, match="was not written by recon") as info:
+        export(scene, target)
+    one_line(info.value)
+    assert tree_digest(tmp_path) == before
+    target.unlink()
+    export(scene, target)  # recon's own output is replaced on a rerun
+    first = target.read_bytes()
+    export(scene, target, conf_thr=6.0)
+    assert target.read_bytes() != first or name == "scene.npz"
