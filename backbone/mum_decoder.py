@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from backbone.checkpoint import CheckpointError, check_state_dict, load_strict, safe_load
 from backbone.layers import AxialRoPE, Block
 from backbone.layers.rope import RopeFn, rotate_half
+from backbone.limits import check_heads, count_blocks
 from backbone.mum import MUM_DECODER_PREFIXES, NUMERICS, mum_config_from_state, split_mum_state
 from backbone.vit import VisionTransformer, ViTConfig
 
@@ -381,16 +382,17 @@ def _decoder_config_from_state(state: Mapping[str, Tensor], encoder_config: ViTC
         out_dim = state["decoder_pred.weight"].shape[0]
     except KeyError as err:
         raise CheckpointError(f"not a MuM autoencoder state dict: missing {err.args[0]!r}") from None
-    frame = {int(k.split(".")[1]) for k in state if k.startswith("decoder_frame_blocks.")}
-    glob = {int(k.split(".")[1]) for k in state if k.startswith("decoder_global_blocks.")}
-    if len(frame) != len(glob):
-        raise CheckpointError(f"MuM decoder has {len(frame)} frame blocks but {len(glob)} global blocks")
+    frame = count_blocks(state, "decoder_frame_blocks.")  # bounded before anything is built
+    glob = count_blocks(state, "decoder_global_blocks.")
+    if frame != glob:
+        raise CheckpointError(f"MuM decoder has {frame} frame blocks but {glob} global blocks")
+    check_heads("decoder ", dim, dim // (4 * n_periods) if n_periods else 0, rope=True)
     patch = encoder_config.patch_size
     if out_dim != patch * patch * 3:
         raise CheckpointError(f"decoder_pred has {out_dim} outputs; patch size {patch} needs {patch * patch * 3}")
     return MuMDecoderConfig(
         embed_dim=dim,
-        depth=2 * len(frame),
+        depth=2 * frame,
         num_heads=dim // (4 * n_periods),
         norm_eps=encoder_config.norm_eps,
         patch_size=patch,

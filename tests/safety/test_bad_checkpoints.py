@@ -316,3 +316,95 @@ def test_resume_with_no_readable_checkpoint_is_one_clear_line(tmp_path):
     with pytest.raises(CheckpointError, match=r"no checkpoint in .* can be read .*truncated or corrupt") as info:
         mgr.resume(model=nn.Linear(3, 2))
     one_line(info.value)
+
+
+# ---------------------------------------------------------------------------------------------- backbone.load
+def _backbone_refused(tmp_path, obj, match: str) -> str:
+    import backbone
+
+    path = tmp_path / "backbone.pth"
+    torch.save(obj, path)
+    before = tree_digest(tmp_path)
+    with pytest.raises(CheckpointError, match=match) as info:
+        backbone.load(path)
+    assert tree_digest(tmp_path) == before
+    return one_line(info.value)
+
+
+def _renamed(state, old: str, new: str) -> dict:
+    return {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in state.items()}
+
+
+def test_dune_with_a_huge_block_index(tmp_path):
+    ckpt = safe_load(fixture_path("dune_tiny.pth"))
+    state = _renamed(ckpt["model"], "encoder.blocks.0.0.", "encoder.blocks.0.99999.")
+    _backbone_refused(tmp_path, {**ckpt, "model": state}, r"number of blocks\.\* blocks=100000 is out of range")
+
+
+def test_dune_with_a_mistyped_head_count(tmp_path):
+    ckpt = safe_load(fixture_path("dune_tiny.pth"))
+    args = argparse.Namespace(**{**vars(ckpt["args"]), "enc_args": {"num_heads": "2"}})
+    _backbone_refused(tmp_path, {**ckpt, "args": args}, r"num_heads='2' must be an integer")
+
+
+def test_mum_with_no_rope_periods(tmp_path):
+    state = dict(safe_load(fixture_path("mum_tiny_vitl16.pth")))
+    state["rope_embed.periods"] = torch.zeros(0)
+    _backbone_refused(tmp_path, state, r"num_heads=0 is out of range")
+
+
+def test_mum_with_a_nan_weight(tmp_path):
+    state = dict(safe_load(fixture_path("mum_tiny_vitl16.pth")))
+    state["blocks.0.norm1.weight"] = torch.full_like(state["blocks.0.norm1.weight"], math.nan)
+    assert "blocks.0.norm1.weight" in _backbone_refused(tmp_path, state, r"holds NaN values")
+
+
+def test_malformed_block_key(tmp_path):
+    state = _renamed(dict(safe_load(fixture_path("mum_tiny_vitl16.pth"))), "blocks.0.", "blocks.x.")
+    _backbone_refused(tmp_path, state, r"malformed block key 'blocks\.x\.")
+
+
+@pytest.fixture(scope="module")
+def recon_backbone(tmp_path_factory):
+    import backbone
+
+    path = tmp_path_factory.mktemp("bb") / "bb.pth"
+    backbone.save(backbone.create("dune_vits14", embed_dim=32, depth=1, num_heads=2, pos_embed_grid=4), path)
+    return path
+
+
+def test_recon_backbone_round_trips_and_bit_flips_are_refused(tmp_path, recon_backbone):
+    import backbone
+
+    assert backbone.load(recon_backbone).config.embed_dim == 32
+    ckpt = safe_load(recon_backbone)
+    path = tmp_path / "flipped.pth"
+    path.write_bytes(recon_backbone.read_bytes())
+    _flip_bit_in(path, ckpt["model"]["blocks.0.attn.qkv.weight"].numpy().tobytes()[:64])
+    before = tree_digest(tmp_path)
+    with pytest.raises(CheckpointError, match="content digest mismatch") as info:
+        backbone.load(path)
+    one_line(info.value)
+    assert tree_digest(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda c: c["config"].update(depth=100000), r"depth=100000 is out of range"),
+        (lambda c: c["config"].update(num_heads=0), r"num_heads=0 is out of range"),
+        (lambda c: c["config"].update(image_size=10**9), r"image_size=1000000000 is out of range"),
+        (lambda c: c["config"].update(evil=1), r"invalid config: .*'evil'"),
+        (lambda c: c.update(family_args={"teachers": {"x": 10**9}}), r"teachers\['x'\]=1000000000 is out of range"),
+        (lambda c: c.update({"class": "EvilNet"}), r"unknown class 'EvilNet'"),
+    ],
+    ids=["depth", "heads", "image-size", "unknown-field", "teacher-width", "class"],
+)
+def test_bad_recon_backbone_configs(tmp_path, recon_backbone, edit, match):
+    from backbone.formats import _digest_text
+
+    ckpt = safe_load(recon_backbone)
+    ckpt = {**ckpt, "config": dict(ckpt["config"])}
+    edit(ckpt)
+    ckpt["digest"] = state_digest(ckpt["model"], _digest_text(ckpt))  # so the config check is what is tested
+    _backbone_refused(tmp_path, ckpt, match)
