@@ -220,6 +220,13 @@ def build(
     from backbone.checkpoint import CheckpointError
     from backbone.hub import WeightsError
 
+    if mode == "pairwise":
+        try:
+            import cv2  # noqa: F401  (the essential-matrix step: checked before loading, not failing each sequence)
+        except ImportError:
+            raise ModelUnavailableError(
+                "--mode pairwise needs OpenCV: pip install 'recon3r[eval]' (or use --mode global)"
+            ) from None
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:

@@ -189,6 +189,8 @@ def evaluate(
             error = None
             try:
                 pred = as_prediction(predictor.predict(frames), len(frames))
+            except (ImportError, MemoryError):
+                raise  # the environment, not this sequence: every other sequence would fail the same way
             except Exception as err:
                 # Finished sequences are safe on disk; name the failing one so it can be investigated.
                 logger.error("predictor failed on %s/%s (frames %s): %s", s.category, s.sequence, s.frame_ids, err)

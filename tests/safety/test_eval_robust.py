@@ -145,3 +145,25 @@ def test_failed_pairs_count_as_180_degrees_and_are_reported(tmp_path: Path):
     summary = summarize(tmp_path)
     assert summary["mean"]["failed_pairs"] == 1 and summary["mean"]["failed"] == 0
     assert "failed_pairs" in (tmp_path / "summary.csv").read_text().splitlines()[0]
+
+
+def test_pairwise_mode_without_opencv_is_one_clear_error(monkeypatch):
+    """Before: every sequence was recorded as failed with 'No module named cv2' and the run reported 0 scores."""
+    import sys
+
+    from recon.eval.model_predictors import ModelUnavailableError, build
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # makes `import cv2` raise ImportError
+    with pytest.raises(ModelUnavailableError, match=r"needs OpenCV: pip install 'recon3r\[eval\]'"):
+        build("random:mast3r_tiny", mode="pairwise")
+
+
+def test_a_missing_module_stops_the_run_instead_of_failing_every_sequence(tmp_path):
+    class _Broken(_Predictor):
+        def predict(self, frames):
+            raise ModuleNotFoundError("No module named 'cv2'")
+
+    seqs = [SampledSequence("cat", s, 3, [0, 1, 2], [0, 1, 2]) for s in ("s1", "s2")]
+    with pytest.raises(ModuleNotFoundError):
+        evaluate(_Reader(), seqs, _Broken(), tmp_path)
+    assert (tmp_path / "results.jsonl").read_text() == ""  # no sequence recorded as a model failure
