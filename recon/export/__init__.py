@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.export._atomic import check_overwritable, check_parent
+from recon.export._atomic import OverwriteRefusedError, check_overwritable, check_parent
 from recon.export._images import check_sources, image_names
 from recon.scene import (
     DEFAULT_CLEAN_TOL,
@@ -57,6 +57,27 @@ def resolve_format(path: Path, format: str | None = None) -> str:
         f"cannot tell the export format from {path.name!r}: use a .glb, .ply or .npz name, or pass "
         f"format='colmap' / 'nerfstudio' for a folder"
     )
+
+
+def check_destination(path: str | os.PathLike, format: str | None = None) -> str:
+    """The checks ``export`` makes on its destination, for a front-end to run *before* a long reconstruction.
+
+    Returns:
+        The resolved format.
+
+    Raises:
+        ValueError: unknown format. FileNotFoundError: the parent folder is missing.
+        OverwriteRefusedError: a file output would replace a file recon did not write, or a folder output is a file.
+    """
+    path = Path(path)
+    fmt = resolve_format(path, format)
+    check_parent(path)
+    if fmt in _FOLDER_FORMATS:
+        if path.exists() and not path.is_dir():
+            raise OverwriteRefusedError(f"{path} exists and is not a folder; remove it or choose another path")
+    else:
+        check_overwritable(path, fmt)  # folder exports check file by file when publishing (export_dir)
+    return fmt
 
 
 def export(
@@ -108,10 +129,7 @@ def export(
         The path written.
     """
     path = Path(path)
-    fmt = resolve_format(path, format)
-    check_parent(path)
-    if fmt not in _FOLDER_FORMATS:
-        check_overwritable(path, fmt)  # folder exports check file by file (export_dir)
+    fmt = check_destination(path, format)
     check_scene(scene)
     if fmt == "npz":
         return save_scene(scene, path)
@@ -170,4 +188,4 @@ def export(
     return write_nerfstudio(path, scene, images=images, link_images=link_images, points=points)
 
 
-__all__ = ["FORMATS", "export", "resolve_format"]
+__all__ = ["FORMATS", "OverwriteRefusedError", "check_destination", "export", "resolve_format"]

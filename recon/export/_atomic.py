@@ -24,6 +24,10 @@ from recon import fileio
 logger = logging.getLogger(__name__)
 
 
+class OverwriteRefusedError(FileExistsError):
+    """An export would overwrite a file recon did not write (or needs a folder where a file is); nothing changed."""
+
+
 def check_parent(path: Path) -> None:
     """Raise ``FileNotFoundError`` when ``path``'s folder does not exist (checked before any work)."""
     if not path.parent.is_dir():
@@ -60,7 +64,7 @@ def export_dir(path: Path) -> Iterator[Path]:
     - a file whose content is already at its place is kept as it is (e.g. the photos of ``proj/images``);
     - a file recon wrote earlier (listed in ``path/.recon-export.json`` with the same content) is replaced;
     - any other existing file at a name the export needs stops the export before anything is moved, with one
-      line naming it (``FileExistsError``): choose another output folder or move the file;
+      line naming it (``OverwriteRefusedError``, a ``FileExistsError``): choose another output folder or move the file;
     - files of an earlier export that this one does not write are removed only if recon wrote them and they are
       unchanged; everything else in ``path`` is left alone.
 
@@ -71,7 +75,7 @@ def export_dir(path: Path) -> Iterator[Path]:
     """
     check_parent(path)
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists and is not a folder; remove it or choose another path")
+        raise OverwriteRefusedError(f"{path} exists and is not a folder; remove it or choose another path")
     fileio.remove_leftovers(path.parent, f".{path.name}.export.", "")
     stage = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.export.{os.getpid()}."))
     try:
@@ -126,7 +130,7 @@ def _publish(stage: Path, path: Path) -> None:
         manifest[rel] = new
     if conflicts:
         shown = ", ".join(conflicts[:5]) + (f" (+{len(conflicts) - 5} more)" if len(conflicts) > 5 else "")
-        raise FileExistsError(
+        raise OverwriteRefusedError(
             f"{path} already holds files this export would overwrite and recon did not write: {shown}; "
             "move them or choose another output folder (nothing was changed)"
         )
@@ -147,18 +151,18 @@ def check_overwritable(path: Path, fmt: str) -> None:
     A file output replaces its destination, so the destination must be an earlier recon output of the same
     format: a ``.glb`` whose scene extras hold ``recon``, a ``.ply`` with the ``comment written by recon3r``
     header line, a scene ``.npz`` with recon's ``format`` entry. Anything else (the user's own model, a photo, a
-    folder) raises ``FileExistsError`` with one line.
+    folder) raises ``OverwriteRefusedError`` with one line.
     """
     if not (path.exists() or path.is_symlink()):
         return
     if path.is_symlink() or not path.is_file():
-        raise FileExistsError(f"{path} exists and is not a regular file; choose another output name")
+        raise OverwriteRefusedError(f"{path} exists and is not a regular file; choose another output name")
     try:
         ours = _WRITTEN_BY_RECON[fmt](path)
     except (OSError, ValueError, KeyError, IndexError, struct.error, zipfile.BadZipFile):
         ours = False
     if not ours:
-        raise FileExistsError(
+        raise OverwriteRefusedError(
             f"{path} exists and was not written by recon, which never overwrites such a file; "
             "move it or choose another output name"
         )

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from recon.export._atomic import OverwriteRefusedError
+
 logger = logging.getLogger(__name__)
 
 # EXIF tag 0x0112; 1 means "already upright".
@@ -61,7 +63,7 @@ def place_image(
             export's ``images/``), nothing is written: the photo stays as it is.
 
     Raises:
-        FileExistsError: ``src`` is its own destination but is not stored upright, so it would have to be replaced.
+        OverwriteRefusedError: ``src`` is its own destination but is not stored upright (it would be replaced).
     """
     in_place = final is not None and final.exists() and os.path.samefile(src, final)
     with Image.open(src) as im:
@@ -74,7 +76,7 @@ def place_image(
                 f"{expected_hw[1]}x{expected_hw[0]}; pass the images the scene was reconstructed from"
             )
         if in_place and orientation not in (1, None):
-            raise FileExistsError(
+            raise OverwriteRefusedError(
                 f"{src} is already at its place in the export but stored rotated (EXIF orientation {orientation}); "
                 "the export needs an upright copy and never replaces your photo: choose another output folder"
             )

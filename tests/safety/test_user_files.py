@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from recon.export import export
-from recon.export._atomic import MANIFEST
+from recon.export._atomic import MANIFEST, OverwriteRefusedError
 from recon.types import Scene
 
 from .helpers import one_line, tree_digest
@@ -108,7 +108,7 @@ def test_an_image_of_the_same_name_with_other_content_is_refused(project, tmp_pa
     (out / "images").mkdir(parents=True)
     (out / "images" / "IMG_1.jpg").write_bytes(b"a different photo")
     before = tree_digest(tmp_path)
-    with pytest.raises(FileExistsError, match=r"recon did not write: images/IMG_1.jpg") as info:
+    with pytest.raises(OverwriteRefusedError, match=r"recon did not write: images/IMG_1.jpg") as info:
         export(_scene([p.name for p in photos]), out, "colmap", images=photos)
     assert "nothing was changed" in one_line(info.value)
     assert tree_digest(tmp_path) == before  # no partial export, no staging folder left
@@ -128,7 +128,7 @@ def test_rotated_photo_in_place_is_refused_not_replaced(tmp_path):
         im.save(p, exif=exif)
         photos.append(p)
     before = tree_digest(tmp_path)
-    with pytest.raises(FileExistsError, match=r"R_0.jpg is already at its place .* stored rotated") as info:
+    with pytest.raises(OverwriteRefusedError, match=r"R_0.jpg is already at its place .* stored rotated") as info:
         export(_scene([p.name for p in photos]), proj, "colmap", images=photos)
     one_line(info.value)
     assert tree_digest(tmp_path) == before
@@ -140,7 +140,7 @@ def test_rerun_replaces_only_its_own_unchanged_files(project, tmp_path):
     scene = _scene([p.name for p in photos])
     export(scene, out, "nerfstudio", images=photos)
     (out / "images" / "IMG_0.jpg").write_bytes(b"edited by the user")  # ours, but changed since
-    with pytest.raises(FileExistsError, match="images/IMG_0.jpg"):
+    with pytest.raises(OverwriteRefusedError, match="images/IMG_0.jpg"):
         export(scene, out, "nerfstudio", images=photos)
     assert (out / "images" / "IMG_0.jpg").read_bytes() == b"edited by the user"
     (out / "images" / "IMG_0.jpg").unlink()
@@ -247,7 +247,7 @@ def test_a_file_recon_did_not_write_is_never_overwritten(tmp_path, name):
     target = tmp_path / name
     target.write_bytes(b"the user's own file")
     before = tree_digest(tmp_path)
-    with pytest.raises(FileExistsError, match="was not written by recon") as info:
+    with pytest.raises(OverwriteRefusedError, match="was not written by recon") as info:
         export(scene, target)
     one_line(info.value)
     assert tree_digest(tmp_path) == before
@@ -256,3 +256,16 @@ def test_a_file_recon_did_not_write_is_never_overwritten(tmp_path, name):
     first = target.read_bytes()
     export(scene, target, conf_thr=6.0)
     assert target.read_bytes() != first or name == "scene.npz"
+
+
+def test_destination_can_be_checked_before_a_long_reconstruction(tmp_path):
+    from recon.export import check_destination
+
+    (tmp_path / "mine.glb").write_bytes(b"not recon's")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OverwriteRefusedError, match="was not written by recon"):
+        check_destination(tmp_path / "mine.glb")
+    with pytest.raises(OverwriteRefusedError, match="is not a folder"):
+        check_destination(tmp_path / "afile", "colmap")
+    assert check_destination(tmp_path / "new.ply") == "ply"
+    assert check_destination(tmp_path, "colmap") == "colmap"  # an existing folder is fine: files are checked later
