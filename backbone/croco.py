@@ -87,8 +87,8 @@ def croco_overrides_from_mast3r(kwargs: Mapping) -> dict:
         ``backbone.create("croco_vitl16", **overrides)``.
 
     Raises:
-        CheckpointError: the model uses an absolute (cosine) position embedding, which MASt3R/DUSt3R never do
-            and we do not implement.
+        CheckpointError: a value out of the bounds of ``backbone.limits`` or of the wrong type, or a position
+            embedding other than RoPE (MASt3R/DUSt3R never use the cosine one, which we do not implement).
     """
     kw = {**CROCONET_DEFAULTS, **kwargs}
     # Values from a file: bounded and type-checked before anything is built (backbone.limits).
