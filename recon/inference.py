@@ -103,8 +103,24 @@ class PairStore(Sequence[PairPrediction]):
         return self.folder / f"pair_{i:05d}_{j:05d}.safetensors"
 
     def cached(self, i: int, j: int) -> bool:
-        """True if a finished prediction for ``(i, j)`` is on disk (from this or an interrupted earlier run)."""
-        return self.folder is not None and self._path(i, j).is_file()
+        """True if a finished, readable prediction for ``(i, j)`` is on disk (from this or an earlier run).
+
+        A file whose header cannot be read (a damaged disk, a file edited by hand) is removed (it is recon's own,
+        in recon's cache folder) so the pair is computed again instead of failing later.
+        """
+        if self.folder is None or not self._path(i, j).is_file():
+            return False
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self._path(i, j)), framework="pt") as f:
+                ok = {"pts3d_i", "pts3d_j", "conf_i", "conf_j"} <= set(f.keys()) and f.metadata() is not None
+        except Exception:  # SafetensorError, OSError: unreadable
+            ok = False
+        if not ok:
+            logger.warning("cached prediction %s is unreadable; computing the pair again", self._path(i, j))
+            self._path(i, j).unlink(missing_ok=True)
+        return ok
 
     def add_cached(self, i: int, j: int) -> None:
         self._register(i, j, self._path(i, j))

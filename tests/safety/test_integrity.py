@@ -124,3 +124,15 @@ def test_cached_release_is_verified_by_sha256(cached_entry):
         hub.get_weights("tiny", download=False)
     assert "--force" in one_line(info.value)
     assert path.read_bytes() == bytes(corrupt)  # reported, not deleted: the user decides
+
+
+def test_a_damaged_cached_pair_is_computed_again(tmp_path):
+    ckpt, cache = tmp_path / "model.pth", tmp_path / "cache"
+    save_model(_tiny(1), ckpt)
+    first, _ = _run(recon.load_model(ckpt), cache)
+    reference = first.get(1, 0).pts3d_i.clone()
+    damaged = first.folder / "pair_00001_00000.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:50])  # cut short: header unreadable
+    again, n = _run(recon.load_model(ckpt), cache)
+    assert n == 1  # one decoder call (a batch) recomputed the damaged pair, nothing crashed
+    assert torch.equal(again.get(1, 0).pts3d_i, reference)
