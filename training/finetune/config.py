@@ -53,9 +53,10 @@ class NetConfig:
     """Checkpoint whose decoder and heads initialise this one: a MASt3R / DUSt3R release ``.pth`` or Hugging
     Face export, a DUNE-MASt3R decoder, or a recon checkpoint. Mis-shaped tensors are re-initialised (or
     resampled, see ``resample_pixel_layers``); the report is logged and saved as ``init_report.json``."""
-    resample_pixel_layers: bool = True
+    resample_pixel_layers: bool = False
     """When only the patch size differs (16 -> 14), resample the per-pixel output layer of the descriptor MLP
-    over the sub-pixel grid instead of re-initialising it."""
+    over the sub-pixel grid instead of re-initialising it (recon's option; the DUNE supplement B re-initialises
+    the size-mismatched layers, the default)."""
     output_format: Literal["auto", "recon", "dune_mast3r"] = "auto"
     """Final model layout: ``dune_mast3r`` (official decoder file, needs a DUNE backbone) or ``recon`` (the whole
     model); ``auto``: dune_mast3r for DUNE backbones."""
@@ -107,7 +108,13 @@ class DataConfig:
     """Training pairs: sources, resolutions, correspondences, augmentations."""
 
     sources: tuple[SourceConfig, ...] = (SourceConfig(),)
-    """The training mixture."""
+    """The training mixture (ignored when ``mixture`` is set)."""
+    mixture: str = ""
+    """A MASt3R-style dataset expression, e.g. ``"68_400 @ BlendedMVS(root='/data/blendedmvs_processed',
+    split='train') + 45_600 @ ARKitScenes(root='/data/arkitscenes_processed')"``: pairs per epoch ``@`` a reader of
+    ``training.datasets.pairs.READERS`` with its keyword arguments (parsed with ``ast``, never evaluated); per-term
+    ``aug_crop``, ``aug_monocular``, ``n_corres``, ``nneg`` and ``transform`` override the fields below. Takes
+    precedence over ``sources``; the epoch is the sum of the counts (``epoch_size`` is then ignored)."""
     epoch_size: int | None = None
     """Indices per pass over the mixture (default: the sum of the source lengths); weights split it."""
     resolutions: str | tuple[tuple[int, int], ...] = "auto"
@@ -122,8 +129,17 @@ class DataConfig:
     """Share of random non-matching negatives among them (MASt3R ``nneg``)."""
     color_jitter: bool = True
     """MASt3R's ColorJitter(0.5, 0.5, 0.5, 0.1) per view."""
+    aug_crop: float | Literal["auto", "centred"] = "auto"
+    """Crops (MASt3R ``aug_crop``). ``auto`` or a number of pixels: MASt3R's random crops, the best-matching of
+    ``n_tentative_crops`` per view, through a virtual camera that keeps the principal point centred (``auto``:
+    ``max(0.1 S, S (S - R) // R)`` px of virtual upscaling); ``centred``: recon's crop around the principal point
+    (then ``zoom_range`` applies). Validation always uses centred crops."""
+    n_tentative_crops: int = 4
+    """Random crops tried per view with ``aug_crop`` (MASt3R: 4)."""
+    aug_monocular: float = 0.005
+    """Probability that both views of a pair are the same image (MASt3R ``aug_monocular=0.005``)."""
     zoom_range: float = 0.0
-    """Random zoom-in of the crops: factor in ``[1, 1 + zoom_range]``."""
+    """With ``aug_crop = centred``: random zoom-in of the crops, factor in ``[1, 1 + zoom_range]``."""
     swap_prob: float = 0.5
     """Probability of swapping the two views of a pair."""
     num_workers: int = 8

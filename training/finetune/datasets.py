@@ -34,7 +34,14 @@ import torch
 from torch.utils.data import Dataset
 
 from training.common.data import InfiniteDistributedSampler, sample_seed
-from training.finetune.geometry import Frame, crop_resize, reciprocal_matches, sample_correspondences
+from training.finetune.geometry import (
+    Frame,
+    best_crop_pair,
+    crop_homography,
+    crop_resize,
+    reciprocal_matches,
+    sample_correspondences,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -300,8 +307,14 @@ class PairDataset(Dataset):
         n_corres: correspondences per pair (MASt3R: 8192 at 512 px).
         neg_fraction: share of them that are random negatives (MASt3R ``nneg=0.5``).
         color_jitter: MASt3R's ``ColorJitter(0.5, 0.5, 0.5, 0.1)`` on each view.
-        zoom_range: crops zoom in by a factor drawn in ``[1, 1 + zoom_range]`` (0: the largest centred crop).
+        zoom_range: with ``aug_crop = "centred"``: crops zoom in by a factor drawn in ``[1, 1 + zoom_range]``
+            (0: the largest centred crop).
         swap_prob: probability of swapping the two views.
+        aug_crop: ``"auto"`` or a number of pixels: MASt3R's random crops (``n_tentative_crops`` per view, the
+            pair sharing the most correspondences kept, rendered through a virtual camera whose principal point
+            stays centred: ``geometry.crop_homography``); ``"centred"``: recon's crop around the principal point.
+        n_tentative_crops: random crops tried per view (MASt3R: 4).
+        aug_monocular: probability that view 2 is a copy of view 1 (MASt3R: 0.005).
     """
 
     def __init__(
@@ -312,10 +325,17 @@ class PairDataset(Dataset):
         color_jitter: bool = True,
         zoom_range: float = 0.0,
         swap_prob: float = 0.5,
+        aug_crop: float | str = "auto",
+        n_tentative_crops: int = 4,
+        aug_monocular: float = 0.0,
     ) -> None:
+        if not (aug_crop in ("auto", "centred") or (isinstance(aug_crop, (int, float)) and aug_crop >= 0)):
+            raise DataConfigError(f"aug_crop must be 'auto', 'centred' or a number of pixels >= 0, got {aug_crop!r}")
         self.source = source
         self.n_corres, self.neg_fraction = int(n_corres), float(neg_fraction)
         self.color_jitter, self.zoom_range, self.swap_prob = color_jitter, float(zoom_range), float(swap_prob)
+        self.aug_crop, self.n_tentative_crops = aug_crop, max(1, int(n_tentative_crops))
+        self.aug_monocular = float(aug_monocular)
         self.name = source.name
 
     def __len__(self) -> int:
@@ -328,15 +348,29 @@ class PairDataset(Dataset):
         if rng.random() < self.swap_prob:
             f1, f2 = f2, f1
         target = (int(res[0]), int(res[1]))
-        f1 = crop_resize(f1, target, 1.0 + self.zoom_range * rng.random())
-        f2 = crop_resize(f2, target, 1.0 + self.zoom_range * rng.random())
+        if self.aug_crop == "centred":
+            f1 = crop_resize(f1, target, 1.0 + self.zoom_range * rng.random())
+            f2 = crop_resize(f2, target, 1.0 + self.zoom_range * rng.random())
+        else:
+            box1, box2 = best_crop_pair(f1, f2, target, self.aug_crop, self.n_tentative_crops, rng)
+            f1, f2 = crop_homography(f1, box1, target), crop_homography(f2, box2, target)
+        # MASt3R's aug_monocular: both views are the same (already colour-jittered) image.
+        monocular = self.aug_monocular > 0 and rng.random() < self.aug_monocular
+        if monocular:
+            f2 = f1
         matches = reciprocal_matches(f1, f2)
         c1, c2, valid = sample_correspondences(matches, self.n_corres, self.neg_fraction, f1.size, f2.size, rng)
         g = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
         origin = f1.T_world_cam[:3, 3].copy()  # re-centre the world on view 1's camera: float32 stays precise
+        view1 = self._view(f1, c1, origin, g)
+        if monocular:
+            view2 = {k: v.clone() for k, v in view1.items()}
+            view2["corres"] = torch.from_numpy(c2)
+        else:
+            view2 = self._view(f2, c2, origin, g)
         return {
-            "view1": self._view(f1, c1, origin, g),
-            "view2": self._view(f2, c2, origin, g),
+            "view1": view1,
+            "view2": view2,
             "valid_corres": torch.from_numpy(valid),
             "is_metric": bool(self.source.metric),
             "dataset": self.name,
@@ -388,15 +422,24 @@ class MixtureDataset(Dataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    def locate(self, index: int) -> tuple[int, int]:
-        """Global index -> ``(dataset k, index inside dataset k)``."""
+    def locate(self, index: int, seed: int | None = None) -> tuple[int, int]:
+        """Global index -> ``(dataset k, index inside dataset k)``.
+
+        Dataset ``k``'s ``sizes[k]`` indices split its items into equal strata, one per index. When it has more
+        items than indices (MASt3R's ``N @ D`` with ``N < len(D)``) and a per-sample ``seed`` is given, the item is
+        drawn uniformly inside its stratum, so every item can be seen over the epochs (else: the stratum's first).
+        """
         k = int(np.searchsorted(self.offsets, index, side="right") - 1)
-        local = (int(index) - int(self.offsets[k])) * len(self.datasets[k]) // self.sizes[k]
-        return k, local
+        n, size = len(self.datasets[k]), self.sizes[k]
+        j = int(index) - int(self.offsets[k])
+        lo, hi = j * n // size, (j + 1) * n // size
+        if seed is not None and hi - lo > 1:
+            return k, lo + int(np.random.default_rng(seed ^ 0x5EED).integers(0, hi - lo))
+        return k, lo
 
     def __getitem__(self, item) -> dict[str, Any]:
         index, seed, res = item
-        k, local = self.locate(int(index))
+        k, local = self.locate(int(index), seed)
         return self.datasets[k][(local, seed, res)]
 
 

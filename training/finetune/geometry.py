@@ -234,3 +234,109 @@ def sample_correspondences(
     order = rng.permutation(n)
     allc, valid = allc[order], valid[order]
     return allc[:, :2].copy(), allc[:, 2:].copy(), valid
+
+
+# ---------------------------------------------------------------------------------------------- MASt3R aug_crop
+def aug_crop_amount(size: tuple[int, int], target: tuple[int, int], aug_crop: float | str) -> float:
+    """MASt3R's ``aug_crop`` in pixels: ``'auto'`` = ``max(0.1 S, S (S - R) // R)`` with ``S`` the image's and ``R``
+    the target's shorter side (scale augmentation of at least 10 %, more when the image is much larger)."""
+    if aug_crop == "auto":
+        S, R = min(size), min(target)
+        return float(max(0.1 * S, S * (S - R) // R))
+    return float(aug_crop)
+
+
+def random_crops(
+    size: tuple[int, int], target: tuple[int, int], aug_crop: float, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``n`` random crop boxes ``[n, 4]`` = ``(x0, y0, x1, y1)`` (pixel edges: the image spans ``[-0.5, W - 0.5]``).
+
+    MASt3R's ``gen_random_crops``: the largest box of the target's aspect that fits the image is placed uniformly in
+    the image virtually upscaled by ``s = exp(U(0, log(1 + aug_crop / min(size))))``, then mapped back, so a crop
+    zooms in by ``s`` (one ``s`` for the ``n`` boxes).
+    """
+    size_a, target_a = np.asarray(size, np.float64), np.asarray(target, np.float64)
+    box = target_a * min(size_a / target_a)
+    s = float(np.exp(rng.uniform(0.0, np.log(1.0 + aug_crop / min(size)))))
+    top_left = rng.random((n, 2)) * (np.floor(size_a * s) - box)
+    return np.concatenate([top_left, top_left + box], axis=1) / s - 0.5
+
+
+def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest rotation ``R`` with ``R @ a_hat = b_hat`` (Rodrigues about ``a x b``)."""
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    v, c = np.cross(a, b), float(a @ b)
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx / (1.0 + c)
+
+
+def crop_homography(frame: Frame, crop: np.ndarray, target: tuple[int, int]) -> Frame:
+    """Crop ``(x0, y0, x1, y1)`` rendered through a virtual camera that keeps the principal point centred.
+
+    MASt3R ``crop_to_homography``: the new camera has the old centre, the old focal scaled by
+    ``min(target / crop size)``, its principal point at the image centre, and is rotated (``R``, new -> old camera)
+    so that the crop corner farthest from the old principal point lands on the matching corner of the output. Output
+    pixel ``p`` shows source pixel ``K R K2^-1 p``. Colours are warped bicubically; world points, validity and sky are
+    taken at the nearest source pixel and depth recomputed in the new camera, so depth stays exact.
+
+    Args:
+        frame: source view (``pts3d`` computed if absent).
+        crop: ``[4]`` box in the source's pixel-edge coordinates (``random_crops``).
+        target: ``(W, H)`` output size.
+    """
+    from PIL import Image
+
+    frame = with_points(frame)
+    W_t, H_t = int(target[0]), int(target[1])
+    K = frame.K.astype(np.float64)
+    x0, y0, x1, y1 = (float(v) for v in crop)
+    scale = min(W_t / (x1 - x0), H_t / (y1 - y0))
+    K2 = np.array([[K[0, 0] * scale, 0, (W_t - 1) / 2], [0, K[1, 1] * scale, (H_t - 1) / 2], [0, 0, 1]])
+    # Per axis, the crop edge farther from the principal point, and the output edge it must map to.
+    fx_far = x0 if abs(x0 - K[0, 2]) > abs(x1 - K[0, 2]) else x1
+    fy_far = y0 if abs(y0 - K[1, 2]) > abs(y1 - K[1, 2]) else y1
+    ox = -0.5 if fx_far == x0 else W_t - 0.5
+    oy = -0.5 if fy_far == y0 else H_t - 0.5
+    R = _rotation_between(np.linalg.solve(K2, [ox, oy, 1.0]), np.linalg.solve(K, [fx_far, fy_far, 1.0]))
+    Hm = K @ R @ np.linalg.inv(K2)  # output pixel -> source pixel (homogeneous, OpenCV pixel centres)
+    # PIL samples at pixel centres +0.5: conjugate by the half-pixel shift.
+    shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    Hp = shift @ Hm @ np.linalg.inv(shift)
+    coeffs = (Hp / Hp[2, 2]).ravel()[:8].tolist()
+    rgb = np.asarray(
+        Image.fromarray(frame.rgb).transform((W_t, H_t), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC)
+    )
+    ys, xs = np.mgrid[0:H_t, 0:W_t].astype(np.float64)
+    src = np.stack([xs, ys, np.ones_like(xs)], -1) @ Hm.T
+    u, v = src[..., 0] / src[..., 2], src[..., 1] / src[..., 2]
+    W, H = frame.size
+    ui, vi = np.round(u).astype(np.int64), np.round(v).astype(np.int64)
+    inside = (src[..., 2] > 0) & (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
+    ui, vi = np.clip(ui, 0, W - 1), np.clip(vi, 0, H - 1)
+    T = frame.T_world_cam.astype(np.float64).copy()
+    T[:3, :3] = T[:3, :3] @ R
+    pts = frame.pts3d[vi, ui]
+    valid = inside & frame.valid[vi, ui]
+    T_cam_world = np.linalg.inv(T)
+    z = pts.astype(np.float64) @ T_cam_world[2, :3] + T_cam_world[2, 3]
+    depth = np.where(valid & (z > 0), z, 0.0).astype(np.float32)
+    sky = (inside & frame.sky[vi, ui]) if frame.sky is not None else None
+    return Frame(rgb, depth, K2, T, sky, pts.astype(np.float32))
+
+
+def best_crop_pair(
+    frame1: Frame, frame2: Frame, target: tuple[int, int], aug_crop: float | str, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """MASt3R's crop choice: ``n`` random crops per view; the pair that keeps the most ground-truth correspondences
+    of the full views inside both crops wins (ties: the first). Returns the two boxes."""
+    crops1 = random_crops(frame1.size, target, aug_crop_amount(frame1.size, target, aug_crop), n, rng)
+    crops2 = random_crops(frame2.size, target, aug_crop_amount(frame2.size, target, aug_crop), n, rng)
+    m = reciprocal_matches(frame1, frame2).astype(np.float64)
+
+    def inside(points: np.ndarray, crops: np.ndarray) -> np.ndarray:  # [M, n]
+        p = points[:, None, :]
+        return ((p >= crops[None, :, :2]) & (p < crops[None, :, 2:])).all(-1)
+
+    shared = inside(m[:, :2], crops1).T.astype(np.float64) @ inside(m[:, 2:], crops2).astype(np.float64)  # n x n
+    i, j = np.unravel_index(int(np.argmax(shared)), shared.shape)
+    return crops1[i], crops2[j]

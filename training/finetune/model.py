@@ -233,14 +233,14 @@ def _resample_pixel_layer(src: Tensor, dst_shape: torch.Size, patch: int) -> Ten
 
 
 @torch.no_grad()
-def init_from_checkpoint(model: ReconModel, path_or_name: str, resample_pixel_layers: bool = True) -> InitReport:
+def init_from_checkpoint(model: ReconModel, path_or_name: str, resample_pixel_layers: bool = False) -> InitReport:
     """Copy a checkpoint's decoder and heads into ``model`` wherever shapes agree.
 
     Args:
         model: the model to initialise (its backbone is untouched).
         path_or_name: MASt3R / DUSt3R / DUNE-MASt3R / recon checkpoint, or a weights name.
         resample_pixel_layers: resample the descriptor MLP's per-pixel output to the model's patch size when only
-            that differs (else it is re-initialised).
+            that differs (default: re-initialised, as the DUNE supplement B).
 
     Returns:
         ``InitReport``.

@@ -108,11 +108,18 @@ def build_pair_dataset(sc: SourceConfig, data: DataConfig, train: bool = True) -
         color_jitter=data.color_jitter and train,
         zoom_range=data.zoom_range if train else 0.0,
         swap_prob=data.swap_prob if train else 0.0,
+        aug_crop=data.aug_crop if train else "centred",
+        n_tentative_crops=data.n_tentative_crops,
+        aug_monocular=data.aug_monocular if train else 0.0,
     )
 
 
 def build_train_dataset(data: DataConfig) -> MixtureDataset:
-    """The weighted mixture of ``data.sources``."""
+    """The mixture ``data.mixture`` (MASt3R syntax) or else the weighted mixture of ``data.sources``."""
+    if data.mixture:
+        from training.datasets.mixture import build_pair_mixture
+
+        return build_pair_mixture(data.mixture, data)
     datasets = [build_pair_dataset(sc, data) for sc in data.sources]
     return MixtureDataset(datasets, [sc.weight for sc in data.sources], data.epoch_size)
 

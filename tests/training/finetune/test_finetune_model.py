@@ -65,7 +65,7 @@ def test_other_backbones_read_final_tokens_without_adapter():
 def test_init_from_mast3r_reports_copied_and_reinitialised():
     torch.manual_seed(0)
     model = build_model(net(decoder_embed_dim=48, decoder_num_heads=4, **FULL_DPT))  # DUNE 32-d, patch 14
-    report = init_from_checkpoint(model, str(MAST3R_TINY))
+    report = init_from_checkpoint(model, str(MAST3R_TINY), resample_pixel_layers=True)
     assert report.source_format == "mast3r"
     reinit = {k for k, _, _ in report.reinitialised}
     assert reinit == {
@@ -88,13 +88,15 @@ def test_init_resamples_the_pixel_layer_for_patch_14():
     overrides = {"embed_dim": 64, "depth": 1, "num_heads": 4}  # the MASt3R tiny encoder's width, patch 14
     model = build_model(net(backbone="dinov2_vits14", backbone_overrides=overrides, decoder_embed_dim=48,
                             decoder_num_heads=4, **FULL_DPT))  # fmt: skip
-    report = init_from_checkpoint(model, str(MAST3R_TINY))
+    report = init_from_checkpoint(model, str(MAST3R_TINY), resample_pixel_layers=True)
     assert {k for k, _, _ in report.resampled} == {f"head{h}.head_local_features.fc2.{p}" for h in (1, 2)
                                                    for p in ("weight", "bias")}  # fmt: skip
     assert report.reinitialised == [] and "decoder.decoder_embed.weight" in report.copied
     assert dict((k, (s, t)) for k, s, t in report.resampled)["head1.head_local_features.fc2.bias"] == ([6400], [4900])
-    off = init_from_checkpoint(model, str(MAST3R_TINY), resample_pixel_layers=False)
+    off = init_from_checkpoint(model, str(MAST3R_TINY))  # the default: re-initialised, as the DUNE supplement B
     assert len(off.reinitialised) == 4 and not off.resampled
+    assert {k for k, _, _ in off.reinitialised} == {f"head{h}.head_local_features.fc2.{p}" for h in (1, 2)
+                                                    for p in ("weight", "bias")}  # fmt: skip
 
 
 def test_pixel_layer_resampling_keeps_smooth_patterns():
