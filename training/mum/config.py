@@ -1,7 +1,7 @@
 """MuM pre-training configuration: dataclasses with a docstring per field, named presets, JSON files.
 
 Defaults follow the MuM paper and its ``train-dev`` branch (reference/dune_mum.md §11): ViT-L/16 encoder with
-the 768-d 12-block decoder, 224 px, mask ratio 0.75 per view, AdamW (0.9, 0.95) with weight decay 0.05,
+the 768-d 12-block decoder, 256 px (supplement A), mask ratio 0.75 per view, AdamW (0.9, 0.95) with weight decay 0.05,
 ``lr = blr x frames / 256`` with ``blr = 1.5e-4`` and ``frames`` = per-GPU frame budget x world size, 25k warm-up
 iterations of 500k then cosine to 0, no gradient clipping, bf16 autocast on CUDA. Sequence sampling as the paper
 describes it: S uniform in [2, 24] views per batch, as many sequences as fit a 96-frame budget per GPU, and a
@@ -62,10 +62,11 @@ class DatasetConfig:
 
     name: str = "frames"
     """Name shown in logs."""
-    kind: Literal["folder", "co3d", "synthetic", "images"] = "folder"
+    kind: Literal["folder", "co3d", "synthetic", "images", "sequences"] = "folder"
     """``folder``: ``root/<scene>/<frames>`` with frames in (natural) file-name order; ``co3d``: a CO3Dv2 root
     (``<category>/frame_annotations.jgz``); ``synthetic``: scenes rendered by ``recon.synth.render_scene``;
-    ``images``: unordered single images (for single-view batches only)."""
+    ``images``: unordered single images (for single-view batches only); ``sequences``: a sequences file written by
+    ``python -m training.mum.overlaps`` (MegaDepth overlap chains, MegaScenes IoU chains), paths under ``root``."""
     root: str = ""
     """Dataset folder (not used by ``synthetic``)."""
     weight: float = 1.0
@@ -75,6 +76,10 @@ class DatasetConfig:
     ``chunk_length`` ordered frames; ``overlap`` = chains of frames linked by their overlap scores
     (``overlap_file``); ``auto`` = ``overlap`` when the scene has an overlap file, else ``scene`` for scenes up to
     ``chunk_length`` frames and ``chunks`` above."""
+    sequences_file: str = ""
+    """``sequences``: the ``.json.gz`` of ``training.mum.overlaps`` (``{"sequences": [[path, ...], ...]}``)."""
+    min_length: int = 2
+    """``sequences``: sequences shorter than this are dropped (MuM's MegaDepth reader: 24)."""
     chunk_length: int = 100
     """Frames per chunk (paper: 100 ordered frames)."""
     overlap_file: str = "overlaps.json"
@@ -110,8 +115,9 @@ class DataConfig:
     """Frames per GPU and batch: a batch holds ``floor(frame_budget / S)`` sequences of S views."""
     views: tuple[int, int] = (2, 24)
     """Range of the per-batch sequence length S, drawn uniformly (inclusive)."""
-    image_size: int = 224
-    """Square training resolution (multiple of the patch size)."""
+    image_size: int = 256
+    """Square training resolution (multiple of the patch size). MuM supplement A: 256 x 256 (the ``train-dev``
+    config says 224)."""
     rrc_scale: tuple[float, float] = (0.2, 1.0)
     """RandomResizedCrop area range, drawn independently per frame (official ``DataAugmentationMAE``)."""
     rrc_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)

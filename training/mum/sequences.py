@@ -11,7 +11,8 @@ grouped follows the MuM paper:
 
 Kinds: ``folder`` (``root/<scene>/<frames>``, natural file-name order, optional ``<scene>/overlaps.json``),
 ``co3d`` (CO3Dv2 annotations, frames ordered by ``frame_number``; read with ``recon.eval.co3d.read_jgz``),
-``synthetic`` (``recon.synth.render_scene``, rendered once in memory), ``images`` (single images).
+``synthetic`` (``recon.synth.render_scene``, rendered once in memory), ``images`` (single images), ``sequences``
+(a file of ``training.mum.overlaps``: MuM's MegaDepth overlap chains and MegaScenes IoU chains).
 """
 
 from __future__ import annotations
@@ -241,9 +242,37 @@ def images_source(cfg: DatasetConfig) -> Source:
     return Source(cfg.name, [[str(f)] for f in files], cfg.weight)
 
 
+def sequences_file_source(cfg: DatasetConfig) -> Source:
+    """Sequences listed in a ``training.mum.overlaps`` file; paths relative to ``cfg.root``; shorter than
+    ``cfg.min_length`` dropped."""
+    import gzip
+
+    path = Path(cfg.sequences_file)
+    if not path.is_file():
+        raise DataConfigError(
+            f"dataset {cfg.name!r}: sequences file not found: {path} (python -m training.mum.overlaps)"
+        )
+    try:
+        raw = path.read_bytes()
+        data = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+        lists = data["sequences"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataConfigError(f"dataset {cfg.name!r}: cannot read {path}: {err}") from None
+    root = Path(cfg.root)
+    sequences = [[str(root / p) for p in seq] for seq in lists if len(seq) >= max(2, cfg.min_length)]
+    if not sequences:
+        raise DataConfigError(f"dataset {cfg.name!r}: no sequence of at least {cfg.min_length} frames in {path}")
+    missing = [p for p in (sequences[0][0], sequences[-1][-1]) if not Path(p).is_file()]
+    if missing:
+        raise DataConfigError(f"dataset {cfg.name!r}: {missing[0]} not found: is root {root} the dataset folder?")
+    return Source(cfg.name, sequences, cfg.weight)
+
+
 def build_source(cfg: DatasetConfig, seed: int = 0) -> Source:
     """The source of one dataset config (see the module doc)."""
-    if cfg.kind == "folder":
+    if cfg.kind == "sequences":
+        source = sequences_file_source(cfg)
+    elif cfg.kind == "folder":
         source = folder_source(cfg, seed)
     elif cfg.kind == "co3d":
         source = co3d_source(cfg, seed)
