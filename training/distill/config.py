@@ -78,6 +78,9 @@ class DatasetRoot:
     """Optional text file of image paths (one per line, relative to ``root``)."""
     domain: str | None = None
     """Teacher domain (dinov2 / mast3r / multihmr); needed only for datasets outside the paper's 19."""
+    layout: Literal["auto", "release", "folder"] = "auto"
+    """``release``: the paper dataset's release layout (``training.datasets.images``; only its image files);
+    ``folder``: every image under ``root``; ``auto``: release for the paper's 19, folder otherwise."""
 
 
 @dataclass(frozen=True)

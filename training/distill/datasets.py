@@ -2,8 +2,10 @@
 
 The registry (``PAPER_DATASETS``) holds each dataset's teacher domain and its training-image count in the
 official code (reference/dune_mum.md §6; the paper's Table 1). Where the images live is the user's business: a
-roots file ``{name: {"root": folder, "file_list": optional list}}`` (or ``data.roots`` inline). The official code
-reads image lists from pickles; here a dataset is an image folder (recursive) or a text file list.
+roots file ``{name: {"root": folder, "file_list": optional list, "layout": "auto"}}`` (or ``data.roots`` inline).
+The official code reads image lists from pickles; here a paper dataset is read in its release layout
+(``training.datasets.images``: only the image files, never the depth PNGs beside them), any other dataset is an
+image folder (recursive), and a text file list always works.
 
 **Teacher-balanced batches** (paper §4 / official ``teacher_balanced``): each domain's datasets are
 concatenated; item ``i`` of ``TeacherBalancedDataset`` is one image of every domain (domain ``d`` takes its item
@@ -29,6 +31,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from training.common.data import RobustImageDataset, list_image_folder, read_file_list, split_item
+from training.datasets.images import bedlam_loader
 from training.distill.augment import DuneTrainTransform
 
 logger = logging.getLogger(__name__)
@@ -89,22 +92,37 @@ def load_roots(data_cfg) -> dict[str, dict]:
             raise DataConfigError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
         for name, entry in raw.items():
             entry = {"root": entry} if isinstance(entry, str) else dict(entry)
-            unknown = set(entry) - {"root", "file_list", "domain"}
+            unknown = set(entry) - {"root", "file_list", "domain", "layout"}
             if unknown:
                 raise DataConfigError(f"{path}: dataset {name!r} has unknown key(s) {sorted(unknown)}")
             roots[name] = entry
     for name, entry in data_cfg.roots.items():
-        roots[name] = {"root": entry.root, "file_list": entry.file_list, "domain": entry.domain}
+        roots[name] = {"root": entry.root, "file_list": entry.file_list, "domain": entry.domain, "layout": entry.layout}
     return roots
 
 
 def dataset_files(name: str, entry: Mapping) -> list[Path]:
-    """Image paths of one dataset from its roots entry (file list if given, else the folder's images)."""
+    """Image paths of one dataset from its roots entry: the file list if given; else, for the paper's datasets with
+    ``layout`` ``auto`` / ``release``, the images of the release layout (``training.datasets.images``); else every
+    image under the root."""
+    from training.datasets.images import RELEASE_LAYOUTS, release_files
+    from training.datasets.io import LayoutError
+
     root = entry.get("root") or ""
     if entry.get("file_list"):
         return read_file_list(entry["file_list"], root or None)
     if not root:
         raise DataConfigError(f"dataset {name!r}: no 'root' folder given in the roots file")
+    layout = entry.get("layout") or "auto"
+    if layout not in ("auto", "release", "folder"):
+        raise DataConfigError(f"dataset {name!r}: layout must be auto, release or folder, got {layout!r}")
+    if layout == "release" and name not in RELEASE_LAYOUTS:
+        raise DataConfigError(f"dataset {name!r}: no release layout known; use layout 'folder' or a file_list")
+    if layout != "folder" and name in RELEASE_LAYOUTS:
+        try:
+            return release_files(name, root)
+        except LayoutError as err:
+            raise DataConfigError(str(err)) from None
     return list_image_folder(root)
 
 
@@ -234,8 +252,9 @@ def build_train_dataset(data_cfg, image_size: int) -> Dataset:
             expected = PAPER_DATASETS[name].train_images if name in PAPER_DATASETS else None
             if expected is not None and len(files) != expected:
                 logger.info("dataset %s: %d images (the official list has %d)", name, len(files), expected)
+            loader = bedlam_loader if name == "bedlam" else None
             by_domain.setdefault(dataset_domain(name, entry), []).append(
-                RobustImageDataset(files, transform, name=name)
+                RobustImageDataset(files, transform, name=name, loader=loader)
             )
     domains = [DomainDataset(d, by_domain[d]) for d in DOMAINS if d in by_domain]
     for d in domains:
@@ -275,4 +294,4 @@ def write_roots_template(path: str | os.PathLike) -> Path:
     """Write a roots file listing the 19 paper datasets with empty roots, for the user to fill in."""
     from training.common.config import write_json_atomic
 
-    return write_json_atomic({n: {"root": "", "file_list": None} for n in PAPER_DATASETS}, path)
+    return write_json_atomic({n: {"root": "", "file_list": None, "layout": "auto"} for n in PAPER_DATASETS}, path)

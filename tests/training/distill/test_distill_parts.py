@@ -174,7 +174,7 @@ class TestDatasets:
             roots[name] = DatasetRoot(root=str(folder))
         (tmp_path / "BlendedMVS" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
         roots_file = tmp_path / "roots.json"
-        roots_file.write_text(json.dumps({k: {"root": v.root} for k, v in roots.items()}))
+        roots_file.write_text(json.dumps({k: {"root": v.root, "layout": "folder"} for k, v in roots.items()}))
         cfg = DataConfig(datasets=("gldv2", "BlendedMVS", "agora"), roots_file=str(roots_file), num_workers=0)
         ds = build_train_dataset(cfg, 28)
         assert len(ds) == 6 and items_per_batch(ds, 7) == 3
