@@ -45,6 +45,7 @@ RELEASE_LAYOUTS: dict[str, tuple[tuple[str, ...], str]] = {
     "Niantic": (("*/*/seq*/*.jpg",), "<split>/<scene>/seq<k>/frame_*.jpg (Map-free release)"),
     "ScanNetppV2": (("*/images/*.jpg",), "<scene>/images/*.jpg (dust3r preprocess_scannetpp)"),
     "TartanAir": (("*/*/*/image_left/*.png",), "<env>/<level>/<P###>/image_left/*.png (TartanAir)"),
+    "Unreal4K": (("*/Image0/*.png", "*/Image1/*.png"), "<scene:05>/Image<0|1>/<i:05>.png (UnrealStereo4K)"),
     "VirtualKitti": (("*/*/frames/rgb/*/*.jpg",), "<Scene>/<variation>/frames/rgb/Camera_<c>/*.jpg (VKITTI 2)"),
     "WildRgb": (("*/*/rgb/*.jpg",), "<cat>/<seq>/rgb/*.jpg (dust3r preprocess_wildrgbd)"),
 }

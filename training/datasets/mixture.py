@@ -171,3 +171,44 @@ def build_pair_mixture(text: str, data):
         counts.append(term.count or len(reader))
         logger.info("mixture: %d pairs/epoch of %r", counts[-1], reader)
     return MixtureDataset(datasets, counts, sum(counts))
+
+
+# The MASt3R release mixture (README "Our Hyperparameters"): pairs per epoch, reader, reader arguments. Left out,
+# for want of a public layout or reader: StaticThings3D (22,800), UnrealStereo4K (4,560; its cameras' file format
+# is not documented where we could read it) and InternalUnreleasedDataset (34,200). DL3DV's two README terms
+# ('nlight' and 'not-nlight', 57,000 each) are one term here: the split rule is not in the released code.
+MAST3R_README_TERMS: tuple[tuple[int, str, dict[str, Any]], ...] = (
+    (57_000, "Habitat512", {"size": 1_000_000, "split": "train"}),
+    (68_400, "BlendedMVS", {"split": "train"}),
+    (68_400, "MegaDepth", {"split": "train"}),
+    (45_600, "ARKitScenes", {"split": "train"}),
+    (22_800, "Co3d", {"split": "train", "mask_bg": "rand"}),
+    (45_600, "ScanNetpp", {"split": "train"}),
+    (45_600, "TartanAir", {}),
+    (1_140, "VirtualKitti", {}),
+    (22_800, "WildRgbd", {"split": "train", "mask_bg": "rand"}),
+    (145_920, "NianticMapFree", {"split": "train"}),
+    (114_000, "DL3DV", {}),
+)
+
+
+def mast3r_mixture(roots: dict[str, str], **extra: dict[str, Any]) -> str:
+    """The README mixture for the datasets present in ``roots`` (``{reader name: root}``), as an expression.
+
+    Args:
+        roots: dataset roots by the names of ``MAST3R_README_TERMS``; datasets not given are left out.
+        extra: more arguments per dataset, e.g. ``NianticMapFree={"depth_suffix": ".depth.png"}``.
+
+    Raises:
+        MixtureError: a name of ``roots`` or ``extra`` is not in the mixture.
+    """
+    known = {name for _, name, _ in MAST3R_README_TERMS}
+    unknown = sorted((set(roots) | set(extra)) - known)
+    if unknown:
+        raise MixtureError(f"not in the MASt3R mixture: {unknown}; known: {sorted(known)}")
+    terms = []
+    for count, name, kwargs in MAST3R_README_TERMS:
+        if name in roots:
+            args = {"root": str(roots[name]), **kwargs, **extra.get(name, {})}
+            terms.append(f"{count} @ {name}(" + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")")
+    return " + ".join(terms)

@@ -16,7 +16,7 @@ def touch_image(path, size=(6, 4), value=0):
 
 
 def test_every_paper_dataset_has_a_layout():
-    assert set(RELEASE_LAYOUTS) == set(PAPER_DATASETS) - {"Unreal4K"}
+    assert set(RELEASE_LAYOUTS) == set(PAPER_DATASETS)
 
 
 def test_gldv2_and_arkitscenes_release_layouts(tmp_path):

@@ -95,3 +95,17 @@ class TestSampling:
         assert (ds.aug_monocular, ds.color_jitter, ds.aug_crop, ds.n_corres) == (1.0, False, "centred", 8)
         s = mix[(0, 5, (28, 21))]
         np.testing.assert_array_equal(s["view1"]["img"].numpy(), s["view2"]["img"].numpy())  # monocular pair
+
+
+def test_readme_mixture_round_trip():
+    from training.datasets.mixture import MAST3R_README_TERMS, mast3r_mixture
+
+    # README sum 698,820 pairs/epoch minus StaticThings3D, UnrealStereo4K and the internal set.
+    assert sum(c for c, _, _ in MAST3R_README_TERMS) == 698_820 - 22_800 - 4_560 - 34_200
+    text = mast3r_mixture({"MegaDepth": "/d/md", "NianticMapFree": "/d/mf"},
+                          NianticMapFree={"depth_suffix": ".depth.png"})  # fmt: skip
+    terms = parse_mixture(text)
+    assert [(t.count, t.dataset) for t in terms] == [(68_400, "MegaDepth"), (145_920, "NianticMapFree")]
+    assert terms[1].kwargs == {"root": "/d/mf", "split": "train", "depth_suffix": ".depth.png"}
+    with pytest.raises(MixtureError, match="not in the MASt3R mixture"):
+        mast3r_mixture({"StaticThings3D": "/x"})
