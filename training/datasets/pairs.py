@@ -295,19 +295,15 @@ class ScanNetpp(_MetadataPairs):
         return image + ".jpg", image + ".png"
 
 
-class BlendedMvs(PairReader):
-    """BlendedMVS as ``preprocess_blendedMVS.py`` writes it (``split``: train, val or None for all)."""
+class _RecordPairs(PairReader):
+    """Pairs as records of a structured array; views ``2k`` and ``2k + 1`` are pair ``k``'s two images, each stored
+    as ``<img>.jpg`` + ``<img>.exr`` (depth) + ``<img>.npz`` (``intrinsics`` and a pose, see ``_pose``)."""
 
-    LAYOUT = "blendedmvs_pairs.npy and <seq>/<img:08>.jpg|.exr|.npz (dust3r preprocess_blendedMVS.py)"
-    NAME = "BlendedMVS"
-
-    def __init__(self, root, split: str | None = "train", name=None, metric=None) -> None:
-        super().__init__(root, name, metric)
-        pairs = np.load(self.require("blendedmvs_pairs.npy"))
+    def _select(self, pairs: np.ndarray, in_val: np.ndarray, split: str | None) -> None:
         if split == "train":
-            pairs = pairs[(pairs["seq_low"] % 10) > 0]
+            pairs = pairs[~in_val]
         elif split == "val":
-            pairs = pairs[(pairs["seq_low"] % 10) == 0]
+            pairs = pairs[in_val]
         elif split is not None:
             raise LayoutError(f"{self.name}: split must be train, val or None, got {split!r}")
         self.pairs = pairs
@@ -316,19 +312,43 @@ class BlendedMvs(PairReader):
     def pair_ids(self, index, rng):
         return index * 2, index * 2 + 1
 
+    def _locate(self, view_id: int) -> tuple[Path, str]:
+        """Folder and file stem of a view."""
+        raise NotImplementedError
+
+    def _pose(self, cam) -> np.ndarray:
+        raise NotImplementedError
+
     def view(self, view_id, rng):
-        p = self.pairs[view_id // 2]
-        seq = f"{int(p['seq_high']):08x}{int(p['seq_low']):016x}"
-        img = f"{int(p['img1'] if view_id % 2 == 0 else p['img2']):08d}"
-        d = self.root / seq
+        d, img = self._locate(view_id)
         with np.load(require(d / f"{img}.npz", self.name, self.LAYOUT)) as cam:
             K = np.asarray(cam["intrinsics"], dtype=np.float64)
-            T = pose_from_rt(cam["R_cam2world"], cam["t_cam2world"])
+            T = self._pose(cam)
         depth = read_exr(require(d / f"{img}.exr", self.name, self.LAYOUT))
         return Frame(read_rgb(require(d / f"{img}.jpg", self.name, self.LAYOUT)), clean_depth(depth), K, T)
 
 
-class MegaDepth(PairReader):
+class BlendedMvs(_RecordPairs):
+    """BlendedMVS as ``preprocess_blendedMVS.py`` writes it (``split``: train, val or None for all)."""
+
+    LAYOUT = "blendedmvs_pairs.npy and <seq>/<img:08>.jpg|.exr|.npz (dust3r preprocess_blendedMVS.py)"
+    NAME = "BlendedMVS"
+
+    def __init__(self, root, split: str | None = "train", name=None, metric=None) -> None:
+        super().__init__(root, name, metric)
+        pairs = np.load(self.require("blendedmvs_pairs.npy"))
+        self._select(pairs, (pairs["seq_low"] % 10) == 0, split)
+
+    def _locate(self, view_id):
+        p = self.pairs[view_id // 2]
+        seq = f"{int(p['seq_high']):08x}{int(p['seq_low']):016x}"
+        return self.root / seq, f"{int(p['img1'] if view_id % 2 == 0 else p['img2']):08d}"
+
+    def _pose(self, cam):
+        return pose_from_rt(cam["R_cam2world"], cam["t_cam2world"])
+
+
+class MegaDepth(_RecordPairs):
     """MegaDepth as DUSt3R's ``preprocess_megadepth.py`` and its pair file give it (val: scenes 0015, 0022)."""
 
     LAYOUT = ("all_metadata.npz (scenes, images, pairs) and <scene>/<subscene>/<image>.jpg|.exr|.npz "
@@ -343,29 +363,15 @@ class MegaDepth(PairReader):
             self.images = [str(s) for s in data["images"]]
             pairs = data["pairs"]
         is_val = np.array([s.startswith(self.VAL_SCENES) for s in self.scenes], dtype=bool)
-        in_val = is_val[pairs["scene_id"].astype(np.int64)]
-        if split == "train":
-            pairs = pairs[~in_val]
-        elif split == "val":
-            pairs = pairs[in_val]
-        elif split is not None:
-            raise LayoutError(f"{self.name}: split must be train, val or None, got {split!r}")
-        self.pairs = pairs
-        self.n_pairs = len(pairs)
+        self._select(pairs, is_val[pairs["scene_id"].astype(np.int64)], split)
 
-    def pair_ids(self, index, rng):
-        return index * 2, index * 2 + 1
-
-    def view(self, view_id, rng):
+    def _locate(self, view_id):
         p = self.pairs[view_id // 2]
         scene, subscene = self.scenes[int(p["scene_id"])].split()
-        img = self.images[int(p["im1_id"] if view_id % 2 == 0 else p["im2_id"])]
-        d = self.root / scene / subscene
-        with np.load(require(d / f"{img}.npz", self.name, self.LAYOUT)) as cam:
-            K = np.asarray(cam["intrinsics"], dtype=np.float64)
-            T = np.asarray(cam["cam2world"], dtype=np.float64)
-        depth = read_exr(require(d / f"{img}.exr", self.name, self.LAYOUT))
-        return Frame(read_rgb(require(d / f"{img}.jpg", self.name, self.LAYOUT)), clean_depth(depth), K, T)
+        return self.root / scene / subscene, self.images[int(p["im1_id"] if view_id % 2 == 0 else p["im2_id"])]
+
+    def _pose(self, cam):
+        return np.asarray(cam["cam2world"], dtype=np.float64)
 
 
 class Habitat(PairReader):

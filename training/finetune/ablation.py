@@ -27,8 +27,8 @@ from training.finetune.train import train
 logger = logging.getLogger(__name__)
 
 
-def _config(out: Path, steps: int, backbone: str, resolutions, **data):
-    cfg = PRESETS["smoke"]
+def _config(out: Path, steps: int, backbone: str, resolutions, matching_weight: float = 1.0, **data):
+    cfg = replace(PRESETS["smoke"], loss={"matching_weight": matching_weight})
     sources = (SourceConfig(scenes=8, views_per_scene=4, render_size=(96, 72), seed=1),)
     val = (SourceConfig(name="held_out", scenes=2, views_per_scene=4, render_size=(96, 72), seed=1000),)
     cfg = replace(cfg, model={"backbone": backbone}, train={"output_dir": str(out), "iterations": steps,
@@ -39,7 +39,7 @@ def _config(out: Path, steps: int, backbone: str, resolutions, **data):
 
 def _line(name: str, result, cpu: float) -> str:
     v = result.validation
-    return (f"{name:<34} pts3d_err {v['val_held_out/pts3d_err']:.4f}  match_acc {v['val_held_out/match_acc']:.4f}  "
+    return (f"{name:<48} pts3d_err {v['val_held_out/pts3d_err']:.4f}  match_acc {v['val_held_out/match_acc']:.4f}  "
             f"({cpu:.0f} CPU s)")  # fmt: skip
 
 
@@ -47,6 +47,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
     parser.add_argument("--out", default="runs/ablation", help="folder for the runs")
+    parser.add_argument("--source-steps", type=int, default=0, help="steps of the patch-16 source (default: 2 x steps)")
+    parser.add_argument("--matching-weight", type=float, default=1.0,
+                        help="matching-loss weight (MASt3R: 0.075; higher lets tiny descriptors learn)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out)
@@ -62,13 +65,17 @@ def main(argv=None) -> None:
     p16 = ((64, 48), (64, 32))
     p14 = ((56, 42), (56, 28))
     # The tiny backbones share width 32, so only the patch size differs between source and target.
-    source = run("source patch-16 model", _config(out / "source16", args.steps, "croco_vitl16", p16))
+    mw = args.matching_weight
+    src_steps = args.source_steps or 2 * args.steps
+    source = run("source patch-16 model", _config(out / "source16", src_steps, "croco_vitl16", p16, mw))
     for resample in (False, True):
-        cfg = _config(out / f"p14_resample{int(resample)}", args.steps, "dune_vits14", p14)
-        cfg = replace(cfg, model={"init_from": str(source.final_model), "resample_pixel_layers": resample})
-        run(f"patch-14, pixel layer {'resampled' if resample else 're-initialised'}", cfg)
+        for steps in (1, args.steps):  # 1 step: (nearly) the initialisation itself
+            cfg = _config(out / f"p14_resample{int(resample)}_{steps}", steps, "dune_vits14", p14, mw)
+            cfg = replace(cfg, model={"init_from": str(source.final_model), "resample_pixel_layers": resample})
+            run(f"patch-14, pixel layer {'resampled' if resample else 're-initialised'}, {steps} steps", cfg)
     for crop in ("auto", "centred"):
-        run(f"crops: aug_crop={crop}", _config(out / f"crop_{crop}", args.steps, "dune_vits14", p14, aug_crop=crop))
+        cfg = _config(out / f"crop_{crop}", args.steps, "dune_vits14", p14, mw, aug_crop=crop)
+        run(f"crops: aug_crop={crop}, {args.steps} steps", cfg)
 
 
 if __name__ == "__main__":
