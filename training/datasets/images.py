@@ -8,7 +8,8 @@ text ``file_list`` instead (one path per line, relative to the root) when a layo
 
 =================  ===========================================================================================
 in19k              ``<wnid>/<image>.JPEG`` (ImageNet-21K-style class folders)
-gldv2              ``train/<a>/<b>/<c>/<id>.jpg`` (Google Landmarks v2 release; DUNE: ImageFolder on ``train``)
+gldv2              ``train/<a>/<b>/<c>/<id>.jpg`` (Google Landmarks v2 release; DUNE: ImageFolder on ``train``);
+                   named by ``train.csv`` when the root holds it
 mapillarystreet    ``train_val/**/*.jpg`` (Mapillary Street-Level Sequences)
 bedlam             ``training/**/*.png`` (images whose path contains ``closeup`` are rotated by -90 degrees)
 agora              ``train/*`` (one folder)
@@ -62,6 +63,8 @@ def release_files(name: str, root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise LayoutError(f"{name}: root {root} is not a folder; expected {description}")
+    if name == "gldv2" and (root / "train.csv").is_file():
+        return gldv2_from_csv(root)
     files = sorted({p for pat in patterns for p in root.glob(pat)
                     if p.is_file() and p.suffix.lower() in _IMAGES and not p.name.startswith(".")})  # fmt: skip
     if not files:
@@ -80,3 +83,21 @@ def bedlam_loader(path: str):
 
     image = load_rgb(path)
     return image.rotate(-90, expand=True) if any("closeup" in part for part in Path(path).parts[-4:]) else image
+
+
+def gldv2_from_csv(root: Path) -> list[Path]:
+    """Google Landmarks v2 images named by the release's ``train.csv`` (``id,url,landmark_id``): image ``id`` is
+    ``train/<id[0]>/<id[1]>/<id[2]>/<id>.jpg``; no walk over the 4.1 M files. Ids whose file is absent are kept
+    (the training loader skips and counts unreadable images)."""
+    import csv
+
+    with open(root / "train.csv", newline="") as f:
+        rows = csv.DictReader(f)
+        if rows.fieldnames is None or "id" not in rows.fieldnames:
+            raise LayoutError(
+                f"gldv2: {root / 'train.csv'} has no 'id' column; expected the release's id,url,landmark_id"
+            )
+        ids = [r["id"] for r in rows if len(r["id"]) >= 3]
+    if not ids:
+        raise LayoutError(f"gldv2: {root / 'train.csv'} lists no image")
+    return [root / "train" / i[0] / i[1] / i[2] / f"{i}.jpg" for i in ids]

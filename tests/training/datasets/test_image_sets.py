@@ -23,8 +23,12 @@ def test_gldv2_and_arkitscenes_release_layouts(tmp_path):
     touch_image(tmp_path / "gld" / "train" / "0" / "0" / "a" / "00a1.jpg")
     touch_image(tmp_path / "gld" / "train" / "f" / "3" / "2" / "f32b.jpg")
     touch_image(tmp_path / "gld" / "test" / "0" / "0" / "0" / "000c.jpg")  # not the training split
-    (tmp_path / "gld" / "train.csv").write_text("id,url,landmark_id\n00a1,http://x,1\n")
     assert [p.name for p in release_files("gldv2", tmp_path / "gld")] == ["00a1.jpg", "f32b.jpg"]
+    (tmp_path / "gld" / "train.csv").write_text("id,url,landmark_id\nf32b,http://x,1\n00a1,http://y,2\n")
+    assert release_files("gldv2", tmp_path / "gld") == [
+        tmp_path / "gld" / "train" / "f" / "3" / "2" / "f32b.jpg",
+        tmp_path / "gld" / "train" / "0" / "0" / "a" / "00a1.jpg",
+    ]
     scene = tmp_path / "ark" / "Training" / "4102"
     touch_image(scene / "vga_wide" / "4102_1.0.jpg")
     Image.fromarray(np.zeros((4, 6), np.uint16)).save(scene.parent / "x.png")

@@ -109,3 +109,10 @@ def test_readme_mixture_round_trip():
     assert terms[1].kwargs == {"root": "/d/mf", "split": "train", "depth_suffix": ".depth.png"}
     with pytest.raises(MixtureError, match="not in the MASt3R mixture"):
         mast3r_mixture({"StaticThings3D": "/x"})
+
+
+def test_finetune_data_config_uses_the_mixture():
+    from training.finetune.train import build_train_dataset
+
+    mix = build_train_dataset(DataConfig(mixture=f"7 @ {SYNTH.format(s=1, seed=0)}", n_corres=8))
+    assert len(mix) == 7 and mix.datasets[0].aug_crop == "auto" and mix.datasets[0].aug_monocular == 0.005
