@@ -41,6 +41,7 @@ from training.finetune.geometry import (
     crop_resize,
     reciprocal_matches,
     sample_correspondences,
+    with_points,
 )
 
 logger = logging.getLogger(__name__)
@@ -352,6 +353,7 @@ class PairDataset(Dataset):
             f1 = crop_resize(f1, target, 1.0 + self.zoom_range * rng.random())
             f2 = crop_resize(f2, target, 1.0 + self.zoom_range * rng.random())
         else:
+            f1, f2 = with_points(f1), with_points(f2)  # unprojected once for the matches and the crops
             box1, box2 = best_crop_pair(f1, f2, target, self.aug_crop, self.n_tentative_crops, rng)
             f1, f2 = crop_homography(f1, box1, target), crop_homography(f2, box2, target)
         # MASt3R's aug_monocular: both views are the same (already colour-jittered) image.
