@@ -51,6 +51,8 @@ RECIPE = Recipe(
     train="training.finetune.train:train",
     user_errors=(
         "training.finetune.datasets:DataConfigError",
+        "training.datasets.io:LayoutError",
+        "training.datasets.mixture:MixtureError",
         "training.finetune.export:ExportError",
         "backbone.checkpoint:CheckpointError",
     ),

@@ -32,6 +32,11 @@ def test_user_errors_are_reported_without_traceback(tmp_path, capsys):
                                "train": {"output_dir": str(tmp_path / "out")}}))  # fmt: skip
     assert cli.main(["--preset", "smoke", "--config", str(bad)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+    out = ["--set", f"train.output_dir={tmp_path / 'out2'}"]
+    assert cli.main(["--preset", "smoke", "--set", f"data.mixture=9 @ MegaDepth(root='{tmp_path}')", *out]) == 2
+    assert "all_metadata.npz not found; expected" in capsys.readouterr().err
+    assert cli.main(["--preset", "smoke", "--set", "data.mixture=9 @ MegaDepth(root=open('x'))", *out]) == 2
+    assert "only literal values" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
