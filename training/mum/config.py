@@ -106,6 +106,11 @@ class DataConfig:
 
     datasets: tuple[DatasetConfig, ...] = (DatasetConfig(name="synthetic", kind="synthetic"),)
     """Multi-view sources (replace with your datasets; the default renders a few synthetic scenes)."""
+    mixture: str = ""
+    """Instead of ``datasets``: ``"3 @ Sequences(name='megadepth', root=..., sequences_file=..., min_length=24) +
+    1 @ Sequences(name='megascenes', ...)"`` (``training.datasets.mixture`` syntax, parsed with ``ast``): the count
+    before ``@`` is the dataset's sampling share, the call ``Sequences`` / ``Folder`` / ``Co3d`` / ``Synthetic``
+    gives its ``kind`` and the keywords its other fields."""
     single_view: tuple[DatasetConfig, ...] = ()
     """Sources of single-view batches (ImageNet-style folders, ``kind = images``); empty: single frames of the
     multi-view sources."""
@@ -194,6 +199,8 @@ class MuMConfig:
             raise ValueError(f"data.single_view_prob must be in [0, 1], got {d.single_view_prob}")
         if not d.datasets:
             raise ValueError("data.datasets is empty: give at least one multi-view source")
+        if d.mixture:
+            mixture_datasets(d.mixture)  # a malformed expression fails here, before any training
         if any(ds.kind == "images" for ds in d.datasets):
             raise ValueError("kind = images holds single images: list it under data.single_view")
         if any(ds.weight <= 0 for ds in (*d.datasets, *d.single_view)):
@@ -269,3 +276,24 @@ def resolve_config(preset: str = "mum_vitl16", data: dict | None = None) -> MuMC
 
 
 replace = replace_sections  # ``replace(cfg, train={"lr": 1e-3})``: fields of sections replaced
+
+
+MIXTURE_KINDS = {"Sequences": "sequences", "Folder": "folder", "Co3d": "co3d", "Synthetic": "synthetic"}
+
+
+def mixture_datasets(text: str) -> tuple[DatasetConfig, ...]:
+    """``data.mixture`` -> dataset configs (``count`` -> ``weight``; a term without a count weighs 1).
+
+    Raises:
+        ValueError: a malformed expression, an unknown kind or field (the valid ones are named).
+    """
+    from training.common.config import from_dict
+    from training.datasets.mixture import parse_mixture
+
+    out = []
+    for term in parse_mixture(text):
+        if term.dataset not in MIXTURE_KINDS:
+            raise ValueError(f"data.mixture: unknown dataset kind {term.dataset!r}; known: {sorted(MIXTURE_KINDS)}")
+        fields = {"name": term.dataset.lower(), **term.kwargs, "kind": MIXTURE_KINDS[term.dataset]}
+        out.append(from_dict(DatasetConfig, {**fields, "weight": float(term.count or 1)}, "data.mixture"))
+    return tuple(out)

@@ -37,7 +37,7 @@ from training.common.optim import build_adamw
 from training.common.run import agreed_digests, all_ranks_finite, start_run, wrap_ddp
 from training.common.schedule import WarmupCosine
 from training.mum.batches import IterationSampler, MultiViewBatches
-from training.mum.config import MuMConfig
+from training.mum.config import MuMConfig, mixture_datasets
 from training.mum.model import build_autoencoder, weights_digest, write_outputs
 from training.mum.sequences import build_source
 from training.mum.visualize import ReconstructionLogger
@@ -131,7 +131,8 @@ class TrainResult:
 def build_batches(cfg: MuMConfig, rank: int) -> MultiViewBatches:
     """The run's batch dataset (sources built from ``cfg.data``; same sequences on every rank)."""
     seed = cfg.train.seed
-    sources = [build_source(d, seed) for d in cfg.data.datasets]
+    datasets = mixture_datasets(cfg.data.mixture) if cfg.data.mixture else cfg.data.datasets
+    sources = [build_source(d, seed) for d in datasets]
     singles = [build_source(d, seed) for d in cfg.data.single_view]
     return MultiViewBatches(sources, singles, cfg.data, seed, rank)
 

@@ -121,3 +121,24 @@ def test_megadepth_cli(tmp_path):
     assert len(seqs) == 4 and all(len(s) == 3 and s[0].startswith("0001/images/") for s in seqs)
     with pytest.raises(SystemExit, match="Undistorted_SfM layout"):
         main(["megadepth", "--root", str(tmp_path), "--out", str(out)])
+
+
+def test_mixture_expression_gives_weighted_datasets(tmp_path):
+    from training.common.config import ConfigError, replace_sections
+    from training.mum.config import PRESETS, mixture_datasets, resolve_config
+
+    sets = mixture_datasets(
+        f"3 @ Sequences(name='megadepth', root='{tmp_path}', sequences_file='md.json.gz', min_length=24)"
+        " + Synthetic(synthetic_scenes=2)"
+    )
+    assert [(d.name, d.kind, d.weight, d.min_length) for d in sets] == [
+        ("megadepth", "sequences", 3.0, 24), ("synthetic", "synthetic", 1.0, 2)]  # fmt: skip
+    with pytest.raises(ConfigError, match="unknown key.*'colour'"):
+        mixture_datasets("Folder(colour=1)")
+    with pytest.raises(ConfigError, match="unknown dataset kind 'Nope'"):
+        resolve_config("smoke", {"data": {"mixture": "2 @ Nope()"}})
+    cfg = replace_sections(PRESETS["smoke"], data={"mixture": "2 @ Synthetic(synthetic_scenes=1, synthetic_views=4)"})
+    from training.mum.train import build_batches
+
+    batches = build_batches(cfg, 0)
+    assert [s.name for s in batches.sources] == ["synthetic"] and len(batches.sources[0].sequences) == 1
