@@ -493,13 +493,23 @@ class VirtualKitti(_SequencePairs):
 
 class _UserDepth(_SequencePairs):
     """Sets published without depth: ``depth_suffix`` names a uint16 PNG (mm) beside each frame, replacing the
-    image suffix (e.g. ``.depth.png``); without it the reader gives images and cameras only (``has_depth`` False)."""
+    image suffix (e.g. ``.depth.png``); without it the reader gives images and cameras only (``has_depth`` False).
+    Subclasses fill ``self.frames`` with ``(image path, K, T_world_cam)``."""
 
-    def _user_depth(self, image: Path, shape: tuple[int, int]) -> np.ndarray:
+    def __init__(self, root, depth_suffix: str, name=None, metric=None) -> None:
+        super().__init__(root, name, metric)
+        self.depth_suffix = depth_suffix
+        self.has_depth = bool(depth_suffix)
+        self.frames: list[tuple[Path, np.ndarray, np.ndarray]] = []
+
+    def view(self, view_id, rng):
+        path, K, T = self.frames[view_id]
+        rgb = read_rgb(require(path, self.name, self.LAYOUT))
         if not self.depth_suffix:
-            return np.zeros(shape, np.float32)
-        path = image.with_name(image.stem + self.depth_suffix)
-        return clean_depth(read_png16(require(path, self.name, f"{self.LAYOUT} plus <frame>{self.depth_suffix}")) / 1e3)
+            return Frame(rgb, np.zeros(rgb.shape[:2], np.float32), K.copy(), T.copy())
+        dpath = path.with_name(path.stem + self.depth_suffix)
+        depth = read_png16(require(dpath, self.name, f"{self.LAYOUT} plus <frame>{self.depth_suffix}")) / 1e3
+        return Frame(rgb, clean_depth(depth), K.copy(), T.copy())
 
 
 class MapFree(_UserDepth):
@@ -511,10 +521,7 @@ class MapFree(_UserDepth):
 
     def __init__(self, root, split: str = "train", max_gap: int = 10, depth_suffix: str = "", name=None,
                  metric=None) -> None:  # fmt: skip
-        super().__init__(root, name, metric)
-        self.depth_suffix = depth_suffix
-        self.has_depth = bool(depth_suffix)
-        self.frames: list[tuple[Path, np.ndarray, np.ndarray]] = []
+        super().__init__(root, depth_suffix, name, metric)
         lengths = []
         base = self.require(split)
         for scene in sorted(p for p in base.iterdir() if (p / "poses.txt").is_file()):
@@ -534,11 +541,6 @@ class MapFree(_UserDepth):
                 lengths.append(len(frames))
         self._set_sequences(lengths, max_gap)
 
-    def view(self, view_id, rng):
-        path, K, T = self.frames[view_id]
-        rgb = read_rgb(require(path, self.name, self.LAYOUT))
-        return Frame(rgb, self._user_depth(path, rgb.shape[:2]), K.copy(), T.copy())
-
 
 class Dl3dv(_UserDepth):
     """DL3DV-10K scenes as published (nerfstudio ``transforms.json``; each scene is one sequence)."""
@@ -548,10 +550,7 @@ class Dl3dv(_UserDepth):
     METRIC = False  # COLMAP reconstructions: arbitrary scale
 
     def __init__(self, root, max_gap: int = 10, depth_suffix: str = "", name=None, metric=None) -> None:
-        super().__init__(root, name, metric)
-        self.depth_suffix = depth_suffix
-        self.has_depth = bool(depth_suffix)
-        self.frames: list[tuple[Path, np.ndarray, np.ndarray, tuple[int, int]]] = []
+        super().__init__(root, depth_suffix, name, metric)
         lengths = []
         for tf in sorted(self.root.glob("*/transforms.json")):
             meta = json.loads(tf.read_text())
@@ -566,11 +565,6 @@ class Dl3dv(_UserDepth):
             self.frames += frames
             lengths.append(len(frames))
         self._set_sequences(lengths, max_gap)
-
-    def view(self, view_id, rng):
-        path, K, T = self.frames[view_id]
-        rgb = read_rgb(require(path, self.name, self.LAYOUT))
-        return Frame(rgb, self._user_depth(path, rgb.shape[:2]), K.copy(), T.copy())
 
 
 def _lines(path: Path) -> list[str]:
