@@ -174,9 +174,8 @@ def build_pair_mixture(text: str, data):
 
 
 # The MASt3R release mixture (README "Our Hyperparameters"): pairs per epoch, reader, reader arguments. Left out,
-# for want of a public layout or reader: StaticThings3D (22,800), UnrealStereo4K (4,560; its cameras' file format
-# is not documented where we could read it) and InternalUnreleasedDataset (34,200). DL3DV's two README terms
-# ('nlight' and 'not-nlight', 57,000 each) are one term here: the split rule is not in the released code.
+# for want of a public layout or reader: StaticThings3D (22,800) and InternalUnreleasedDataset (34,200). DL3DV's
+# two README terms ('nlight' and 'not-nlight', 57,000 each) are one term here: the split rule is not released.
 MAST3R_README_TERMS: tuple[tuple[int, str, dict[str, Any]], ...] = (
     (57_000, "Habitat512", {"size": 1_000_000, "split": "train"}),
     (68_400, "BlendedMVS", {"split": "train"}),
@@ -185,6 +184,7 @@ MAST3R_README_TERMS: tuple[tuple[int, str, dict[str, Any]], ...] = (
     (22_800, "Co3d", {"split": "train", "mask_bg": "rand"}),
     (45_600, "ScanNetpp", {"split": "train"}),
     (45_600, "TartanAir", {}),
+    (4_560, "UnrealStereo4K", {}),
     (1_140, "VirtualKitti", {}),
     (22_800, "WildRgbd", {"split": "train", "mask_bg": "rand"}),
     (145_920, "NianticMapFree", {"split": "train"}),

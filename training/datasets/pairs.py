@@ -41,6 +41,8 @@ Public releases (MASt3R's own preprocessing of these is not published; pairs are
   ``frames/depth/Camera_<c>/depth_<i:05>.png`` (uint16 cm; 65535 = sky), ``<Scene>/<variation>/intrinsic.txt``
   (``frame cameraID K[0,0] K[1,1] K[0,2] K[1,2]``), ``extrinsic.txt`` (``frame cameraID`` + 16 values of the
   world-to-camera matrix, row-major).
+- UnrealStereo4K: ``<scene:05>/Image<c>/<i:05>.png``, ``Disp<c>/<i:05>.npy`` (disparity), ``Extrinsics<c>/<i:05>.txt``
+  (``K`` then the 3x4 world-to-camera matrix); depth = baseline x fx / disparity.
 - Map-free: ``<split>/<scene>/seq<k>/frame_<i:05>.jpg``, ``intrinsics.txt`` (``seq/frame fx fy cx cy W H``),
   ``poses.txt`` (``seq/frame qw qx qy qz tx ty tz``, world-to-camera). No depth is published: pass
   ``depth_suffix`` to read a user-provided uint16 PNG in mm beside each frame.
@@ -491,6 +493,52 @@ class VirtualKitti(_SequencePairs):
         return Frame(rgb, clean_depth(depth), K.copy(), T.copy(), sky=sky)
 
 
+class UnrealStereo4K(_SequencePairs):
+    """UnrealStereo4K (SMD-Nets release): each scene's left and right cameras are two sequences.
+
+    ``<scene:05>/Image<c>/<i:05>.png``, ``Disp<c>/<i:05>.npy`` (disparity in pixels) and ``Extrinsics<c>/<i:05>.txt``
+    (line 1: the 9 values of ``K``; line 2: the 12 values of the 3x4 world-to-camera matrix, as third-party
+    preprocessing scripts read them; the release's own documentation was not available). Depth is
+    ``baseline x fx / disparity`` with the baseline the distance between the two cameras of the frame; the scene
+    units are Unreal's, so the set is not marked metric.
+    """
+
+    LAYOUT = ("<scene:05>/Image<0|1>/<i:05>.png, Disp<0|1>/<i:05>.npy, Extrinsics<0|1>/<i:05>.txt "
+              "(UnrealStereo4K release)")  # fmt: skip
+    NAME = "UnrealStereo4K"
+
+    def __init__(self, root, max_gap: int = 10, name=None, metric=None) -> None:
+        super().__init__(root, name, metric)
+        self.frames: list[tuple[Path, int, int]] = []
+        lengths = []
+        for scene in sorted(p for p in self.root.iterdir() if (p / "Extrinsics0").is_dir()):
+            for cam in (0, 1):
+                ids = sorted(int(f.stem) for f in (scene / f"Image{cam}").glob("*.png") if f.stem.isdigit())
+                self.frames += [(scene, cam, i) for i in ids]
+                if ids:
+                    lengths.append(len(ids))
+        self._set_sequences(lengths, max_gap)
+
+    def _camera(self, scene: Path, cam: int, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """``K`` and ``T_world_cam`` of camera ``cam`` at frame ``i``."""
+        lines = _lines(require(scene / f"Extrinsics{cam}" / f"{i:05d}.txt", self.name, self.LAYOUT))
+        K = np.asarray(lines[0].split(), dtype=np.float64).reshape(3, 3)
+        T_cam_world = np.eye(4)
+        T_cam_world[:3] = np.asarray(lines[1].split(), dtype=np.float64).reshape(3, 4)
+        return K, np.linalg.inv(T_cam_world)
+
+    def view(self, view_id, rng):
+        scene, cam, i = self.frames[view_id]
+        K, T = self._camera(scene, cam, i)
+        _, T_other = self._camera(scene, 1 - cam, i)
+        baseline = float(np.linalg.norm(T[:3, 3] - T_other[:3, 3]))
+        disp = np.load(require(scene / f"Disp{cam}" / f"{i:05d}.npy", self.name, self.LAYOUT)).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            depth = np.where(disp > 0, baseline * K[0, 0] / disp, 0.0)
+        rgb = read_rgb(require(scene / f"Image{cam}" / f"{i:05d}.png", self.name, self.LAYOUT))
+        return Frame(rgb, clean_depth(depth), K, T)
+
+
 class _UserDepth(_SequencePairs):
     """Sets published without depth: ``depth_suffix`` names a uint16 PNG (mm) beside each frame, replacing the
     image suffix (e.g. ``.depth.png``); without it the reader gives images and cameras only (``has_depth`` False).
@@ -587,6 +635,7 @@ READERS: dict[str, type[PairReader]] = {
     "Habitat512": Habitat,
     "TartanAir": TartanAir,
     "VirtualKitti": VirtualKitti,
+    "UnrealStereo4K": UnrealStereo4K,
     "NianticMapFree": MapFree,
     "MapFree": MapFree,
     "DL3DV": Dl3dv,

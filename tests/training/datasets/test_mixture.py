@@ -100,8 +100,8 @@ class TestSampling:
 def test_readme_mixture_round_trip():
     from training.datasets.mixture import MAST3R_README_TERMS, mast3r_mixture
 
-    # README sum 698,820 pairs/epoch minus StaticThings3D, UnrealStereo4K and the internal set.
-    assert sum(c for c, _, _ in MAST3R_README_TERMS) == 698_820 - 22_800 - 4_560 - 34_200
+    # README sum 698,820 pairs/epoch minus StaticThings3D and the internal set.
+    assert sum(c for c, _, _ in MAST3R_README_TERMS) == 698_820 - 22_800 - 34_200
     text = mast3r_mixture({"MegaDepth": "/d/md", "NianticMapFree": "/d/mf"},
                           NianticMapFree={"depth_suffix": ".depth.png"})  # fmt: skip
     terms = parse_mixture(text)

@@ -308,3 +308,38 @@ class TestPublicReleases:
         for cls in (TartanAir, VirtualKitti, Dl3dv):
             with pytest.raises(LayoutError, match="no frame found"):
                 cls(tmp_path)
+
+
+def test_unrealstereo4k_depth_from_disparity(tmp_path):
+    from training.datasets.pairs import UnrealStereo4K
+
+    scene = tmp_path / "00003"
+    K = np.array([[200.0, 0, 3.5], [0, 200.0, 2.5], [0, 0, 1]])
+    for cam, x in ((0, 0.0), (1, 0.5)):  # right camera 0.5 units to the right: baseline 0.5
+        for i in range(2):
+            T_world_cam = random_pose(i)
+            T_world_cam[:3, 3] += T_world_cam[:3, 0] * x
+            T_cam_world = np.linalg.inv(T_world_cam)
+            (scene / f"Extrinsics{cam}").mkdir(parents=True, exist_ok=True)
+            (scene / f"Extrinsics{cam}" / f"{i:05d}.txt").write_text(
+                " ".join(f"{v:.17g}" for v in K.ravel())
+                + "\n"
+                + " ".join(f"{v:.17g}" for v in T_cam_world[:3].ravel())
+                + "\n"
+            )
+            save_image(scene / f"Image{cam}" / f"{i:05d}.png", cam + 2 * i)
+            disp = np.full((H, W), 20.0 + i, np.float32)
+            disp[0, 0] = 0  # no disparity: invalid
+            (scene / f"Disp{cam}").mkdir(exist_ok=True)
+            np.save(scene / f"Disp{cam}" / f"{i:05d}.npy", disp)
+    r = UnrealStereo4K(tmp_path, max_gap=1)
+    assert len(r) == 4  # two sequences (cameras) of two frames
+    a, b = r.pair(2, np.random.default_rng(0))  # camera 1, frame 0 with camera 1, frame 1
+    np.testing.assert_allclose(a.depth[1:], 0.5 * 200.0 / 20.0, rtol=1e-6)  # baseline x fx / disparity = 5
+    assert a.depth[0, 0] == 0
+    np.testing.assert_allclose(b.depth[2, 2], 0.5 * 200.0 / 21.0, rtol=1e-6)
+    expected = random_pose(0)
+    expected[:3, 3] += expected[:3, 0] * 0.5
+    np.testing.assert_allclose(a.T_world_cam, expected, atol=1e-12)
+    np.testing.assert_array_equal(a.K, K)
+    check_rgb(b, 3)
