@@ -199,14 +199,15 @@ def write_sequences(path: str | os.PathLike, sequences: list[list[str]]) -> Path
 
 def megadepth_sequences(root: Path, *, length: int, num_sequences: int, seed: int) -> list[list[str]]:
     """Every ``<scene>/sparse-txt`` (or ``sparse``) model of an ``Undistorted_SfM`` root -> image paths
-    ``<scene>/images/<name>``."""
+    ``<scene>/images/<name>`` (registered images missing from ``<scene>/images`` are left out)."""
     scenes = sorted(p for p in root.iterdir() if (p / "sparse-txt").is_dir() or (p / "sparse").is_dir())
     if not scenes:
         raise ReconstructionError(f"{root}: no <scene>/sparse-txt folder (the Undistorted_SfM layout of MegaDepth)")
     out = []
     for k, scene in enumerate(scenes):
         model = scene / "sparse-txt" if (scene / "sparse-txt").is_dir() else scene / "sparse"
-        images = read_colmap_images(model)
+        # As D2-Net's scene_info, only images present on disk take part (their overlaps stay -1 there).
+        images = [im for im in read_colmap_images(model) if (scene / "images" / im.name).is_file()]
         chains = topk_sequences(overlap_matrix(images), length=length, num_sequences=num_sequences,
                                 rng=np.random.default_rng(seed + k))  # fmt: skip
         out += [[f"{scene.name}/images/{images[i].name}" for i in c] for c in chains]

@@ -114,11 +114,17 @@ def test_megascenes_cli_and_sequences_source(tmp_path):
 
 def test_megadepth_cli(tmp_path):
     write_images_txt(tmp_path / "Undistorted_SfM" / "0001" / "sparse-txt")
+    for name in ("a.jpg", "b.jpg", "c.jpg"):  # d.jpg is registered but absent on disk: left out
+        (tmp_path / "Undistorted_SfM" / "0001" / "images").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "Undistorted_SfM" / "0001" / "images" / name).write_bytes(b"")
     out = tmp_path / "md.json.gz"
     main(["megadepth", "--root", str(tmp_path / "Undistorted_SfM"), "--out", str(out), "--length", "3",
           "--per-scene", "4"])  # fmt: skip
     seqs = json.loads(gzip.decompress(out.read_bytes()))["sequences"]
-    assert len(seqs) == 4 and all(len(s) == 3 and s[0].startswith("0001/images/") for s in seqs)
+    # Among a, b, c: a -> (b .5, c .25), b -> (c .75, a .5), c -> (b 3/8, a 1/8); anchors drawn from 3 images.
+    expected = {0: "abc", 1: "bca", 2: "cba"}
+    anchors = np.random.default_rng(0).integers(3, size=4)
+    assert seqs == [[f"0001/images/{n}.jpg" for n in expected[int(k)]] for k in anchors]
     with pytest.raises(SystemExit, match="Undistorted_SfM layout"):
         main(["megadepth", "--root", str(tmp_path), "--out", str(out)])
 
