@@ -117,3 +117,46 @@ class TestPairDatasetOptions:
         assert not np.array_equal(s["view1"]["T_world_cam"].numpy(), s["view2"]["T_world_cam"].numpy())
         with pytest.raises(DataConfigError, match="aug_crop"):
             PairDataset(src, aug_crop="random")
+
+
+class TestColorJitter:
+    """MASt3R's ``ColorJitter(0.5, 0.5, 0.5, 0.1)`` as the pair datasets apply it, against hand-worked values."""
+
+    def draws(self, seed):
+        """The factors and order the jitter draws from a generator seeded with ``seed``."""
+        import torch
+
+        g = torch.Generator().manual_seed(seed)
+        b, c, s = (0.5 + float(torch.rand(1, generator=g)) for _ in range(3))  # U(1 - 0.5, 1 + 0.5)
+        h = -0.1 + 0.2 * float(torch.rand(1, generator=g))
+        return b, c, s, h, torch.randperm(4, generator=g).tolist()
+
+    def test_gray_pixels_follow_brightness_and_contrast_only(self):
+        import torch
+
+        from training.distill.augment import color_jitter
+
+        # Two gray pixels 0.2 and 0.6: saturation and hue leave gray unchanged; contrast blends with the mean gray.
+        x = torch.tensor([0.2, 0.6]).view(1, 1, 2).expand(3, 1, 2).clone()
+        for seed in range(5):
+            b, c, _, _, order = self.draws(seed)
+            v = np.array([0.2, 0.6])
+            for op in order:
+                if op == 0:
+                    v = np.clip(v * b, 0, 1)
+                elif op == 1:
+                    v = np.clip(c * v + (1 - c) * v.mean(), 0, 1)
+            out = color_jitter(x, torch.Generator().manual_seed(seed), 0.5, 0.5, 0.5, 0.1)
+            np.testing.assert_allclose(out[0, 0].numpy(), v, atol=1e-6)
+            np.testing.assert_allclose(out[1], out[0], atol=1e-6)  # still gray
+
+    def test_hue_shift_of_pure_red(self):
+        import torch
+
+        from training.distill.augment import _adjust_hue
+
+        red = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)
+        # Hue 0 -> 1/6 turn (yellow): (1, 1, 0); -1/6 -> magenta (1, 0, 1); 0.05 turn -> (1, 0.3, 0).
+        np.testing.assert_allclose(_adjust_hue(red, 1 / 6).flatten().numpy(), [1, 1, 0], atol=1e-6)
+        np.testing.assert_allclose(_adjust_hue(red, -1 / 6).flatten().numpy(), [1, 0, 1], atol=1e-6)
+        np.testing.assert_allclose(_adjust_hue(red, 0.05).flatten().numpy(), [1, 0.3, 0], atol=1e-6)
