@@ -235,7 +235,7 @@ _TINY_DATA = DataConfig(
 )
 
 PRESETS: dict[str, MuMConfig] = {
-    # The paper's model: ViT-L/16 + 768-d decoder, 500k iterations at 224 px.
+    # The paper's model: ViT-L/16 + 768-d decoder, 500k iterations at 256 px (supplement A).
     "mum_vitl16": MuMConfig(),
     "mum_vitb16": MuMConfig(model=ModelConfig(encoder="vit_base"), train=TrainConfig(output_dir="runs/mum_vitb16")),
     # Seconds on a CPU: 64-d x 2 encoder, 48-d x 4 decoder, 32 px synthetic frames.
