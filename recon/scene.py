@@ -23,7 +23,8 @@ from recon.types import Scene
 
 logger = logging.getLogger(__name__)
 
-# Minimum confidence of an exported point; the MASt3R demo's "min_conf_thr" default (confidences are > 1).
+# Minimum confidence of an exported point when the scene does not say which aligner made it: the MASt3R demo's
+# "min_conf_thr" default. A scene from recon.align uses its method's demo default (resolve_conf_thr).
 DEFAULT_CONF_THR = 1.5
 # Relative depth tolerance of the cleaning rule (official ``clean_pointcloud(tol=0.001)``).
 DEFAULT_CLEAN_TOL = 1e-3
@@ -78,7 +79,17 @@ def registered_mask(scene: Scene) -> np.ndarray:
     return np.asarray(scene.registered, dtype=bool).copy()
 
 
-def valid_masks(scene: Scene, conf_thr: float = DEFAULT_CONF_THR) -> list[np.ndarray]:
+def resolve_conf_thr(scene: Scene, conf_thr: float | None) -> float:
+    """``conf_thr``, or when ``None`` the default of the demo whose confidence scale ``scene.conf`` is in (MASt3R
+    sparse 1.5, DUSt3R dense 3; ``recon.align.confidence``)."""
+    if conf_thr is not None:
+        return float(conf_thr)
+    from recon.align.confidence import default_conf_thr
+
+    return default_conf_thr(scene)
+
+
+def valid_masks(scene: Scene, conf_thr: float | None = None) -> list[np.ndarray]:
     """Per-view masks of the pixels worth exporting.
 
     A pixel is valid when its view is registered, its depth is finite and positive and its confidence is
@@ -86,11 +97,12 @@ def valid_masks(scene: Scene, conf_thr: float = DEFAULT_CONF_THR) -> list[np.nda
 
     Args:
         scene: the scene.
-        conf_thr: confidence threshold.
+        conf_thr: confidence threshold; ``None`` = the aligner's demo default (``resolve_conf_thr``).
 
     Returns:
         N bool arrays ``[H_k, W_k]``.
     """
+    conf_thr = resolve_conf_thr(scene, conf_thr)
     reg = registered_mask(scene)
     masks = []
     for k in range(len(scene)):
@@ -199,7 +211,7 @@ def clean_scene(scene: Scene, tol: float = DEFAULT_CLEAN_TOL, bad_conf: float = 
 
 
 def point_masks(
-    scene: Scene, conf_thr: float = DEFAULT_CONF_THR, clean: bool = True, tol: float = DEFAULT_CLEAN_TOL
+    scene: Scene, conf_thr: float | None = None, clean: bool = True, tol: float = DEFAULT_CLEAN_TOL
 ) -> list[np.ndarray]:
     """``valid_masks`` of the scene, after depth cleaning when ``clean`` is true. N bool ``[H_k, W_k]``."""
     return valid_masks(clean_scene(scene, tol=tol) if clean else scene, conf_thr)
@@ -258,7 +270,7 @@ def gather_points(scene: Scene, masks: list[np.ndarray]) -> tuple[np.ndarray, np
 
 def scene_points(
     scene: Scene,
-    conf_thr: float = DEFAULT_CONF_THR,
+    conf_thr: float | None = None,
     clean: bool = True,
     *,
     tol: float = DEFAULT_CLEAN_TOL,
@@ -269,7 +281,7 @@ def scene_points(
 
     Args:
         scene: the scene.
-        conf_thr: keep pixels whose confidence is strictly above this.
+        conf_thr: keep pixels whose confidence is strictly above this (``None``: the aligner's demo default).
         clean: apply ``cleaned_conf`` (floater removal) before thresholding.
         tol: relative depth tolerance of the cleaning.
         max_points: random subset of at most this many points (``None``: all).

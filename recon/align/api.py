@@ -7,6 +7,9 @@ import logging
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
+
+from recon.align.confidence import CONF_SCALE, view_confidences
 from recon.align.config import DenseAlignConfig, SparseAlignConfig
 from recon.align.dense import dense_align
 from recon.align.pairwise import pairwise_align
@@ -25,7 +28,7 @@ def align(
     method: Literal["sparse", "dense"] = "sparse",
     config: SparseAlignConfig | DenseAlignConfig | None = None,
     seed: int | None = None,
-    two_view: Literal["pairwise", "optimise"] = "pairwise",
+    two_view: Literal["pairwise", "optimise"] = "optimise",
 ) -> Scene:
     """Align views into one scene.
 
@@ -37,7 +40,8 @@ def align(
         method: ``"sparse"`` (MASt3R-SfM style) or ``"dense"`` (DUSt3R style).
         config: the method's config (default settings when ``None``).
         seed: overrides ``config.seed``.
-        two_view: for N == 2, ``"pairwise"`` takes the closed-form pair solution; ``"optimise"`` runs the method.
+        two_view: for N == 2, ``"optimise"`` (default) runs the same alignment as for N views, as the official
+            code does; ``"pairwise"`` returns the closed-form pair solution (the optimisers start from it anyway).
 
     Returns:
         The ``Scene``.
@@ -56,9 +60,25 @@ def align(
     if seed is not None:
         cfg = dataclasses.replace(cfg, seed=int(seed))
     if len(views) == 2 and two_view == "pairwise":
-        return pairwise_align(views, preds, priors, min_conf=cfg.min_conf, seed=cfg.seed)
-    if method == "dense":
-        return dense_align(views, preds, priors, cfg)
-    if matches is None:
+        scene = pairwise_align(views, preds, priors, min_conf=cfg.min_conf, seed=cfg.seed)
+    elif method == "dense":
+        scene = dense_align(views, preds, priors, cfg)
+    elif matches is None:
         raise ValueError("sparse alignment needs matches (recon.matching); use method='dense' without them")
-    return sparse_align(views, preds, matches, priors, cfg)
+    else:
+        scene = sparse_align(views, preds, matches, priors, cfg)
+    return with_official_conf(scene, preds, method)
+
+
+def with_official_conf(scene: Scene, preds: Sequence[PairPrediction], method: str) -> Scene:
+    """``scene`` with ``conf`` in the official scale of ``method`` (``recon.align.confidence``), so thresholds
+    copied from the MASt3R / DUSt3R demos keep the same pixels; unregistered views keep confidence 0."""
+    confs = view_confidences(len(scene), preds, method)
+    reg = scene.registered if scene.registered is not None else [True] * len(scene)
+    # A view no pair predicts in its own frame (two-view closed form) keeps the solver's confidence.
+    scene.conf = [
+        np.zeros_like(old) if not ok else old if c is None else c.astype(np.float32)
+        for c, old, ok in zip(confs, scene.conf, reg, strict=True)
+    ]
+    scene.info["conf_scale"] = CONF_SCALE[method]
+    return scene

@@ -40,7 +40,12 @@ def register(subparsers) -> None:
     pr.add_argument("--poses", type=Path, help="JSON of per-image T_world_cam (4x4, OpenCV); held fixed")
     pr.add_argument("--no-exif", action="store_true", help="ignore EXIF focal lengths")
     o = p.add_argument_group("output")
-    o.add_argument("--conf-thr", type=float, default=1.5, help="minimum confidence of exported points")
+    o.add_argument(
+        "--conf-thr",
+        type=float,
+        help="minimum confidence of exported points, in the demos' scale (default: 1.5 for --align sparse as the "
+        "MASt3R demo, 3 for dense as DUSt3R)",
+    )
     o.add_argument("--no-clean-depth", action="store_true", help="keep points occluded in other views")
     o.add_argument("--mesh", action="store_true", help="export a mesh instead of a point cloud (.glb)")
     o.add_argument("--no-cameras", action="store_true", help="leave camera frustums out of the .glb")

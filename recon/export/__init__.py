@@ -20,11 +20,11 @@ from recon.export._atomic import OverwriteRefusedError, check_overwritable, chec
 from recon.export._images import check_sources, image_names
 from recon.scene import (
     DEFAULT_CLEAN_TOL,
-    DEFAULT_CONF_THR,
     check_scene,
     clean_scene,
     gather_points,
     registered_mask,
+    resolve_conf_thr,
     sample_masks,
     save_scene,
     valid_masks,
@@ -85,7 +85,7 @@ def export(
     path: str | os.PathLike,
     format: str | None = None,
     *,
-    conf_thr: float = DEFAULT_CONF_THR,
+    conf_thr: float | None = None,
     clean_depth: bool = True,
     clean_tol: float = DEFAULT_CLEAN_TOL,
     as_mesh: bool = False,
@@ -108,7 +108,8 @@ def export(
             folder must exist (checked before any work). An existing file is replaced only if recon wrote it; in a
             folder, only files recon wrote are replaced (``recon.export._atomic``).
         format: one of ``FORMATS``; default from the extension.
-        conf_thr: export pixels whose confidence is strictly above this.
+        conf_thr: export pixels whose confidence is strictly above this; ``None`` = the default of the demo whose
+            scale ``scene.conf`` is in (1.5 for sparse alignment as the MASt3R demo, 3 for dense as DUSt3R).
         clean_depth: demote floaters first (``recon.scene.cleaned_conf``); the input scene is not modified.
         clean_tol: relative depth tolerance of that cleaning.
         as_mesh: ``.glb`` / ``.ply``: pixel-grid meshes instead of points.
@@ -142,6 +143,7 @@ def export(
         check_sources(images, reg)
 
     source = clean_scene(scene, tol=clean_tol) if clean_depth else scene
+    conf_thr = resolve_conf_thr(scene, conf_thr)
     masks = valid_masks(source, conf_thr)
     budget = max_points if max_points is not None or fmt not in _FOLDER_FORMATS else DEFAULT_SPARSE_POINTS
     # A mesh needs every pixel of its grid; subsampling would punch holes in it.

@@ -22,7 +22,7 @@ def _two(orbit_gt, pairs):
 @pytest.mark.parametrize("pairs", [[(0, 1), (1, 0)], [(0, 1)], [(1, 0)]])
 def test_two_view_shortcut(orbit_gt, pairs):
     gt, (views, preds, matches) = _two(orbit_gt, pairs)
-    scene = align(views, preds, matches, method="sparse")
+    scene = align(views, preds, matches, method="sparse", two_view="pairwise")
     assert scene.info["method"] == "pairwise" and scene.registered.all()
     # One direction only: the other view's pose comes from resection of the pair's points.
     assert scene.info["relative_pose"] == ("registration" if len(pairs) == 2 else "resection")
