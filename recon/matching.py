@@ -227,12 +227,14 @@ def match_pair(
 
     xy_i, xy_j, conf = torch.cat(all_i), torch.cat(all_j), torch.cat(confs)
     if len(maps) > 1:
-        # the same pixel pair found from both predictions: keep it once, with its best confidence
+        # the same pixel pair found from both predictions: keep it once, with the confidence of its first
+        # occurrence (``pred``'s own maps before ``reverse``'s), as the official merge_corres(ret_index=True)
         key = (xy_i[:, 1] * W_i + xy_i[:, 0]) * (H_j * W_j) + (xy_j[:, 1] * W_j + xy_j[:, 0])
         uniq, inv = torch.unique(key, return_inverse=True)
-        best = torch.full((len(uniq),), -float("inf"), device=conf.device).scatter_reduce(0, inv, conf, "amax")
+        pos = torch.arange(len(key), device=key.device)
+        first = torch.full((len(uniq),), len(key), device=key.device).scatter_reduce(0, inv, pos, "amin")
         i1, i2 = uniq // (H_j * W_j), uniq % (H_j * W_j)
-        xy_i, xy_j, conf = torch.stack([i1 % W_i, i1 // W_i], 1), torch.stack([i2 % W_j, i2 // W_j], 1), best
+        xy_i, xy_j, conf = torch.stack([i1 % W_i, i1 // W_i], 1), torch.stack([i2 % W_j, i2 // W_j], 1), conf[first]
 
     keep = conf >= conf_thr
     if border > 0:

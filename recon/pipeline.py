@@ -270,9 +270,9 @@ def reconstruct(
         ReconstructionError: fewer than two usable images, unreadable prior files, unknown device.
     """
     from recon.align import align
+    from recon.correspondences import match_unordered_pairs
     from recon.images import load_images
     from recon.inference import InferenceConfig, encode_views, run_inference
-    from recon.matching import match_pair
     from recon.pairs import make_pairs
 
     device = resolve_device(config.device)
@@ -323,12 +323,12 @@ def reconstruct(
     matches: list[Matches] = []
     with _stage(report, "matching", device, progress):
         if config.align == "sparse":
-            for pred in preds:
-                if pred.desc_i is None:
-                    raise ReconstructionError(
-                        "sparse alignment needs descriptors; this model has none (DUSt3R heads): use --align dense"
-                    )
-                matches.append(match_pair(pred, subsample=config.subsample, conf_thr=config.match_conf_thr))
+            if preds and preds[0].desc_i is None:
+                raise ReconstructionError(
+                    "sparse alignment needs descriptors; this model has none (DUSt3R heads): use --align dense"
+                )
+            # one unique set per unordered pair, merged from both decoding orders (official extract_correspondences)
+            matches = match_unordered_pairs(preds, subsample=config.subsample, conf_thr=config.match_conf_thr)
             report.n_matches = sum(len(m) for m in matches)
 
     with _stage(report, "alignment", device, progress):
