@@ -38,7 +38,9 @@ class InferenceConfig:
     Attributes:
         batch_size: ordered pairs per decoder call.
         encode_batch_size: images per encoder call.
-        storage_dtype: dtype of stored predictions (float16 halves RAM; pts3d keep ~3 significant digits).
+        storage_dtype: dtype of stored point maps and descriptors (float16 halves RAM; pts3d keep ~3 significant
+            digits). Confidences are always stored as float32: float16 turns conf > 65504 into inf (then zero
+            weight), and a confidence is one channel of 29.
         max_ram_bytes: predictions beyond this budget are written to ``cache_dir`` (if given) instead of RAM.
         cache_dir: folder for spilled / resumable predictions; ``None`` keeps everything in RAM.
         autocast: run the network under bf16 autocast on CUDA (heads stay float32, as official).
@@ -195,6 +197,7 @@ def model_key(model, config: InferenceConfig, memo_dir: Path | None = None) -> s
         "device": device.type,
         "autocast": bool(config.autocast and device.type == "cuda"),
         "storage": str(config.storage_dtype),
+        "conf_storage": "float32",  # confidences are never stored in float16 (_to_pair); older caches had them so
     }
     return json.dumps(settings, sort_keys=True, default=repr)
 
@@ -238,7 +241,8 @@ def encode_views(
 def _to_pair(i: int, j: int, p1: dict, p2: dict, b: int, dtype: torch.dtype) -> PairPrediction:
     def get(pred: dict, key: str):
         t = pred.get(key)
-        return None if t is None else t[b].detach().to("cpu", dtype)
+        keep = torch.float32 if key in ("conf", "desc_conf") else dtype  # no finite confidence may become inf
+        return None if t is None else t[b].detach().to("cpu", keep)
 
     return PairPrediction(
         i=i,

@@ -47,7 +47,9 @@ class UserPriors:
         intrinsics_file: JSON with per-image intrinsics (see ``read_camera_file``).
         poses_file: JSON with per-image camera-to-world poses (OpenCV); those poses are held fixed.
         shared_intrinsics: all images were taken with one camera (one focal / principal point is optimised).
-        use_exif: use the EXIF focal length of images that have one and no other prior.
+        use_exif: start from the EXIF focal length of images that have one and no other prior; it is then
+            optimised like any focal (EXIF is often wrong after crops or digital zoom).
+        fix_focal: hold the EXIF focal lengths fixed instead of optimising them.
     """
 
     focal: float | None = None
@@ -55,6 +57,7 @@ class UserPriors:
     poses_file: Path | None = None
     shared_intrinsics: bool = False
     use_exif: bool = True
+    fix_focal: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,9 @@ class ReconstructConfig:
         progress: show progress bars.
         align_config: a ``recon.align.SparseAlignConfig`` / ``DenseAlignConfig`` (iterations, learning rates,
             optimisation level); ``None`` = the aligner's defaults.
+        precision: ``float16`` stores point maps and descriptors in half precision (confidences are always
+            float32); ``float32`` turns reduced precision off.
+        two_view: with two images, ``optimise`` runs the same alignment as for N; ``pairwise`` the closed form.
     """
 
     graph: str = "auto"
@@ -89,6 +95,8 @@ class ReconstructConfig:
     seed: int = 0
     progress: bool = True
     align_config: object | None = None
+    precision: str = "float16"
+    two_view: str = "optimise"
 
 
 @dataclass
@@ -200,6 +208,7 @@ def build_priors(views: Sequence[View], user: UserPriors) -> Priors:
     n = len(views)
     K: list[np.ndarray | None] = [None] * n
     focal: list[float | None] = [None] * n
+    focal_init: list[float | None] = [None] * n
     poses: dict[int, np.ndarray] = {}
     files = {}
     if user.intrinsics_file:
@@ -218,7 +227,7 @@ def build_priors(views: Sequence[View], user: UserPriors) -> Priors:
         elif user.focal is not None:
             focal[k] = user.focal * scale
         elif user.use_exif and v.focal_exif:
-            focal[k] = v.focal_exif * scale
+            (focal if user.fix_focal else focal_init)[k] = v.focal_exif * scale
         if "poses" in files:
             prec = files["poses"].get(v.name) or files["poses"].get(Path(v.name).stem)
             if prec is not None and "T_world_cam" in prec:
@@ -233,6 +242,7 @@ def build_priors(views: Sequence[View], user: UserPriors) -> Priors:
     return Priors(
         K=K if any(x is not None for x in K) else None,
         focal=focal if any(f is not None for f in focal) else None,
+        focal_init=focal_init if any(f is not None for f in focal_init) else None,
         shared_intrinsics=user.shared_intrinsics,
         T_world_cam=poses,
     )
@@ -309,8 +319,13 @@ def reconstruct(
         report.graph, report.n_pairs = graph, len(pairs)
 
     with _stage(report, "inference", device, progress):
+        if config.precision not in ("float16", "float32"):
+            raise ReconstructionError(f"precision must be 'float16' or 'float32', got {config.precision!r}")
         inf_cfg = InferenceConfig(
-            batch_size=config.batch_size, cache_dir=config.cache_dir, max_ram_bytes=int(config.max_ram_gb * 2**30)
+            batch_size=config.batch_size,
+            cache_dir=config.cache_dir,
+            max_ram_bytes=int(config.max_ram_gb * 2**30),
+            storage_dtype=getattr(torch, config.precision),
         )
         if feats is None:
             feats = encode_views(model, views, progress=config.progress)
@@ -333,7 +348,14 @@ def reconstruct(
 
     with _stage(report, "alignment", device, progress):
         scene = align(
-            views, preds, matches, user_priors, method=config.align, config=config.align_config, seed=config.seed
+            views,
+            preds,
+            matches,
+            user_priors,
+            method=config.align,
+            config=config.align_config,
+            seed=config.seed,
+            two_view=config.two_view,
         )
 
     # exports that ship the photos (COLMAP, nerfstudio) copy them from here

@@ -106,13 +106,16 @@ class Priors:
 
     Attributes:
         K: per-view ``[3, 3]`` known intrinsics (``None`` where unknown).
-        focal: per-view known focal length (``None`` where unknown); ignored where ``K`` is given.
+        focal: per-view known focal length (``None`` where unknown), held fixed; ignored where ``K`` is given.
+        focal_init: per-view focal length to START from and optimise like any focal (an EXIF focal: a prior,
+            not a fact); ignored where ``K`` or ``focal`` is given.
         shared_intrinsics: all views share one camera (one focal / principal point optimised).
         T_world_cam: known camera-to-world poses by view index; these poses are held fixed.
     """
 
     K: list[np.ndarray | None] | None = None
     focal: list[float | None] | None = None
+    focal_init: list[float | None] | None = None
     shared_intrinsics: bool = False
     T_world_cam: dict[int, np.ndarray] = field(default_factory=dict)
 

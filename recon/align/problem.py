@@ -158,7 +158,7 @@ def build_problem(
     for p in preds:
         pairs[(p.i, p.j)] = _check_pair(p, shapes)
 
-    for name, lst in (("K", priors.K), ("focal", priors.focal)):
+    for name, lst in (("K", priors.K), ("focal", priors.focal), ("focal_init", priors.focal_init)):
         if lst is not None and len(lst) != n:
             raise AlignmentError(f"Priors.{name} has {len(lst)} entries for {n} views")
     known_K: list[np.ndarray | None] = [None] * n
@@ -183,6 +183,11 @@ def build_problem(
                 raise AlignmentError(f"Priors.focal[{k}] must be a positive number, got {f}")
             focal0[k] = float(f)
             focal_known[k] = True
+        elif priors.focal_init is not None and priors.focal_init[k] is not None:
+            f0 = priors.focal_init[k]
+            if not np.isfinite(f0) or f0 <= 0:
+                raise AlignmentError(f"Priors.focal_init[{k}] must be a positive number, got {f0}")
+            focal0[k] = float(f0)  # a start value: optimised like any unknown focal
     known_poses: dict[int, np.ndarray] = {}
     for k, T in (priors.T_world_cam or {}).items():
         if not 0 <= int(k) < n:
@@ -207,7 +212,7 @@ def build_problem(
             logger.warning("view %d appears only as the second view of its pairs; it cannot be aligned", k)
 
     for k in range(n):
-        if not focal_known[k] and canon[k] is not None:
+        if not focal_known[k] and canon[k] is not None and not np.isfinite(focal0[k]):
             # A strided subset (<= ~16k points) estimates one scalar as well as every pixel, much faster.
             st = max(1, int(np.sqrt(canon[k].shape[0] * canon[k].shape[1] / 16384)))
             focal0[k] = weiszfeld_focal(canon[k][::st, ::st], pp0[k] / st, canon_conf[k][::st, ::st]) * st

@@ -33,12 +33,21 @@ def register(subparsers) -> None:
     g.add_argument("--cache-dir", type=Path, help="cache pair predictions here (large sets; makes reruns resume)")
     g.add_argument("--max-ram-gb", type=float, default=4.0, help="RAM for pair predictions before spilling")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--precision",
+        default="float16",
+        choices=("float16", "float32"),
+        help="storage of point maps and descriptors (confidences are always float32)",
+    )
     pr = p.add_argument_group("priors (original image pixels)")
     pr.add_argument("--focal", type=float, help="known focal length in pixels, same for all images")
     pr.add_argument("--intrinsics", type=Path, help="JSON of per-image intrinsics (K or fx, fy, cx, cy)")
     pr.add_argument("--shared-intrinsics", action="store_true", help="all images come from one camera")
     pr.add_argument("--poses", type=Path, help="JSON of per-image T_world_cam (4x4, OpenCV); held fixed")
     pr.add_argument("--no-exif", action="store_true", help="ignore EXIF focal lengths")
+    pr.add_argument(
+        "--fix-focal", action="store_true", help="hold EXIF focal lengths fixed (default: start from them, optimise)"
+    )
     o = p.add_argument_group("output")
     o.add_argument(
         "--conf-thr",
@@ -77,6 +86,7 @@ def run(args) -> int:
         cache_dir=args.cache_dir,
         max_ram_gb=args.max_ram_gb,
         seed=args.seed,
+        precision=args.precision,
     )
     priors = UserPriors(
         focal=args.focal,
@@ -84,6 +94,7 @@ def run(args) -> int:
         poses_file=args.poses,
         shared_intrinsics=args.shared_intrinsics,
         use_exif=not args.no_exif,
+        fix_focal=args.fix_focal,
     )
     model = str(args.checkpoint) if args.checkpoint else args.model
     t0 = time.perf_counter()

@@ -37,6 +37,16 @@ def test_two_view_shortcut(orbit_gt, pairs):
     assert np.std(ratio / np.median(ratio)) < 0.02  # depth right up to one scale
 
 
+@pytest.mark.parametrize("method", ["sparse", "dense"])
+def test_two_views_run_the_n_view_alignment_by_default(orbit_gt, method):
+    gt, (views, preds, matches) = _two(orbit_gt, [(0, 1), (1, 0)])
+    config = QUICK_SPARSE if method == "sparse" else dataclasses.replace(FAST_DENSE, niter=30)
+    scene = align(views, preds, matches, method=method, config=config)
+    # as the official code (MASt3R demo: sparse GA for any N), not the closed form unless asked for
+    assert scene.info["method"] == method and scene.registered.all()
+    assert pose_metrics(gt, scene)["RRA@5"] == 100
+
+
 def test_two_view_with_both_poses_known_is_metric(orbit_gt):
     gt, (views, preds, _) = _two(orbit_gt, [(0, 1), (1, 0)])
     priors = Priors(T_world_cam={0: gt[0].T_world_cam, 1: gt[1].T_world_cam}, K=[gt[0].K, None])

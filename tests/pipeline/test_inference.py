@@ -140,3 +140,34 @@ def test_store_rejects_duplicate_pair():
     store.append(pred)
     with pytest.raises(ValueError, match="stored twice"):
         store.append(pred)
+
+
+class HugeConfModel(CountingModel):
+    """Confidences far above float16's largest finite value (65504), as a confident network predicts."""
+
+    def decode(self, f1, f2, shape1, shape2):
+        p1, p2 = super().decode(f1, f2, shape1, shape2)
+        for p in (p1, p2):
+            p["conf"] = torch.full_like(p["conf"], 1e6)
+            p["desc_conf"] = torch.full_like(p["desc_conf"], 1e6)
+        return p1, p2
+
+
+@pytest.mark.parametrize("storage", [torch.float16, torch.float32])
+def test_confidences_never_overflow(storage):
+    views = make_views(2)
+    store = run_inference(HugeConfModel(), views, [(0, 1)], InferenceConfig(storage_dtype=storage), progress=False)
+    for pred in store:
+        for t in (pred.conf_i, pred.conf_j, pred.desc_conf_i, pred.desc_conf_j):
+            assert t.dtype == torch.float32 and torch.all(t == 1e6)  # float16 would have stored inf
+        assert pred.pts3d_i.dtype == storage and pred.desc_i.dtype == storage
+    # and a weight of 1e6 is a weight, not zero: the canonical confidence stays finite and large
+    from recon.align.confidence import view_confidences
+
+    conf = view_confidences(2, list(store), "sparse")[0]
+    assert np.isfinite(conf).all() and np.allclose(conf, 1e6 - 0.999)
+
+
+def test_float16_would_overflow():
+    # the failure this guards against: conf 1e6 in float16 is inf
+    assert torch.isinf(torch.tensor(1e6).half())

@@ -32,8 +32,11 @@ def test_intrinsics_file_converted_to_network_pixels(tmp_path):
 def test_global_focal_and_exif(tmp_path):
     views = [view(0, exif=1000.0), view(1)]
     pri = build_priors(views, UserPriors())
-    assert pri.focal == [250.0, None]
-    assert build_priors(views, UserPriors(use_exif=False)).focal is None
+    # EXIF is a start value that the alignment optimises; --fix-focal holds it fixed
+    assert pri.focal is None and pri.focal_init == [250.0, None]
+    fixed = build_priors(views, UserPriors(fix_focal=True))
+    assert fixed.focal == [250.0, None] and fixed.focal_init is None
+    assert build_priors(views, UserPriors(use_exif=False)).focal_init is None
     assert build_priors(views, UserPriors(focal=600.0)).focal == [150.0, 150.0]  # --focal beats EXIF
 
 
