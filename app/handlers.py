@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 # (stage, fraction in [0, 1], message); the stages are STAGES in order.
 ProgressFn = Callable[[str, float, str], None]
 STAGES = ("load", "pairs", "inference", "matching", "alignment", "export")
-GRAPHS = ("auto", "complete", "swin-3", "logwin-3", "oneref-0", "retrieval-10")
+GRAPHS = ("auto", "complete", "swin-3", "logwin-3", "oneref-0", "retrieval")
 
 
 class RunError(RuntimeError):

@@ -10,17 +10,19 @@ self-pairs; inference decodes each of them in both orders. Graph names (semantic
 ``logwin-k``             each image with those at offsets ``±1, ±2, ±4, ..., ±2^(k-1)`` (wrapping unless
                          ``-noncyclic``)
 ``oneref-i``             image ``i`` with every other one
-``retrieval-k[-m]``      ``k`` nearest neighbours of each image by a global descriptor pooled from the
-                         backbone's own patch tokens, plus ``m`` key images chosen by farthest-point sampling,
-                         linked together (complete) and each image to its nearest key image
-``auto``                 one of the above, picked from the number of images and the memory available
+``retrieval-Na-k``       official ``make_pairs_fps`` (``recon.retrieval``): ``Na`` key images by farthest-point
+                         sampling, linked together and each other image to its nearest key image, plus each
+                         image's ``k`` nearest images counting itself; ``retrieval`` alone = the MASt3R demo's
+                         ``Na = min(20, n)``, ``k = min(n - 1, 10)``. Similarities from the retrieval model's
+                         ASMK (``recon.asmk``) when given, else from the backbone's pooled patch tokens
+``auto``                 ``complete`` while it fits the memory budget, else the graph ``choose_graph`` names
 =======================  =================================================================================
 
 Differences from the official code, on purpose: unknown or malformed names raise ``ValueError`` (dust3r returns
-``[]``, and ``swin-x`` silently meant ``swin-3``); ``k >= n`` never produces self-pairs; ``retrieval`` needs no
-separately trained ASMK codebook, puts ``k`` before ``m`` (official ``retrieval-Na-k``), counts ``k`` neighbours
-*besides* the image itself (official ``argsort()[:k]`` includes it) and seeds its farthest-point start
-(official: unseeded ``np.random.choice``).
+``[]``, and ``swin-x`` silently meant ``swin-3``); ``k >= n`` never produces self-pairs; ``retrieval`` seeds its
+farthest-point start (official: unseeded ``np.random.choice``) and falls back to pooled patch tokens for backbones
+without a retrieval model. ``retrieval-K`` with ONE number (recon's old ``retrieval-k[-m]`` order) is an error
+that says how to write it.
 """
 
 from __future__ import annotations
@@ -35,20 +37,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recon.retrieval import DEMO_KEY_IMAGES, DEMO_NEIGHBOURS, fps_pairs
+
 logger = logging.getLogger(__name__)
 
-GRAPHS = ("complete", "swin-k[-noncyclic]", "logwin-k[-noncyclic]", "oneref-i", "retrieval-k[-m]", "auto")
+GRAPHS = ("complete", "swin-k[-noncyclic]", "logwin-k[-noncyclic]", "oneref-i", "retrieval-Na-k", "auto")
 
 # Official defaults when the number is left out of the name.
 DEFAULT_SWIN_K = 3
 DEFAULT_LOGWIN_K = 3
-DEFAULT_RETRIEVAL_K = 10
 
-# Bytes one unordered pair keeps after inference at 512x384 (both orders, float16): per view pts3d (3) + conf (1)
-# + desc (24) + desc_conf (1) channels, two views per ordered pair.
-BYTES_PER_PAIR_512 = 2 * 2 * (3 + 1 + 24 + 1) * 512 * 384 * 2
-# auto: above this many images a complete graph costs too much decoder time even if it fits in memory.
-AUTO_MAX_COMPLETE = 24
+# Bytes one unordered pair keeps after inference at 512x384 (both orders): per view pts3d (3) + desc (24) channels
+# in float16 and conf + desc_conf in float32 (recon.inference), two views per ordered pair.
+BYTES_PER_PAIR_512 = 2 * 2 * ((3 + 24) * 2 + (1 + 1) * 4) * 512 * 384
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ class GraphSpec:
 
     Attributes:
         kind: ``complete``, ``swin``, ``logwin``, ``oneref``, ``retrieval`` or ``auto``.
-        k: window size (swin/logwin), neighbour count (retrieval) or reference index (oneref).
-        m: number of key images (retrieval; ``None`` = ``ceil(sqrt(n))``).
+        k: window size (swin/logwin), neighbour count counting the image itself (retrieval; ``None`` = demo
+            default ``min(n - 1, 10)``) or reference index (oneref).
+        m: number of key images ``Na`` (retrieval; ``None`` = demo default ``min(20, n)``).
         cyclic: swin/logwin windows wrap around the end of the sequence.
     """
 
@@ -75,7 +77,7 @@ class GraphSpec:
             return f"{self.kind}-{self.k}" + ("" if self.cyclic else "-noncyclic")
         if self.kind == "oneref":
             return f"oneref-{self.k}"
-        return f"retrieval-{self.k}" + (f"-{self.m}" if self.m is not None else "")
+        return "retrieval" if self.k is None else f"retrieval-{self.m}-{self.k}"
 
 
 _PATTERNS = {
@@ -107,12 +109,21 @@ def parse_graph(graph: str) -> GraphSpec:
         if kind == "oneref":
             return GraphSpec(kind, k=int(m.group(1)) if m.group(1) else 0)
         if kind == "retrieval":
-            k = int(m.group(1)) if m.group(1) else DEFAULT_RETRIEVAL_K
-            if k < 1 or (m.group(2) is not None and int(m.group(2)) < 1):
-                raise ValueError(f"scene graph {graph!r}: k and m must be >= 1")
-            return GraphSpec(kind, k=k, m=int(m.group(2)) if m.group(2) else None)
+            if m.group(1) is None:
+                return GraphSpec(kind)
+            if m.group(2) is None:
+                n1 = int(m.group(1))
+                raise ValueError(
+                    f"scene graph {graph!r} is ambiguous: write retrieval-Na-k as the official code, Na key images "
+                    f"and the k nearest images counting the image itself, e.g. retrieval-20-{n1 + 1} (recon's old "
+                    f"retrieval-{n1} meant {n1} neighbours besides itself and sqrt(n) key images)"
+                )
+            na, k = int(m.group(1)), int(m.group(2))
+            if na + k < 1:
+                raise ValueError(f"scene graph {graph!r}: Na and k cannot both be 0")
+            return GraphSpec(kind, k=k, m=na)
         return GraphSpec(kind)
-    raise ValueError(f"unknown scene graph {graph!r}; valid: {', '.join(GRAPHS)} (e.g. swin-5, retrieval-10-4)")
+    raise ValueError(f"unknown scene graph {graph!r}; valid: {', '.join(GRAPHS)} (e.g. swin-5, retrieval-20-10)")
 
 
 def _canonical(pairs) -> list[tuple[int, int]]:
@@ -157,35 +168,30 @@ def global_descriptors(tokens: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.normalize(g, dim=-1)
 
 
-def farthest_point_sampling(dist: np.ndarray, m: int, start: int) -> list[int]:
-    """``m`` indices chosen greedily, each the farthest from those already chosen (``dist`` is ``[n, n]``)."""
-    chosen = [start]
-    d_min = dist[start].copy()
-    for _ in range(min(m, len(dist)) - 1):
-        nxt = int(np.argmax(d_min))  # ties: lowest index, deterministic
-        chosen.append(nxt)
-        d_min = np.minimum(d_min, dist[nxt])
-    return chosen
+def retrieval_pairs(
+    tokens: Sequence[torch.Tensor] | None,
+    n_key: int | None = None,
+    k: int | None = None,
+    seed: int = 0,
+    *,
+    sim: np.ndarray | None = None,
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """Official ``retrieval-Na-k`` graph (``recon.retrieval.fps_pairs``); returns ``(pairs, key_images)``.
 
-
-def retrieval_pairs(tokens: Sequence[torch.Tensor], k: int, m: int | None = None, seed: int = 0):
-    """Retrieval graph from patch tokens (see ``make_pairs``); returns ``(pairs, key_images)``."""
-    n = len(tokens)
-    g = global_descriptors(tokens).double().numpy()
-    sim = g @ g.T
-    dist = 1.0 - sim
-    np.fill_diagonal(dist, 0.0)
-    m = math.ceil(math.sqrt(n)) if m is None else min(m, n)
-    start = int(np.random.default_rng(seed).integers(n))
-    keys = farthest_point_sampling(dist, m, start)
-    pairs = [(a, b) for a in keys for b in keys]  # complete among key images
-    key_arr = np.asarray(keys)
-    for i in range(n):
-        pairs.append((i, int(key_arr[np.argmin(dist[i, key_arr])])))  # nearest key image (itself if a key)
-        order = np.argsort(dist[i], kind="stable")
-        neighbours = [int(j) for j in order if j != i][: min(k, n - 1)]
-        pairs.extend((i, j) for j in neighbours)
-    return _canonical(pairs), keys
+    Args:
+        tokens: ``n`` patch-token tensors ``[N_i, D]``, pooled into global descriptors when ``sim`` is not given.
+        n_key: ``Na`` (``None``: the demo's ``min(20, n)``).
+        k: neighbours counting the image itself (``None``: the demo's ``min(n - 1, 10)``).
+        seed: farthest-point start.
+        sim: ``[n, n]`` image similarities, e.g. ASMK scores of the retrieval model (``recon.asmk``).
+    """
+    if sim is None:
+        g = global_descriptors(tokens).double().numpy()
+        sim = g @ g.T
+    n = len(sim)
+    n_key = min(DEMO_KEY_IMAGES, n) if n_key is None else n_key
+    k = min(n - 1, DEMO_NEIGHBOURS) if k is None else k
+    return fps_pairs(sim, n_key, k, seed)
 
 
 def available_memory_bytes() -> int | None:
@@ -212,9 +218,9 @@ def choose_graph(
 ) -> tuple[str, str]:
     """The graph ``auto`` picks for ``n`` images, and why.
 
-    A complete graph when it is small enough in both decoder passes (``n <= AUTO_MAX_COMPLETE``) and stored
-    predictions (half the available memory); otherwise ``retrieval-k`` when patch tokens are available, else
-    ``logwin-k``, with ``k`` as large as memory allows (at most 10 neighbours / 5 octaves).
+    ``complete`` (the official default) whenever its stored predictions fit the budget (half the available
+    memory); otherwise ``retrieval-Na-k`` when patch tokens are available (``Na <= 20`` key images, ``k <= 11``
+    neighbours counting the image itself, as large as memory allows), else ``logwin-k`` (at most 5 octaves).
 
     Returns:
         ``(graph name, reason)``.
@@ -224,17 +230,19 @@ def choose_graph(
     n_complete = n * (n - 1) // 2
     fits = budget is None or n_complete * bytes_per_pair <= budget
     mem = "unknown memory" if budget is None else f"{budget / 2**30:.1f} GiB budget"
-    if n <= AUTO_MAX_COMPLETE and fits:
+    if fits:
         return "complete", f"{n} images: all {n_complete} pairs fit ({mem})"
-    max_pairs = n_complete if budget is None else max(n - 1, budget // bytes_per_pair)
-    why = f"{n} images" if n > AUTO_MAX_COMPLETE else f"{n_complete} pairs exceed the {mem}"
+    max_pairs = max(n - 1, budget // bytes_per_pair)
+    why = f"a complete graph of {n} images ({n_complete} pairs) exceeds the {mem}"
     if has_tokens:
-        k = int(max(1, min(10, n - 1, max_pairs // max(n, 1))))
-        return f"retrieval-{k}", f"{why}: nearest neighbours by patch tokens, at most {max_pairs} pairs ({mem})"
+        # pairs <= n (k - 1) for the neighbours + (n - Na) to the key images + Na (Na - 1) / 2 among them
+        k = 1 + int(max(1, min(DEMO_NEIGHBOURS, n - 1, max_pairs // (2 * n))))
+        n_key = int(max(1, min(DEMO_KEY_IMAGES, n, math.isqrt(2 * max(max_pairs - n * k, 0)))))
+        return f"retrieval-{n_key}-{k}", f"{why}: retrieval graph, at most {max_pairs} pairs"
     k = 1
     while k < 5 and 2 ** (k + 1) < n and n * (k + 1) <= max_pairs:
         k += 1
-    return f"logwin-{k}", f"{why} and no tokens for retrieval: logarithmic windows, at most {max_pairs} pairs ({mem})"
+    return f"logwin-{k}", f"{why} and no tokens for retrieval: logarithmic windows, at most {max_pairs} pairs"
 
 
 def make_pairs(
@@ -245,6 +253,7 @@ def make_pairs(
     seed: int = 0,
     memory_bytes: int | None = None,
     bytes_per_pair: int = BYTES_PER_PAIR_512,
+    sim: np.ndarray | None = None,
 ) -> list[tuple[int, int]]:
     """Unordered image pairs of a scene graph.
 
@@ -255,7 +264,8 @@ def make_pairs(
             (and used by ``auto`` when given).
         seed: seeds the farthest-point start of ``retrieval``; equal inputs give equal pairs.
         memory_bytes: memory ``auto`` may plan with (default: what the OS reports available).
-        bytes_per_pair: stored prediction size of one unordered pair (``auto``; default 512x384 float16).
+        bytes_per_pair: stored prediction size of one unordered pair (``auto``; default 512x384).
+        sim: ``[n, n]`` image similarities for ``retrieval`` (e.g. ``recon.asmk``); else pooled ``tokens``.
 
     Returns:
         Sorted list of ``(i, j)`` with ``0 <= i < j < n``, no duplicates.
@@ -285,9 +295,11 @@ def make_pairs(
         if not 0 <= spec.k < n:
             raise ValueError(f"scene graph {graph!r}: reference image {spec.k} is out of range for {n} images")
         return _canonical((spec.k, j) for j in range(n))
-    if tokens is None:
+    if tokens is None and sim is None:
         raise ValueError(f"scene graph {graph!r} needs the images' patch tokens (tokens=[...], one [N_i, D] each)")
-    pairs, keys = retrieval_pairs(tokens, spec.k, spec.m, seed)
+    if sim is not None and np.shape(sim) != (n, n):
+        raise ValueError(f"sim must be [{n}, {n}], got {np.shape(sim)}")
+    pairs, keys = retrieval_pairs(tokens, spec.m, spec.k, seed, sim=sim)
     logger.info("retrieval graph: key images %s, %d pairs", keys, len(pairs))
     return pairs
 
@@ -300,7 +312,7 @@ def describe_graph(n: int, graph: str, pairs: Sequence[tuple[int, int]] | None =
         "swin": f"each image with the next {spec.k}" + (", wrapping around" if spec.cyclic else ""),
         "logwin": f"offsets ±1..±{2 ** ((spec.k or 1) - 1)}" + (", wrapping around" if spec.cyclic else ""),
         "oneref": f"image {spec.k} with every other image",
-        "retrieval": f"{spec.k} nearest neighbours by patch tokens + {spec.m or 'sqrt(n)'} key images",
+        "retrieval": f"{spec.m or 'min(20, n)'} key images + {spec.k or 'min(n - 1, 10)'} nearest counting itself",
         "auto": "chosen from image count and memory",
     }[spec.kind]
     line = f"{spec.name} over {n} images ({what})"

@@ -65,7 +65,9 @@ class ReconstructConfig:
     """Settings of ``reconstruct``; every field has a sensible default.
 
     Attributes:
-        graph: scene graph (``auto``, ``complete``, ``swin-k``, ``logwin-k``, ``oneref-i``, ``retrieval-k``).
+        graph: scene graph (``auto``, ``complete``, ``swin-k``, ``logwin-k``, ``oneref-i``, ``retrieval-Na-k``);
+            ``auto`` is ``complete`` while its predictions fit the memory budget, else a sparser graph whose
+            name and reason go to the log and to ``RunReport.graph_reason``.
         align: ``sparse`` (MASt3R-SfM style) or ``dense`` (DUSt3R style).
         image_size: network input size (long side); ``None`` = the model's native size.
         match_conf_thr: minimum descriptor confidence of a match.
@@ -106,6 +108,7 @@ class RunReport:
     n_images: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     graph: str = ""
+    graph_reason: str = ""
     n_pairs: int = 0
     n_encoder_images: int = 0
     n_matches: int = 0
@@ -117,6 +120,8 @@ class RunReport:
     def summary(self) -> str:
         lines = [f"images used: {self.n_images}, skipped: {len(self.skipped)}"]
         lines += [f"  skipped {name}: {why}" for name, why in self.skipped]
+        if self.graph_reason:
+            lines.append(f"scene graph auto -> {self.graph}: {self.graph_reason}")
         lines.append(
             f"scene graph: {self.graph} -> {self.n_pairs} pairs ({2 * self.n_pairs} decoder passes), "
             f"{self.n_encoder_images} encoder passes, {self.n_matches} matches"
@@ -283,7 +288,7 @@ def reconstruct(
     from recon.correspondences import match_unordered_pairs
     from recon.images import load_images
     from recon.inference import InferenceConfig, encode_views, run_inference
-    from recon.pairs import make_pairs
+    from recon.pairs import choose_graph, make_pairs, parse_graph
 
     device = resolve_device(config.device)
     report = RunReport()
@@ -315,6 +320,14 @@ def reconstruct(
         if graph.startswith(("retrieval", "auto")):
             feats = encode_views(model, views, progress=config.progress)
             report.n_encoder_images += len(views)
+        if parse_graph(graph).kind == "auto":
+            # complete (the official default) while it fits the memory budget; otherwise say what and why
+            hw = float(np.mean([v.true_shape[0] * v.true_shape[1] for v in views]))
+            per_pair = int(4 * hw * ((3 + 24) * (2 if config.precision == "float16" else 4) + 2 * 4))
+            graph, report.graph_reason = choose_graph(len(views), has_tokens=True, bytes_per_pair=per_pair)
+            (logger.info if graph == "complete" else logger.warning)(
+                "scene graph auto -> %s: %s", graph, report.graph_reason
+            )
         pairs = make_pairs(len(views), graph, tokens=feats, seed=config.seed)
         report.graph, report.n_pairs = graph, len(pairs)
 

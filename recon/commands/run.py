@@ -25,7 +25,11 @@ def register(subparsers) -> None:
     m.add_argument("--checkpoint", type=Path, help="a checkpoint file (any supported format); no network needed")
     p.add_argument("--backbone", help="encoder for a DUNE-MASt3R decoder checkpoint (name or path)")
     g = p.add_argument_group("pipeline")
-    g.add_argument("--graph", default="auto", help="complete | swin-K | logwin-K | oneref-I | retrieval-K | auto")
+    g.add_argument(
+        "--graph",
+        default="auto",
+        help="complete | swin-K | logwin-K | oneref-I | retrieval-Na-K | auto (complete while it fits in memory)",
+    )
     g.add_argument("--align", default="sparse", choices=("sparse", "dense"), help="global alignment method")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
     g.add_argument("--image-size", type=int, help="network input size (default: the model's native size)")

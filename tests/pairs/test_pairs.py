@@ -1,9 +1,9 @@
 """Scene graphs: counts, official semantics, edge cases, retrieval on planted structure, determinism."""
 
 import logging
-import math
 from itertools import combinations
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +16,7 @@ from recon.pairs import (
     parse_graph,
     retrieval_pairs,
 )
+from recon.retrieval import fps_pairs
 
 
 def check_canonical(pairs, n):
@@ -84,7 +85,8 @@ class TestEdgeCases:
 
     def test_retrieval_k_at_least_n(self):
         tokens = [torch.randn(6, 8) for _ in range(4)]
-        assert make_pairs(4, "retrieval-10", tokens=tokens) == make_pairs(4, "complete")
+        assert make_pairs(4, "retrieval-0-10", tokens=tokens) == make_pairs(4, "complete")
+        assert make_pairs(4, "retrieval-10-0", tokens=tokens) == make_pairs(4, "complete")
         assert make_pairs(2, "retrieval-3-5", tokens=tokens[:2]) == [(0, 1)]
 
     @pytest.mark.parametrize("graph", ["star", "swin-x", "retrieval-a", "complete-3", "", "swin--2"])
@@ -98,8 +100,9 @@ class TestEdgeCases:
             (1, "complete", {}, "at least 2 images"),
             (4, "oneref-4", {}, "out of range"),
             (4, "swin-0", {}, "window size must be >= 1"),
-            (4, "retrieval-0", {}, "must be >= 1"),
-            (4, "retrieval-2", {}, "needs the images' patch tokens"),
+            (4, "retrieval-0-0", {}, "cannot both be 0"),
+            (4, "retrieval-2-3", {}, "needs the images' patch tokens"),
+            (4, "retrieval-10", {}, r"ambiguous: write retrieval-Na-k .* e\.g\. retrieval-20-11"),
             (4, "complete", {"tokens": [torch.randn(3, 4)] * 3}, "3 token tensors for 4 images"),
         ],
     )
@@ -109,8 +112,9 @@ class TestEdgeCases:
 
     def test_parse(self):
         assert parse_graph("swin-4-noncyclic") == GraphSpec("swin", k=4, cyclic=False)
-        assert parse_graph("retrieval-7-3") == GraphSpec("retrieval", k=7, m=3)
-        assert parse_graph(" Retrieval-7 ").name == "retrieval-7"
+        assert parse_graph("retrieval-7-3") == GraphSpec("retrieval", k=3, m=7)  # official order: Na, then k
+        assert parse_graph(" Retrieval-7-3 ").name == "retrieval-7-3"
+        assert parse_graph("retrieval") == GraphSpec("retrieval")
         assert parse_graph("logwin-2-noncyclic").name == "logwin-2-noncyclic"
 
 
@@ -133,7 +137,7 @@ class TestRetrieval:
     def test_recovers_planted_neighbourhoods(self):
         tokens, labels = planted_tokens()
         n = len(tokens)
-        pairs, keys = retrieval_pairs(tokens, k=4, m=4, seed=0)
+        pairs, keys = retrieval_pairs(tokens, n_key=4, k=5, seed=0)  # k counts the image itself
         check_canonical(pairs, n)
         # the 4 key images land in 4 different clusters (farthest-point sampling)
         assert sorted(labels[i] for i in keys) == [0, 1, 2, 3]
@@ -148,7 +152,7 @@ class TestRetrieval:
 
     def test_graph_is_connected(self):
         tokens, _ = planted_tokens(n_clusters=5, per_cluster=4, seed=3)
-        pairs = make_pairs(len(tokens), "retrieval-2", tokens=tokens)
+        pairs = make_pairs(len(tokens), "retrieval-5-3", tokens=tokens)
         seen, todo = {0}, [0]
         while todo:
             a = todo.pop()
@@ -165,12 +169,16 @@ class TestRetrieval:
         b = make_pairs(18, "retrieval-3-3", tokens=[t.clone() for t in tokens], seed=7)
         assert a == b
         starts = {retrieval_pairs(tokens, 3, 3, seed=s)[1][0] for s in range(10)}
+        # the start is np.random.default_rng(seed).integers(n): reproducible, where the official one is not
+        assert retrieval_pairs(tokens, 3, 3, seed=7)[1][0] == np.random.default_rng(7).integers(18)
         assert len(starts) > 1, "the seed chooses the farthest-point start"
 
-    def test_default_key_count(self):
+    def test_demo_defaults(self):
         tokens, _ = planted_tokens(n_clusters=2, per_cluster=5, seed=2)
-        _, keys = retrieval_pairs(tokens, k=2)
-        assert len(keys) == math.ceil(math.sqrt(10)) and len(set(keys)) == len(keys)
+        # "retrieval" alone: the MASt3R demo's Na = min(20, n) key images, k = min(n - 1, 10): complete for n <= 20
+        pairs, keys = retrieval_pairs(tokens)
+        assert sorted(keys) == list(range(10)) and pairs == make_pairs(10, "complete")
+        assert make_pairs(10, "retrieval", tokens=tokens) == pairs
 
     def test_global_descriptors(self):
         tokens, labels = planted_tokens(seed=4)
@@ -185,6 +193,12 @@ class TestRetrieval:
 
 
 class TestAuto:
+    def test_complete_while_it_fits(self):
+        # no image-count cap any more: 100 images stay complete when their 4950 pairs fit the budget
+        assert choose_graph(100, memory_bytes=4950 * 2 * 2**20, bytes_per_pair=2**20)[0] == "complete"
+        name, why = choose_graph(100, has_tokens=True, memory_bytes=4950 * 2**20, bytes_per_pair=2**20)
+        assert name.startswith("retrieval-") and "exceeds" in why and "\n" not in why
+
     def test_small_set_is_complete(self, caplog):
         with caplog.at_level(logging.INFO, logger="recon.pairs"):
             pairs = make_pairs(6, "auto", memory_bytes=64 * 2**30)
@@ -194,12 +208,12 @@ class TestAuto:
     def test_large_set_uses_tokens_when_given(self, caplog):
         tokens, _ = planted_tokens(n_clusters=10, per_cluster=4, seed=5)
         with caplog.at_level(logging.INFO, logger="recon.pairs"):
-            pairs = make_pairs(40, "auto", tokens=tokens, memory_bytes=64 * 2**30)
-        assert "auto -> retrieval-10" in caplog.text and "40 images" in caplog.text
-        assert pairs == make_pairs(40, "retrieval-10", tokens=tokens)
+            pairs = make_pairs(40, "auto", tokens=tokens, memory_bytes=400 * 2**20, bytes_per_pair=2**20)
+        assert "auto -> retrieval-12-3" in caplog.text and "40 images" in caplog.text
+        assert pairs == make_pairs(40, "retrieval-12-3", tokens=tokens) and len(pairs) <= 200
 
     def test_large_set_without_tokens_uses_logwin(self):
-        name, why = choose_graph(100, memory_bytes=64 * 2**30)
+        name, why = choose_graph(100, memory_bytes=2 * 2**30, bytes_per_pair=2**20)
         assert name == "logwin-5" and "no tokens" in why
 
     def test_memory_limits_the_graph(self):
@@ -207,11 +221,85 @@ class TestAuto:
         # 12 images = 66 pairs = 660 MiB: does not fit in half of 1 GiB, fits in half of 2 GiB
         assert choose_graph(12, memory_bytes=2**30, bytes_per_pair=per_pair)[0] != "complete"
         assert choose_graph(12, memory_bytes=2 * 2**30, bytes_per_pair=per_pair)[0] == "complete"
-        name, _ = choose_graph(200, has_tokens=True, memory_bytes=2**30, bytes_per_pair=per_pair)
-        k = parse_graph(name).k
-        assert 1 <= k < 10 and 200 * k * per_pair <= 2**30 // 2 + 200 * per_pair
+        tokens, _ = planted_tokens(n_clusters=20, per_cluster=10, seed=6)
+        for gib in (2, 4, 8, 64):
+            budget = gib * 2**30 // 2 // per_pair  # pairs that fit
+            name, _ = choose_graph(200, has_tokens=True, memory_bytes=gib * 2**30, bytes_per_pair=per_pair)
+            spec = parse_graph(name)
+            assert 2 <= spec.k <= 11 and 1 <= spec.m <= 20
+            assert len(make_pairs(200, name, tokens=tokens)) <= max(budget, 2 * 200)
 
     def test_describe(self):
         line = describe_graph(8, "swin-2", make_pairs(8, "swin-2"))
         assert line.startswith("swin-2 over 8 images") and "16 pairs, 32 decoder passes" in line
         assert "wrapping" not in describe_graph(8, "logwin-2-noncyclic")
+
+
+class TestOfficialRetrievalGraph:
+    """``retrieval-Na-k`` against the official ``make_pairs_fps`` logic on a fixed similarity matrix.
+
+    Two groups {0, 1, 2} and {3, 4, 5}; ``dist = 1 - sim``:
+
+    ====  ====  ====  ====  ====  ====  ====
+          0     1     2     3     4     5
+    0     0     .10   .20   .90   .80   .85
+    1     .10   0     .15   .70   .95   .75
+    2     .20   .15   0     .65   .88   .78
+    3     .90   .70   .65   0     .30   .40
+    4     .80   .95   .88   .30   0     .05
+    5     .85   .75   .78   .40   .05   0
+    ====  ====  ====  ====  ====  ====  ====
+
+    The expected sets below were worked out by hand from the official rules (reference/mast3r.md §5).
+    """
+
+    DIST = np.array(
+        [
+            [0, 0.10, 0.20, 0.90, 0.80, 0.85],
+            [0.10, 0, 0.15, 0.70, 0.95, 0.75],
+            [0.20, 0.15, 0, 0.65, 0.88, 0.78],
+            [0.90, 0.70, 0.65, 0, 0.30, 0.40],
+            [0.80, 0.95, 0.88, 0.30, 0, 0.05],
+            [0.85, 0.75, 0.78, 0.40, 0.05, 0],
+        ]
+    )
+
+    def pairs(self, graph, start):
+        spec = parse_graph(graph)
+        return fps_pairs(1 - self.DIST, spec.m, spec.k, start=start)
+
+    def test_two_keys_two_neighbours_from_0(self):
+        # FPS from 0: farthest is 3. Keys {0, 3}: (0,3). Non-keys to the nearest key: 1->0, 2->0, 4->3, 5->3.
+        # 2 nearest counting itself: 0->1, 1->0, 2->1, 3->4, 4->5, 5->4.
+        pairs, keys = self.pairs("retrieval-2-2", start=0)
+        assert keys == [0, 3]
+        assert set(pairs) == {(0, 3), (0, 1), (0, 2), (3, 4), (3, 5), (1, 2), (4, 5)}
+
+    def test_two_keys_two_neighbours_from_4(self):
+        # FPS from 4: farthest is 1. Keys {4, 1}: (1,4). Non-keys: 0->1, 2->1, 3->4, 5->4. k-NN as above.
+        pairs, keys = self.pairs("retrieval-2-2", start=4)
+        assert keys == [4, 1]
+        assert set(pairs) == {(1, 4), (0, 1), (1, 2), (3, 4), (4, 5)}
+
+    def test_three_keys_and_k1_adds_nothing(self):
+        # FPS from 0: 3, then min(d0, d3) = [0, .1, .2, 0, .3, .4] -> 5. Keys {0, 3, 5} complete.
+        # Non-keys: 1->0, 2->0, 4->5. k = 1 is the image itself: no pair.
+        pairs, keys = self.pairs("retrieval-3-1", start=0)
+        assert keys == [0, 3, 5]
+        assert set(pairs) == {(0, 3), (0, 5), (3, 5), (0, 1), (0, 2), (4, 5)}
+
+    def test_no_keys_is_knn_only(self):
+        # Na = 0: only the 3 nearest counting itself, i.e. two cliques, not connected to each other
+        pairs, keys = self.pairs("retrieval-0-3", start=0)
+        assert keys == [] and set(pairs) == {(0, 1), (0, 2), (1, 2), (3, 4), (3, 5), (4, 5)}
+
+    def test_more_keys_than_images_is_complete(self):
+        pairs, keys = self.pairs("retrieval-10-1", start=2)
+        assert sorted(keys) == list(range(6)) and pairs == make_pairs(6, "complete")
+
+    def test_make_pairs_takes_a_similarity_matrix(self):
+        sim = 1 - self.DIST
+        seed = next(s for s in range(100) if np.random.default_rng(s).integers(6) == 0)  # a seed that starts at 0
+        assert set(make_pairs(6, "retrieval-2-2", sim=sim, seed=seed)) == set(self.pairs("retrieval-2-2", 0)[0])
+        with pytest.raises(ValueError, match=r"sim must be \[6, 6\]"):
+            make_pairs(6, "retrieval-2-2", sim=sim[:5, :5])
