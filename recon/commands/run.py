@@ -60,6 +60,12 @@ def register(subparsers) -> None:
         "MASt3R demo, 3 for dense as DUSt3R)",
     )
     o.add_argument("--no-clean-depth", action="store_true", help="keep points occluded in other views")
+    o.add_argument(
+        "--tsdf-thresh",
+        type=float,
+        default=0.0,
+        help="refine depth maps with a fused TSDF of this truncation (scene units; 0 = off, as the MASt3R demo)",
+    )
     o.add_argument("--mesh", action="store_true", help="export a mesh instead of a point cloud (.glb)")
     o.add_argument("--no-cameras", action="store_true", help="leave camera frustums out of the .glb")
     p.set_defaults(func=run)
@@ -133,6 +139,7 @@ def run(args) -> int:
         as_mesh=args.mesh,
         show_cameras=not args.no_cameras,
         images=photos,
+        tsdf_thresh=args.tsdf_thresh,
     )
     report.stage_seconds["export"] = time.perf_counter() - t1
     print(report.summary())

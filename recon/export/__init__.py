@@ -99,6 +99,7 @@ def export(
     multi_view_tracks: bool = True,
     point_cloud: bool = True,
     seed: int = 0,
+    tsdf_thresh: float = 0.0,
 ) -> Path:
     """Export ``scene`` to ``path``.
 
@@ -124,7 +125,9 @@ def export(
             for ``.glb`` / ``.ply``, ``DEFAULT_SPARSE_POINTS`` for COLMAP and nerfstudio.
         multi_view_tracks: COLMAP: observe each point in every view that sees it, not only its source view.
         point_cloud: nerfstudio: write ``sparse_pc.ply`` and reference it as ``ply_file_path``.
-        seed: seed of the point subset.
+        seed: seed of the point subset (and of the TSDF samples).
+        tsdf_thresh: > 0 refines the depth maps first with the fused TSDF of all views (``recon.tsdf``, the MASt3R
+            demo's "TSDF Threshold", in scene units); 0 (default, as the demo) leaves them alone.
 
     Returns:
         The path written.
@@ -132,6 +135,10 @@ def export(
     path = Path(path)
     fmt = check_destination(path, format)
     check_scene(scene)
+    if tsdf_thresh:
+        from recon.tsdf import tsdf_refine
+
+        scene = tsdf_refine(scene, tsdf_thresh, seed=seed)
     if fmt == "npz":
         return save_scene(scene, path)
     if not registered_mask(scene).any():
