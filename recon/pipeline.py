@@ -83,6 +83,8 @@ class ReconstructConfig:
         precision: ``float16`` stores point maps and descriptors in half precision (confidences are always
             float32); ``float32`` turns reduced precision off.
         two_view: with two images, ``optimise`` runs the same alignment as for N; ``pairwise`` the closed form.
+        retrieval_model: the released ``*_retrieval_trainingfree.pth`` (its ``*_codebook.pkl`` beside it): a
+            ``retrieval`` graph then ranks images with its ASMK scores (``recon.asmk``) instead of pooled tokens.
     """
 
     graph: str = "auto"
@@ -99,6 +101,7 @@ class ReconstructConfig:
     align_config: object | None = None
     precision: str = "float16"
     two_view: str = "optimise"
+    retrieval_model: Path | None = None
 
 
 @dataclass
@@ -328,7 +331,12 @@ def reconstruct(
             (logger.info if graph == "complete" else logger.warning)(
                 "scene graph auto -> %s: %s", graph, report.graph_reason
             )
-        pairs = make_pairs(len(views), graph, tokens=feats, seed=config.seed)
+        sim = None
+        if config.retrieval_model is not None and parse_graph(graph).kind == "retrieval":
+            from recon.asmk import retrieval_similarity
+
+            sim = retrieval_similarity(feats, config.retrieval_model)
+        pairs = make_pairs(len(views), graph, tokens=feats, seed=config.seed, sim=sim)
         report.graph, report.n_pairs = graph, len(pairs)
 
     with _stage(report, "inference", device, progress):

@@ -38,6 +38,12 @@ def register(subparsers) -> None:
     g.add_argument("--max-ram-gb", type=float, default=4.0, help="RAM for pair predictions before spilling")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument(
+        "--retrieval-model",
+        type=Path,
+        help="MASt3R *_retrieval_trainingfree.pth (codebook .pkl beside it) for --graph retrieval-Na-k; "
+        "default: pooled backbone tokens",
+    )
+    g.add_argument(
         "--precision",
         default="float16",
         choices=("float16", "float32"),
@@ -83,9 +89,9 @@ def run(args) -> int:
     fmt = args.format or out.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise UserError(f"cannot tell the output format from {out.name!r}; use .glb/.ply/.npz or --format")
-    for path in (args.intrinsics, args.poses):
+    for path in (args.intrinsics, args.poses, args.retrieval_model):
         if path is not None and not path.is_file():
-            raise UserError(f"prior file not found: {path}")
+            raise UserError(f"file not found: {path}")
     images = args.images[0] if len(args.images) == 1 else args.images
     config = ReconstructConfig(
         graph=args.graph,
@@ -97,6 +103,7 @@ def run(args) -> int:
         max_ram_gb=args.max_ram_gb,
         seed=args.seed,
         precision=args.precision,
+        retrieval_model=args.retrieval_model,
     )
     priors = UserPriors(
         focal=args.focal,
