@@ -67,6 +67,12 @@ def align(
         raise ValueError("sparse alignment needs matches (recon.matching); use method='dense' without them")
     else:
         scene = sparse_align(views, preds, matches, priors, cfg)
+    if len(views) == 2 and scene.registered is not None and not scene.registered.all():
+        # Too few usable matches for the sparse losses (the official GA would fall back to its regression loss
+        # on such a pair): the closed-form pair solution is the two-view equivalent.
+        logger.warning("two-view %s alignment could not register both views; using the closed-form pair", method)
+        scene = pairwise_align(views, preds, priors, min_conf=cfg.min_conf, seed=cfg.seed)
+        scene.info["fallback"] = "pairwise"
     return with_official_conf(scene, preds, method)
 
 

@@ -120,3 +120,11 @@ def test_bad_inputs_raise_clear_errors(orbit_gt, orbit_oracle):
         sparse_align(views, preds, matches, None, SparseAlignConfig(opt_level="all"))
     with pytest.raises(AlignmentError, match="no views"):
         dense_align([], [], None, FAST_DENSE)
+
+
+def test_two_views_without_usable_matches_fall_back_to_the_pair(orbit_gt):
+    gt, (views, preds, matches) = _two(orbit_gt, [(0, 1), (1, 0)])
+    few = [dataclasses.replace(m, xy_i=m.xy_i[:3], xy_j=m.xy_j[:3], conf=m.conf[:3]) for m in matches]
+    scene = align(views, preds, few, method="sparse", config=QUICK_SPARSE)
+    # as the official GA's regression fallback for a weak pair: both views still get placed
+    assert scene.info["fallback"] == "pairwise" and scene.registered.all()
