@@ -238,11 +238,11 @@ def choose_graph(
         # pairs <= n (k - 1) for the neighbours + (n - Na) to the key images + Na (Na - 1) / 2 among them
         k = 1 + int(max(1, min(DEMO_NEIGHBOURS, n - 1, max_pairs // (2 * n))))
         n_key = int(max(1, min(DEMO_KEY_IMAGES, n, math.isqrt(2 * max(max_pairs - n * k, 0)))))
-        return f"retrieval-{n_key}-{k}", f"{why}: retrieval graph, at most {max_pairs} pairs"
+        return f"retrieval-{n_key}-{k}", f"{why}: retrieval graph sized for about {max_pairs} pairs"
     k = 1
     while k < 5 and 2 ** (k + 1) < n and n * (k + 1) <= max_pairs:
         k += 1
-    return f"logwin-{k}", f"{why} and no tokens for retrieval: logarithmic windows, at most {max_pairs} pairs"
+    return f"logwin-{k}", f"{why} and no tokens for retrieval: logarithmic windows, about {max_pairs} pairs"
 
 
 def make_pairs(

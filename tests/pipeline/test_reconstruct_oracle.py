@@ -84,3 +84,24 @@ def test_align_config_reaches_the_aligner(orbit):
     scene, _ = reconstruct(views, OracleModel(gt), config=cfg)
     rot, _ = errors(gt, scene)
     assert accuracy(rot, 5) >= 95  # the coarse stage alone already places these cameras
+
+
+def test_auto_graph_is_complete_while_it_fits_else_says_why(orbit, monkeypatch, caplog):
+    import logging
+
+    from recon.align import DenseAlignConfig
+
+    gt, views = orbit
+    quick = DenseAlignConfig(niter=10, subsample=16)
+    cfg = ReconstructConfig(align="dense", align_config=quick, precision="float32", progress=False)
+    assert cfg.graph == "auto"
+    _, report = reconstruct(views, OracleModel(gt), config=cfg)
+    assert report.graph == "complete" and report.n_pairs == 15 and "fit" in report.graph_reason
+    # 6 images at 128x96 in float32: a pair keeps 4 * 128 * 96 * (27 * 4 + 8) bytes; leave room for 8 of 15 pairs
+    per_pair = 4 * W * H * (27 * 4 + 8)
+    monkeypatch.setattr("recon.pairs.available_memory_bytes", lambda: 2 * 8 * per_pair)
+    with caplog.at_level(logging.WARNING, logger="recon.pipeline"):
+        _, report = reconstruct(views, OracleModel(gt), config=cfg)
+    assert report.graph.startswith("retrieval-") and report.n_pairs < 15
+    assert "exceeds" in report.graph_reason and report.graph_reason in report.summary()
+    assert f"scene graph auto -> {report.graph}: {report.graph_reason}" in caplog.text
