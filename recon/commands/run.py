@@ -89,6 +89,17 @@ def run(args) -> int:
     fmt = args.format or out.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise UserError(f"cannot tell the output format from {out.name!r}; use .glb/.ply/.npz or --format")
+    import math
+
+    for name, value in (("--tsdf-thresh", args.tsdf_thresh), ("--conf-thr", args.conf_thr)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{name} must be a number >= 0, got {value}")
+    from recon.pairs import parse_graph
+
+    try:
+        parse_graph(args.graph)  # before any work: a bad graph name is a one-line error
+    except ValueError as err:
+        raise UserError(str(err)) from None
     for path in (args.intrinsics, args.poses, args.retrieval_model):
         if path is not None and not path.is_file():
             raise UserError(f"file not found: {path}")

@@ -145,3 +145,15 @@ def test_no_registered_camera_is_a_clear_error(tiny_ckpt, photos, tmp_path, caps
     err = capsys.readouterr().err
     assert "no camera could be registered" in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--tsdf-thresh", "-0.1"), ("--conf-thr", "nan")])
+def test_bad_thresholds_are_one_line_errors(photos, tmp_path, capsys, flag, value):
+    assert run(photos, "--checkpoint", tmp_path / "never-read.pth", flag, value, "--out", tmp_path / "x.glb") == 2
+    assert f"{flag} must be a number >= 0" in capsys.readouterr().err
+
+
+def test_one_number_retrieval_graph_is_explained(tiny_ckpt, photos, tmp_path, capsys):
+    rc = run(photos, "--checkpoint", tiny_ckpt, *SIZE, "--graph", "retrieval-10", "--out", tmp_path / "x.npz")
+    err = capsys.readouterr().err
+    assert rc == 2 and "write retrieval-Na-k" in err and "Traceback" not in err
