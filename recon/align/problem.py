@@ -212,10 +212,22 @@ def build_problem(
             logger.warning("view %d appears only as the second view of its pairs; it cannot be aligned", k)
 
     for k in range(n):
-        if not focal_known[k] and canon[k] is not None and not np.isfinite(focal0[k]):
+        if not focal_known[k] and canon[k] is not None:
             # A strided subset (<= ~16k points) estimates one scalar as well as every pixel, much faster.
             st = max(1, int(np.sqrt(canon[k].shape[0] * canon[k].shape[1] / 16384)))
-            focal0[k] = weiszfeld_focal(canon[k][::st, ::st], pp0[k] / st, canon_conf[k][::st, ::st]) * st
+            est = weiszfeld_focal(canon[k][::st, ::st], pp0[k] / st, canon_conf[k][::st, ::st]) * st
+            if not np.isfinite(focal0[k]):
+                focal0[k] = est
+            elif np.isfinite(est) and abs(np.log(focal0[k] / est)) > np.log(1.2):
+                # a start value (EXIF) far from what the point maps say: the optimiser may not get all the way
+                logger.warning(
+                    "view %d: EXIF focal %.0f px is %.0f%% off the point maps' %.0f px (--no-exif to "
+                    "start from the latter)",
+                    k,
+                    focal0[k],
+                    100 * (focal0[k] / est - 1),
+                    est,
+                )
         if not np.isfinite(focal0[k]) or focal0[k] <= 0:
             H, W = shapes[k]
             focal0[k] = max(H, W) / (2 * np.tan(np.radians(30)))  # a 60° field of view when nothing is known
