@@ -105,3 +105,11 @@ def test_auto_graph_is_complete_while_it_fits_else_says_why(orbit, monkeypatch, 
     assert report.graph.startswith("retrieval-") and report.n_pairs < 15
     assert "exceeds" in report.graph_reason and report.graph_reason in report.summary()
     assert f"scene graph auto -> {report.graph}: {report.graph_reason}" in caplog.text
+
+
+def test_precision_is_validated(orbit):
+    from recon.pipeline import ReconstructionError
+
+    gt, views = orbit
+    with pytest.raises(ReconstructionError, match="precision must be 'float16' or 'float32'"):
+        reconstruct(views, OracleModel(gt), config=ReconstructConfig(graph="complete", precision="bf16"))
