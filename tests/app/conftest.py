@@ -32,7 +32,14 @@ def model():
     import torch
 
     torch.manual_seed(0)
-    return micro_model()
+    model = micro_model()
+    # Random weights predict raw confidences near 2, i.e. near 1 in the official sparse scale that Scene.conf uses:
+    # below the MASt3R demo's default threshold 1.5, so nothing would be shown. A trained network is confident on
+    # most pixels; shift the confidence channel (1 + exp(x), channel 3) to raw values near 5.5 like one.
+    with torch.no_grad():
+        for head in (model.head1, model.head2):
+            head.dpt.head[4].bias[3] += 1.5
+    return model
 
 
 @pytest.fixture(scope="session")

@@ -35,16 +35,8 @@ def finished(model, demo_dir, tmp_path_factory):
     ws = mgr.create("shared")
     ingest(ws, sorted((demo_dir / "orbit").glob("*.jpg"))[:2], AppLimits())
     events = []
-    # A random-weight model's confidences are ~2, i.e. ~1 in the official sparse scale (Scene.conf): below the
-    # MASt3R demo's default 1.5, so show everything above 0.5 to have points to export.
     result = run_reconstruction(
-        ws,
-        model,
-        FAST,
-        AppLimits(),
-        view=ViewSettings(conf_thr=0.5),
-        device="cpu",
-        progress=lambda s, f, m: events.append((s, f, m)),
+        ws, model, FAST, AppLimits(), device="cpu", progress=lambda s, f, m: events.append((s, f, m))
     )
     yield ws, result, events
     mgr.close_all()
@@ -109,7 +101,7 @@ class TestReexport:
         monkeypatch.setattr("recon.pipeline.reconstruct", no_inference)
         conf = np.concatenate([c[c > 0] for c in result.scene.conf])
         thr = float(np.quantile(conf, 0.5))
-        low = export_result(ws, ViewSettings(conf_thr=0.0, clean_depth=False))
+        low = export_result(ws, ViewSettings(conf_thr=1.0, clean_depth=False))
         low_glb = low.glb
         high = export_result(ws, ViewSettings(conf_thr=thr, clean_depth=False))
         assert high.glb != low_glb and not low_glb.exists()  # one export folder at a time
@@ -119,10 +111,10 @@ class TestReexport:
 
     def test_clean_mesh_and_cameras_options(self, finished):
         ws, result, _ = finished
-        cleaned = export_result(ws, ViewSettings(conf_thr=0.0, clean_depth=True))
-        raw_points = sum(int((c > 0.0).sum()) for c in result.scene.conf)
+        cleaned = export_result(ws, ViewSettings(conf_thr=1.0, clean_depth=True))
+        raw_points = sum(int((c > 1.0).sum()) for c in result.scene.conf)
         assert cleaned.n_points <= raw_points
-        meshed = export_result(ws, ViewSettings(conf_thr=0.0, as_mesh=True, show_cameras=False))
+        meshed = export_result(ws, ViewSettings(conf_thr=1.0, as_mesh=True, show_cameras=False))
         scene = trimesh.load(meshed.glb)
         kinds = {type(g).__name__ for g in scene.geometry.values()}
         assert "Trimesh" in kinds and "PointCloud" not in kinds
