@@ -38,6 +38,21 @@ def _np(x) -> np.ndarray:
     return np.asarray(x, np.float64)
 
 
+def _weights(conf) -> np.ndarray:
+    """``w = conf - 0.999`` (official canonical weights); non-finite confidences get no weight."""
+    c = _np(conf)
+    return np.where(np.isfinite(c), c - SPARSE_CONF_OFFSET, 0.0)
+
+
+def _finite(conf) -> np.ndarray:
+    c = _np(conf)
+    return np.where(np.isfinite(c), c, 0.0)
+
+
+def _ratio(w2sum: np.ndarray, wsum: np.ndarray) -> np.ndarray:
+    return np.where(wsum > 0, w2sum / np.where(wsum > 0, wsum, 1.0), 0.0)
+
+
 def sparse_view_conf(confs: Sequence[np.ndarray]) -> np.ndarray:
     """MASt3R-SfM canonical confidence ``Σ w² / Σ w``, ``w = conf - 0.999``, of one view.
 
@@ -47,27 +62,20 @@ def sparse_view_conf(confs: Sequence[np.ndarray]) -> np.ndarray:
     Returns:
         ``[H, W]`` float64; 0 where no finite confidence was predicted.
     """
-    wsum = w2sum = 0.0
-    for c in confs:
-        c = _np(c)
-        w = np.where(np.isfinite(c), c - SPARSE_CONF_OFFSET, 0.0)
-        wsum = wsum + w
-        w2sum = w2sum + w * w
-    wsum = np.asarray(wsum, np.float64)
-    return np.where(wsum > 0, w2sum / np.where(wsum > 0, wsum, 1.0), 0.0)
+    ws = [_weights(c) for c in confs]
+    return _ratio(sum(w * w for w in ws), sum(ws))
 
 
 def dense_view_conf(confs: Sequence[np.ndarray]) -> np.ndarray:
     """DUSt3R ``im_conf`` of one view: the pixelwise max of its raw confidences (non-finite ones ignored)."""
-    out = None
-    for c in confs:
-        c = np.where(np.isfinite(c := _np(c)), c, 0.0)
-        out = c if out is None else np.maximum(out, c)
-    return out
+    return np.maximum.reduce([_finite(c) for c in confs])
 
 
 def view_confidences(n: int, preds: Sequence[PairPrediction], method: str) -> list[np.ndarray | None]:
     """Per view, the confidence the official aligner of ``method`` reports (``None`` for a view no pair predicts).
+
+    Accumulated pair by pair (running sums / maxima), so memory stays one or two maps per view however many
+    pairs there are.
 
     Args:
         n: number of views.
@@ -75,15 +83,18 @@ def view_confidences(n: int, preds: Sequence[PairPrediction], method: str) -> li
         method: ``sparse`` / ``mast3r-sfm`` (own-frame predictions, ``sparse_view_conf``) or ``dense`` /
             ``dust3r`` (every prediction of the view, ``dense_view_conf``).
     """
-    own: list[list] = [[] for _ in range(n)]
-    every: list[list] = [[] for _ in range(n)]
+    sparse = CONF_SCALE[method] == "mast3r-sparse"
+    acc: list[list[np.ndarray] | None] = [None] * n  # sparse: [Σw, Σw²]; dense: [max]
     for p in preds:
-        own[p.i].append(p.conf_i)
-        every[p.i].append(p.conf_i)
-        every[p.j].append(p.conf_j)
-    if CONF_SCALE[method] == "mast3r-sparse":
-        return [sparse_view_conf(c) if c else None for c in own]
-    return [dense_view_conf(c) if c else None for c in every]
+        if sparse:
+            w = _weights(p.conf_i)
+            acc[p.i] = [w, w * w] if acc[p.i] is None else [acc[p.i][0] + w, acc[p.i][1] + w * w]
+        else:
+            for k, c in ((p.i, _finite(p.conf_i)), (p.j, _finite(p.conf_j))):
+                acc[k] = [c] if acc[k] is None else [np.maximum(acc[k][0], c)]
+    if sparse:
+        return [None if a is None else _ratio(a[1], a[0]) for a in acc]
+    return [None if a is None else a[0] for a in acc]
 
 
 def default_conf_thr(method_or_scene) -> float:
