@@ -9,6 +9,7 @@ from typing import Literal
 
 from recon.align.config import DenseAlignConfig, SparseAlignConfig
 from recon.align.dense import dense_align
+from recon.align.mast3r_sfm import Mast3rSfmConfig, mast3r_sfm_align
 from recon.align.pairwise import pairwise_align
 from recon.align.sparse import sparse_align
 from recon.types import Matches, PairPrediction, Priors, Scene, View
@@ -22,10 +23,11 @@ def align(
     matches: Sequence[Matches] | None = None,
     priors: Priors | None = None,
     *,
-    method: Literal["sparse", "dense"] = "sparse",
-    config: SparseAlignConfig | DenseAlignConfig | None = None,
+    method: Literal["sparse", "dense", "mast3r-sfm"] = "sparse",
+    config: SparseAlignConfig | DenseAlignConfig | Mast3rSfmConfig | None = None,
     seed: int | None = None,
     two_view: Literal["pairwise", "optimise"] = "pairwise",
+    **official_knobs,
 ) -> Scene:
     """Align views into one scene.
 
@@ -34,10 +36,14 @@ def align(
         preds: ordered pair predictions.
         matches: correspondences (needed by ``method="sparse"`` unless N == 2 and ``two_view="pairwise"``).
         priors: known intrinsics / poses.
-        method: ``"sparse"`` (MASt3R-SfM style) or ``"dense"`` (DUSt3R style).
+        method: ``"sparse"`` (MASt3R-SfM style) or ``"dense"`` (DUSt3R style), or ``"mast3r-sfm"``: the official
+            MASt3R-SfM sparse global alignment reproduced (``recon.align.mast3r_sfm``; matches computed from the
+            descriptors when ``matches`` is None; runs for N == 2 too).
         config: the method's config (default settings when ``None``).
         seed: overrides ``config.seed``.
         two_view: for N == 2, ``"pairwise"`` takes the closed-form pair solution; ``"optimise"`` runs the method.
+        **official_knobs: ``method="mast3r-sfm"`` only: ``Mast3rSfmConfig`` fields by their official names
+            (e.g. ``matching_conf_thr=0.0``), applied over ``config``.
 
     Returns:
         The ``Scene``.
@@ -45,6 +51,10 @@ def align(
     Raises:
         ValueError: unknown method, a config of the wrong type, or sparse alignment without matches.
     """
+    if method == "mast3r-sfm":
+        return _mast3r_sfm(views, preds, matches, priors, config, official_knobs)
+    if official_knobs:
+        raise TypeError(f"method={method!r} takes no keyword options {sorted(official_knobs)}; use config=")
     if method not in ("sparse", "dense"):
         raise ValueError(f"method must be 'sparse' or 'dense', got {method!r}")
     if two_view not in ("pairwise", "optimise"):
@@ -62,3 +72,10 @@ def align(
     if matches is None:
         raise ValueError("sparse alignment needs matches (recon.matching); use method='dense' without them")
     return sparse_align(views, preds, matches, priors, cfg)
+
+
+def _mast3r_sfm(views, preds, matches, priors, config, knobs) -> Scene:
+    if config is not None and not isinstance(config, Mast3rSfmConfig):
+        raise TypeError(f"method='mast3r-sfm' takes a Mast3rSfmConfig, got {type(config).__name__}")
+    cfg = Mast3rSfmConfig.from_kwargs(**{**dataclasses.asdict(config or Mast3rSfmConfig()), **knobs})
+    return mast3r_sfm_align(views, preds, cfg, priors, matches=matches)
