@@ -120,3 +120,54 @@ def test_knobs_are_checked(orbit5):
         ra.align(views, preds, method="dense", niter1=3)
     with pytest.raises(AlignmentError, match="no known intrinsics or poses"):
         ra.align(views, preds, None, Priors(focal=[100.0] * 5), method="mast3r-sfm")
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"kinematic_mode": "mst"},
+        {"kinematic_mode": "hclust-single"},
+        {"kinematic_mode": "hclust-average"},
+        {"shared_intrinsics": True},
+        {"depth_mode": "mul", "exp_depth": True},
+        {"schedule": "linear", "opt_pp": False, "opt_depth": False},
+        {"niter2": 0},
+        {"dtype": "float64", "clean_depth": False},
+    ],
+)
+def test_every_official_knob_runs(orbit5, knobs):
+    """A few iterations of each option: finite cameras and depths, every view registered."""
+    _, views, preds = orbit5
+    scene = ra.align(views, preds, method="mast3r-sfm", **{"niter1": 5, "niter2": 5, **knobs})
+    assert scene.registered.all()
+    assert np.isfinite(scene.T_world_cam).all() and np.isfinite(scene.K).all()
+    assert all(np.isfinite(d).all() for d in scene.depth)
+    if knobs.get("shared_intrinsics"):
+        np.testing.assert_allclose(scene.K, np.broadcast_to(scene.K[0], scene.K.shape))
+    if not knobs.get("clean_depth", True):
+        assert all((c > 0).all() for c in scene.conf)  # nothing demoted without cleaning
+
+
+def test_given_matches_replace_the_extraction(orbit5):
+    """``matches=`` in either orientation gives exactly the run that extracts the same matches itself."""
+    from recon.align.mast3r_sfm.correspondences import extract_correspondences
+    from recon.types import Matches
+
+    _, views, preds = orbit5
+    by_key = {p.key: p for p in preds}
+    given = []
+    for a in range(5):
+        for b in range(a):
+            p, q = by_key[(a, b)], by_key[(b, a)]
+            xy_a, xy_b, conf = extract_correspondences(
+                (p.desc_i, p.desc_j, q.desc_i, q.desc_j), (p.desc_conf_i, p.desc_conf_j, q.desc_conf_i, q.desc_conf_j)
+            )
+            m = Matches(i=a, j=b, xy_i=xy_a.numpy(), xy_j=xy_b.numpy(), conf=conf.numpy())
+            given.append(m if (a + b) % 2 else Matches(i=b, j=a, xy_i=m.xy_j, xy_j=m.xy_i, conf=m.conf))
+    ref = ra.align(views, preds, method="mast3r-sfm", **FAST)
+    got = ra.align(views, preds, given, method="mast3r-sfm", **FAST)
+    np.testing.assert_array_equal(got.T_world_cam, ref.T_world_cam)
+    np.testing.assert_array_equal(got.depth[3], ref.depth[3])
+    # a pair left out of the given matches is not used
+    fewer = ra.align(views, preds, [m for m in given if {m.i, m.j} != {0, 3}], method="mast3r-sfm", **FAST)
+    assert "0_3" not in fewer.info["n_matches"]
