@@ -118,8 +118,8 @@ def test_knobs_are_checked(orbit5):
         ra.align(views, preds, method="mast3r-sfm", lr=0.1)
     with pytest.raises(TypeError, match="takes no keyword options"):
         ra.align(views, preds, method="dense", niter1=3)
-    with pytest.raises(AlignmentError, match="no known intrinsics or poses"):
-        ra.align(views, preds, None, Priors(focal=[100.0] * 5), method="mast3r-sfm")
+    with pytest.raises(AlignmentError, match="cannot start from known poses"):
+        ra.align(views, preds, None, Priors(T_world_cam={0: np.eye(4)}), method="mast3r-sfm")
 
 
 @pytest.mark.parametrize(
@@ -171,3 +171,14 @@ def test_given_matches_replace_the_extraction(orbit5):
     # a pair left out of the given matches is not used
     fewer = ra.align(views, preds, [m for m in given if {m.i, m.j} != {0, 3}], method="mast3r-sfm", **FAST)
     assert "0_3" not in fewer.info["n_matches"]
+
+
+def test_known_focal_is_the_official_init(orbit5):
+    """``Priors.focal`` sets the starting focal (official ``init['intrinsics']``); with no fine stage it stays."""
+    _, views, preds = orbit5
+    scene = ra.align(
+        views, preds, None, Priors(focal=[120.0, None, 150.0, None, None]), method="mast3r-sfm", niter1=5, niter2=0
+    )
+    free = ra.align(views, preds, method="mast3r-sfm", niter1=5, niter2=0)
+    np.testing.assert_allclose(scene.K[[0, 2], 0, 0], [120.0, 150.0], rtol=1e-6)
+    np.testing.assert_allclose(scene.K[[1, 3, 4], 0, 0], free.K[[1, 3, 4], 0, 0], rtol=1e-6)

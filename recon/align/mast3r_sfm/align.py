@@ -86,6 +86,22 @@ def _given_matches(matches: Sequence[Matches], by_key: dict) -> dict:
     return out
 
 
+def _init_intrinsics(priors, placed, canon_focals, imsizes, dtype):
+    """Official ``init[view]['intrinsics']``: ``(base focals [N], normalised principal points [N, 2])``."""
+    focals = canon_focals.clone()
+    pps = torch.full((len(placed), 2), 0.5, dtype=dtype)
+    for x, k in enumerate(placed):
+        K = priors.K[k] if priors is not None and priors.K else None
+        f = priors.focal[k] if priors is not None and priors.focal else None
+        if K is not None:
+            K = torch.as_tensor(np.asarray(K), dtype=dtype)
+            focals[x] = K[:2, :2].diagonal().mean()
+            pps[x] = K[:2, 2] / imsizes[x]
+        elif f is not None:
+            focals[x] = float(f)
+    return focals, pps
+
+
 def _default_K(H: int, W: int) -> np.ndarray:
     """The official focal prior ``max(H, W) / (2 tan 30°)`` at the image centre (for views left unplaced)."""
     f = max(H, W) / (2 * math.tan(math.radians(30)))
@@ -106,7 +122,10 @@ def mast3r_sfm_align(
         views: N views (``image [3, H, W]``, H and W multiples of ``config.subsample``).
         preds: both orderings ``(i, j)`` and ``(j, i)`` of every pair, with descriptors and their confidences.
         config: the official knobs (defaults when ``None``).
-        priors: only ``shared_intrinsics`` is supported (the official code takes no camera priors).
+        priors: ``K`` / ``focal`` become the official ``init[view]['intrinsics']``: the starting focal
+            (``mean(fx, fy)``) and principal point, refined in the fine stage like the official's (it has no way to
+            hold them fixed short of freezing the whole camera); ``shared_intrinsics`` as the config's; known poses
+            are refused (the official's ``init['cam2w']`` is not implemented).
         matches: correspondences to use instead of the official extraction from the descriptors (one ``Matches``
             per unordered pair; pairs without one are not matched).
 
@@ -121,10 +140,10 @@ def mast3r_sfm_align(
     """
     t0 = time.perf_counter()
     cfg = config or Mast3rSfmConfig()
-    if priors is not None and (priors.K or priors.focal or priors.T_world_cam):
+    if priors is not None and priors.T_world_cam:
         raise AlignmentError(
-            "method='mast3r-sfm' reproduces the official code, which takes no known intrinsics or poses; "
-            "use method='sparse' for priors"
+            "method='mast3r-sfm' reproduces the official code, which cannot start from known poses; "
+            "use method='sparse' for pose priors"
         )
     shared = cfg.shared_intrinsics or bool(priors is not None and priors.shared_intrinsics)
     dtype = getattr(torch, cfg.dtype)
@@ -275,17 +294,21 @@ def mast3r_sfm_align(
         n_matches[x, y] = n_matches[y, x] = len(match_of(x, y)[1])
     n_anchors = ((imsizes // s).prod(dim=1)).numpy()
     root, edges = kinematic_tree(n_matches, n_anchors, cfg.kinematic_mode)
+    canon_focals = torch.cat(base_focals)
+    init_focals, pp_init = _init_intrinsics(priors, placed, canon_focals, imsizes, dtype)
     model = SparseModel(
-        imsizes, torch.cat(base_focals), core_depth, root, edges, shared_intrinsics=shared,
+        imsizes, init_focals, core_depth, root, edges, shared_intrinsics=shared,
         depth_mode=cfg.depth_mode, exp_depth=cfg.exp_depth, mean_conf=torch.stack([c.mean() for c in cconfs]),
-        dtype=dtype,
+        pp_init=pp_init, dtype=dtype,
     )  # fmt: skip
     res = optimise(model, anchored, terms, cfg)
     K, cam2w, depth = res["K"], res["cam2w"], res["depth"]
 
     # 5. dense output: every pixel through its anchor; official output confidence
     with torch.no_grad():
-        world, z = densify(K, cam2w, depth, model.base_focals, canon2s, astart, s)
+        # offsets are compensated with the canonical focals here (official: reloaded from the canonical cache),
+        # with the init-overwritten ones during the optimisation
+        world, z = densify(K, cam2w, depth, canon_focals, canon2s, astart, s)
         confs = clean_pointcloud(cconfs, K, cam2w, z, world) if cfg.clean_depth else cconfs
 
     T_out = np.tile(np.eye(4), (n_all, 1, 1))

@@ -99,6 +99,7 @@ class SparseModel:
         root, edges: kinematic tree.
         shared_intrinsics, depth_mode, exp_depth: see ``Mast3rSfmConfig``.
         mean_conf: ``[N]`` mean canonical conf (weights of the shared-intrinsics init).
+        pp_init: ``[N, 2]`` initial principal points normalised by ``(W, H)`` (official: 0.5, or ``init`` K's).
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class SparseModel:
         depth_mode,
         exp_depth,
         mean_conf,
+        pp_init,
         dtype,
     ):
         n = len(imsizes)
@@ -124,7 +126,7 @@ class SparseModel:
         self.median_depths = torch.stack([d.median() for d in core_depth]).to(dtype)
         self.sizes_per_anchor = [len(d) for d in core_depth]
         self.anchor_view = torch.repeat_interleave(torch.arange(n), torch.tensor(self.sizes_per_anchor))
-        pps = torch.tensor([[0.5, 0.5]] * n, dtype=dtype)  # (W/2, H/2) / (W, H)
+        pps = pp_init.to(dtype)
         if shared_intrinsics:
             weight = mean_conf / mean_conf.sum()
             self.pp = torch.nn.Parameter((weight @ pps).view(1, 2).to(dtype))
