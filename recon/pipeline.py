@@ -63,7 +63,8 @@ class ReconstructConfig:
 
     Attributes:
         graph: scene graph (``auto``, ``complete``, ``swin-k``, ``logwin-k``, ``oneref-i``, ``retrieval-k``).
-        align: ``sparse`` (MASt3R-SfM style) or ``dense`` (DUSt3R style).
+        align: ``sparse`` (MASt3R-SfM style), ``dense`` (DUSt3R style) or ``mast3r-sfm`` (the official MASt3R-SfM
+            sparse global alignment reproduced; it matches the descriptors itself).
         image_size: network input size (long side); ``None`` = the model's native size.
         match_conf_thr: minimum descriptor confidence of a match.
         subsample: seed-grid step of the reciprocal matcher.
@@ -269,7 +270,7 @@ def reconstruct(
     Raises:
         ReconstructionError: fewer than two usable images, unreadable prior files, unknown device.
     """
-    from recon.align import align
+    from recon.align import AlignmentError, align
     from recon.images import load_images
     from recon.inference import InferenceConfig, encode_views, run_inference
     from recon.matching import match_pair
@@ -330,11 +331,24 @@ def reconstruct(
                     )
                 matches.append(match_pair(pred, subsample=config.subsample, conf_thr=config.match_conf_thr))
             report.n_matches = sum(len(m) for m in matches)
+        elif config.align == "mast3r-sfm" and any(p.desc_i is None for p in preds):
+            raise ReconstructionError("--align mast3r-sfm needs descriptors; this model has none: use --align dense")
 
     with _stage(report, "alignment", device, progress):
-        scene = align(
-            views, preds, matches, user_priors, method=config.align, config=config.align_config, seed=config.seed
-        )
+        try:
+            scene = align(
+                views,
+                preds,
+                matches if config.align == "sparse" else None,
+                user_priors,
+                method=config.align,
+                config=config.align_config,
+                seed=config.seed,
+            )
+        except AlignmentError as err:
+            raise ReconstructionError(str(err)) from None
+        if config.align == "mast3r-sfm":
+            report.n_matches = sum(scene.info.get("n_matches", {}).values())
 
     # exports that ship the photos (COLMAP, nerfstudio) copy them from here
     scene.info.setdefault("image_paths", [v.path for v in views])

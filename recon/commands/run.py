@@ -26,7 +26,12 @@ def register(subparsers) -> None:
     p.add_argument("--backbone", help="encoder for a DUNE-MASt3R decoder checkpoint (name or path)")
     g = p.add_argument_group("pipeline")
     g.add_argument("--graph", default="auto", help="complete | swin-K | logwin-K | oneref-I | retrieval-K | auto")
-    g.add_argument("--align", default="sparse", choices=("sparse", "dense"), help="global alignment method")
+    g.add_argument(
+        "--align",
+        default="sparse",
+        choices=("sparse", "dense", "mast3r-sfm"),
+        help="global alignment method (mast3r-sfm: the official MASt3R-SfM sparse global alignment)",
+    )
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
     g.add_argument("--image-size", type=int, help="network input size (default: the model's native size)")
     g.add_argument("--batch-size", type=int, default=8, help="pairs per decoder call")
