@@ -236,6 +236,7 @@ def mast3r_sfm_align(
     astart = np.concatenate([[0], np.cumsum(n_anc)])[:-1].tolist()
     anchored = Anchored(
         view=torch.repeat_interleave(torch.arange(n), torch.tensor(n_pts)),
+        counts=n_pts,
         uv1=torch.cat(uv1),
         anchor=torch.cat([idx + a for idx, a in zip(anchor_idx, astart, strict=True)]),
         offset=torch.cat(offsets),
@@ -252,7 +253,7 @@ def mast3r_sfm_align(
         a, b = placed[x], placed[y]
         return ok[(a, b)] if (a, b) in ok else ok[(b, a)]
 
-    m1, m2, mconf, d_src, d_view, d_tgt, d_conf = [], [], [], [], [], [], []
+    m1, m2, mconf, d_src, d_blocks, d_tgt, d_conf = [], [], [], [], [], [], []
     corres2d: list[list] = [[] for _ in range(n)]
     for x, y in tmp_pairs:
         conf = match_of(x, y)[1]
@@ -265,14 +266,14 @@ def mast3r_sfm_align(
         else:
             pts21, conf21 = preds21[x][y]  # x seen from y, in y's frame
             d_src.append(torch.arange(pstart[x], pstart[x] + n_pts[x]))
-            d_view.append(torch.full((n_pts[x],), y))
+            d_blocks.append((y, n_pts[x]))
             d_tgt.append(pts21[anchor_idx[x]])
             d_conf.append(conf21[anchor_idx[x]])
-    r_view, r_pix, r_src, r_conf = [], [], [], []
+    r_blocks, r_pix, r_src, r_conf = [], [], [], []
     for x in range(n):
         for _, y, conf in corres2d[x]:
             if is_ok(x, y):
-                r_view.append(torch.full((len(conf),), x))
+                r_blocks.append((x, len(conf)))
                 r_pix.append(uv1[x][slice(*slices[x][y]), :2])
                 r_src.append(span(y, x))
                 r_conf.append(conf)
@@ -282,8 +283,8 @@ def mast3r_sfm_align(
 
     terms = Terms(
         m1=cat(m1, dt=torch.int64), m2=cat(m2, dt=torch.int64), mconf=cat(mconf),
-        r_view=cat(r_view, dt=torch.int64), r_pix=cat(r_pix, (0, 2)), r_src=cat(r_src, dt=torch.int64),
-        r_conf=cat(r_conf), d_src=cat(d_src, dt=torch.int64), d_view=cat(d_view, dt=torch.int64),
+        r_blocks=r_blocks, r_pix=cat(r_pix, (0, 2)), r_src=cat(r_src, dt=torch.int64),
+        r_conf=cat(r_conf), d_src=cat(d_src, dt=torch.int64), d_blocks=d_blocks,
         d_tgt=cat(d_tgt, (0, 3)), d_conf=cat(d_conf),
     )  # fmt: skip
 

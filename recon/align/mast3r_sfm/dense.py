@@ -39,7 +39,13 @@ def densify(K, cam2w, depth, base_focals, canon2: list[torch.Tensor], anchor_sta
         anchors.append(idx + anchor_start[k])
         offsets.append(off.to(K.dtype))
         shapes.append((H, W))
-    pts = Anchored(view=torch.cat(views), uv1=torch.cat(uv1), anchor=torch.cat(anchors), offset=torch.cat(offsets))
+    pts = Anchored(
+        view=torch.cat(views),
+        counts=[H * W for H, W in shapes],
+        uv1=torch.cat(uv1),
+        anchor=torch.cat(anchors),
+        offset=torch.cat(offsets),
+    )
     world, z = make_pts3d(K, cam2w, depth, base_focals, pts, ret_depth=True)
     sizes = [H * W for H, W in shapes]
     world = [w.reshape(H, W, 3) for w, (H, W) in zip(world.split(sizes), shapes, strict=True)]

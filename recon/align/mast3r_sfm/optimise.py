@@ -53,21 +53,21 @@ class Terms:
 
     Attributes:
         m1, m2, mconf: 3D matching: point indices of both ends ``[Q]`` and confidence ``[Q]``.
-        r_view, r_pix, r_src, r_conf: 2D matching: view the point is reprojected into ``[R]``, its pixel there
-            ``[R, 2]``, the partner's point index ``[R]``, confidence ``[R]``.
-        d_src, d_view, d_tgt, d_conf: DUSt3R fallback: point index ``[T]``, view whose frame the target is in
-            ``[T]``, target point in that frame ``[T, 3]``, prediction confidence ``[T]``.
+        r_blocks, r_pix, r_src, r_conf: 2D matching: ``(view, count)`` runs of the view each point is reprojected
+            into, its pixel there ``[R, 2]``, the partner's point index ``[R]``, confidence ``[R]``.
+        d_src, d_blocks, d_tgt, d_conf: DUSt3R fallback: point index ``[T]``, ``(view, count)`` runs of the view
+            whose frame the target is in, target point in that frame ``[T, 3]``, prediction confidence ``[T]``.
     """
 
     m1: torch.Tensor
     m2: torch.Tensor
     mconf: torch.Tensor
-    r_view: torch.Tensor
+    r_blocks: list[tuple[int, int]]
     r_pix: torch.Tensor
     r_src: torch.Tensor
     r_conf: torch.Tensor
     d_src: torch.Tensor
-    d_view: torch.Tensor
+    d_blocks: list[tuple[int, int]]
     d_tgt: torch.Tensor
     d_conf: torch.Tensor
 
@@ -77,13 +77,15 @@ class Anchored:
     """Pixels tied to anchors, for all views concatenated.
 
     Attributes:
-        view: ``[P]`` view of each point.
+        view: ``[P]`` view of each point (views in order, so contiguous).
+        counts: points per view.
         uv1: ``[P, 3]`` homogeneous pixel ``(x, y, 1)``.
         anchor: ``[P]`` index into the concatenated anchor depths (view offset included).
         offset: ``[P]`` relative depth w.r.t. the anchor.
     """
 
     view: torch.Tensor
+    counts: list[int]
     uv1: torch.Tensor
     anchor: torch.Tensor
     offset: torch.Tensor
@@ -190,6 +192,19 @@ class SparseModel:
         return K, cam2w, scale * depth
 
 
+def transform_blocks(mats: torch.Tensor, blocks: list[tuple[int, int]], pts: torch.Tensor) -> torch.Tensor:
+    """``pts [P, 3]`` mapped by ``mats[v] [3, 4]`` (or ``[4, 4]``) in consecutive ``(v, count)`` runs.
+
+    One small matmul per run, as the official's per-view loop: gathering a matrix per point costs several times
+    more, mostly in the backward pass.
+    """
+    out = [
+        p @ mats[v, :3, :3].T + mats[v, :3, 3]
+        for (v, _), p in zip(blocks, pts.split([c for _, c in blocks]), strict=True)
+    ]
+    return torch.cat(out) if out else pts[:0]
+
+
 def make_pts3d(K, cam2w, depth, base_focals, pts: Anchored, ret_depth: bool = False):
     """World points ``[P, 3]`` of anchored pixels (official ``make_pts3d``; + camera z-depths ``[P]``)."""
     focals = K[:, 0, 0]
@@ -200,13 +215,14 @@ def make_pts3d(K, cam2w, depth, base_focals, pts: Anchored, ret_depth: bool = Fa
     diag = torch.diagonal(inv_K, dim1=-2, dim2=-1)  # N 3
     shift = inv_K[:, :, 2] * torch.tensor([1.0, 1.0, 0.0], dtype=K.dtype)
     cam = z.unsqueeze(-1) * (pts.uv1 * diag[v] + shift[v])
-    world = (cam.unsqueeze(1) @ cam2w[v, :3, :3].transpose(-1, -2)).squeeze(1) + cam2w[v, :3, 3]
+    world = transform_blocks(cam2w, list(enumerate(pts.counts)), cam)
     return (world, cam[:, 2]) if ret_depth else world
 
 
-def reproj2d(P: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """Pixels ``[R, 2]`` of points ``[R, 3]`` through per-point ``P [R, 3, 4]``; z >= 1e-3, uv in [-1000, 2000]."""
-    res = (pts.unsqueeze(1) @ P[:, :3, :3].transpose(-1, -2)).squeeze(1) + P[:, :3, 3]
+def reproj2d(P: torch.Tensor, blocks: list[tuple[int, int]], pts: torch.Tensor) -> torch.Tensor:
+    """Pixels ``[R, 2]`` of points ``[R, 3]`` through ``P [N, 3, 4]`` in ``(view, count)`` runs; z >= 1e-3,
+    uv clipped to [-1000, 2000] (official ``reproj2d``)."""
+    res = transform_blocks(P, blocks, pts)
     uv = res[:, 0:2] / res[:, 2:3].clip(min=1e-3)
     return uv.clip(min=-1000, max=2000)
 
@@ -220,8 +236,7 @@ def optimise(model: SparseModel, pts: Anchored, terms: Terms, cfg) -> dict:
     def dust3r_loss(cam2w, world):
         if not has_d:
             return 0.0
-        R, t = cam2w[terms.d_view, :3, :3], cam2w[terms.d_view, :3, 3]
-        tgt = (terms.d_tgt.unsqueeze(1) @ R.transpose(-1, -2)).squeeze(1) + t
+        tgt = transform_blocks(cam2w, terms.d_blocks, terms.d_tgt)
         return terms.d_conf @ loss_d(world[terms.d_src], tgt) / terms.d_conf.sum()
 
     def loss_3d(K, cam2w, world, pix_loss):
@@ -233,7 +248,7 @@ def optimise(model: SparseModel, pts: Anchored, terms: Terms, cfg) -> dict:
         if len(terms.r_conf) == 0:
             return 0.0
         proj = K @ torch.linalg.inv(cam2w)[:, :3]  # N 3 4
-        uv = reproj2d(proj[terms.r_view], world[terms.r_src])
+        uv = reproj2d(proj, terms.r_blocks, world[terms.r_src])
         return terms.r_conf @ pix_loss(terms.r_pix, uv) / r_conf_sum
 
     def loop(loss_func, lr_base, niter, pix_loss):
