@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -108,6 +109,126 @@ def _default_K(H: int, W: int) -> np.ndarray:
     return np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1]], np.float64)
 
 
+@dataclass
+class _ViewData:
+    """Per placed view: canonical data and its matched pixels, each tied to an anchor (official
+    ``prepare_canonical_data`` + ``condense_data``). Lists are indexed by placed view."""
+
+    shapes: list[tuple[int, int]]
+    canon_focals: torch.Tensor  # [N] Weiszfeld focal of each canonical view
+    core_depth: list[torch.Tensor]  # [h*w] canonical z at the anchors
+    canon2: list[torch.Tensor]  # [H, W] relative depth w.r.t. the anchors
+    conf: list[torch.Tensor]  # [H, W] canonical confidence
+    uv1: list[torch.Tensor]  # [M, 3] matched pixels (x, y, 1), partner after partner
+    anchor_idx: list[torch.Tensor]  # [M] anchor of each matched pixel
+    offsets: list[torch.Tensor]  # [M] relative depth w.r.t. that anchor
+    slices: list[dict[int, tuple[int, int]]]  # partner -> (start, stop) in the view's matched pixels
+    preds21: list[dict[int, tuple[torch.Tensor, torch.Tensor]]]  # partner y -> (x seen from y [h*w, 3], conf)
+
+    @property
+    def anchor_start(self) -> list[int]:
+        return np.concatenate([[0], np.cumsum([len(d) for d in self.core_depth])])[:-1].tolist()
+
+
+def _prepare_views(n: int, tmp_pairs, pred, match_of, s: int, dtype) -> _ViewData:
+    """Canonical view, focal and anchors of each of the ``n`` placed views; ``pred(x, y)`` is the
+    ``PairPrediction`` of placed views ``(x, y)``, ``match_of(x, y)`` x's matched pixels with y and their conf."""
+    d = _ViewData([], None, [], [], [], [], [], [], [], [])
+    focals = []
+    for x in range(n):
+        own = [(x, y) for p1, p2 in tmp_pairs for (x_, y) in ((p1, p2), (p2, p1)) if x_ == x]
+        pts = torch.stack([pred(x, y).pts3d_i.to(dtype) for _, y in own])
+        conf = torch.stack([pred(x, y).conf_i.to(dtype) for _, y in own])
+        canon, canon2, cconf = canonical_view(pts, conf, s)
+        d.shapes.append(tuple(canon2.shape))
+        focals.append(weiszfeld_focal(canon))
+        d.core_depth.append(canon[s // 2 :: s, s // 2 :: s, 2].reshape(-1))
+        d.canon2.append(canon2)
+        d.conf.append(cconf)
+        partners = list(dict.fromkeys(y for _, y in own))  # first-occurrence order
+        view_uv, view_idx, view_off, view_slices, start = [], [], [], {}, 0
+        for y in partners:
+            xy, _ = match_of(x, y)
+            idx, off = anchor_offsets(canon2, xy, s)
+            view_uv.append(torch.cat((xy.to(dtype), torch.ones(len(xy), 1, dtype=dtype)), 1))
+            view_idx.append(idx)
+            view_off.append(off)
+            view_slices[y] = (start, start + len(xy))
+            start += len(xy)
+        d.uv1.append(torch.cat(view_uv))
+        d.anchor_idx.append(torch.cat(view_idx))
+        d.offsets.append(torch.cat(view_off))
+        d.slices.append(view_slices)
+        # x as predicted in y's frame, on the grid [::s, ::s] (official: not the anchor grid s//2::s)
+        d.preds21.append(
+            {
+                y: (
+                    pred(y, x).pts3d_j.to(dtype)[::s, ::s].reshape(-1, 3),
+                    pred(y, x).conf_j.to(dtype)[::s, ::s].reshape(-1),
+                )
+                for y in partners
+            }
+        )
+    d.canon_focals = torch.cat(focals)
+    return d
+
+
+def _loss_terms(d: _ViewData, tmp_pairs, match_of, is_ok) -> tuple[Anchored, Terms]:
+    """The official loss slices flattened into index arrays over all views' anchored pixels, in the official
+    order (every ordered pair of ``tmp_pairs``; 2D terms grouped by the view reprojected into)."""
+    n = len(d.uv1)
+    n_pts = [len(u) for u in d.uv1]
+    pstart = np.concatenate([[0], np.cumsum(n_pts)])[:-1].tolist()
+    anchored = Anchored(
+        view=torch.repeat_interleave(torch.arange(n), torch.tensor(n_pts)),
+        counts=n_pts,
+        uv1=torch.cat(d.uv1),
+        anchor=torch.cat([idx + a for idx, a in zip(d.anchor_idx, d.anchor_start, strict=True)]),
+        offset=torch.cat(d.offsets),
+    )
+
+    def span(x: int, y: int) -> torch.Tensor:
+        lo, hi = d.slices[x][y]
+        return torch.arange(pstart[x] + lo, pstart[x] + hi)
+
+    m1, m2, mconf, d_src, d_blocks, d_tgt, d_conf = [], [], [], [], [], [], []
+    corres2d: list[list] = [[] for _ in range(n)]
+    for x, y in tmp_pairs:
+        conf = match_of(x, y)[1]
+        corres2d[x].append((y, conf))
+        corres2d[y].append((x, conf))
+        if is_ok(x, y):
+            m1.append(span(x, y))
+            m2.append(span(y, x))
+            mconf.append(conf)
+        else:  # all of x's anchored pixels against x as predicted in y's frame, at their anchors
+            pts21, conf21 = d.preds21[x][y]
+            d_src.append(torch.arange(pstart[x], pstart[x] + n_pts[x]))
+            d_blocks.append((y, n_pts[x]))
+            d_tgt.append(pts21[d.anchor_idx[x]])
+            d_conf.append(conf21[d.anchor_idx[x]])
+    r_blocks, r_pix, r_src, r_conf = [], [], [], []
+    for x in range(n):
+        for y, conf in corres2d[x]:
+            if is_ok(x, y):
+                r_blocks.append((x, len(conf)))
+                r_pix.append(d.uv1[x][slice(*d.slices[x][y]), :2])
+                r_src.append(span(y, x))
+                r_conf.append(conf)
+    dtype = anchored.uv1.dtype
+
+    def cat(parts, shape=(0,), dt=None):
+        return torch.cat(parts) if parts else torch.zeros(shape, dtype=dt or dtype)
+
+    terms = Terms(
+        m1=cat(m1, dt=torch.int64), m2=cat(m2, dt=torch.int64), mconf=cat(mconf),
+        r_blocks=r_blocks, r_pix=cat(r_pix, (0, 2)), r_src=cat(r_src, dt=torch.int64),
+        r_conf=cat(r_conf), d_src=cat(d_src, dt=torch.int64), d_blocks=d_blocks,
+        d_tgt=cat(d_tgt, (0, 3)), d_conf=cat(d_conf),
+    )  # fmt: skip
+    return anchored, terms
+
+
 def mast3r_sfm_align(
     views: Sequence[View],
     preds: Sequence[PairPrediction],
@@ -191,115 +312,25 @@ def mast3r_sfm_align(
         m = matches.get((a, b))
         return (m.xy_a, m.conf) if m is not None else (matches[(b, a)].xy_b, matches[(b, a)].conf)
 
-    # 2. canonical views, focals, anchors and the anchored pixels of each view
-    shapes, base_focals, core_depth, canon2s, cconfs = [], [], [], [], []
-    uv1, anchor_idx, offsets, slices, preds21 = [], [], [], [], []
-    for x in range(n):
-        own = [(x, y) for p1, p2 in tmp_pairs for (x_, y) in ((p1, p2), (p2, p1)) if x_ == x]
-        pts = torch.stack([pred(placed[x], placed[y]).pts3d_i.to(dtype) for _, y in own])
-        conf = torch.stack([pred(placed[x], placed[y]).conf_i.to(dtype) for _, y in own])
-        canon, canon2, cconf = canonical_view(pts, conf, s)
-        H, W = canon2.shape
-        shapes.append((H, W))
-        base_focals.append(weiszfeld_focal(canon))
-        core_depth.append(canon[s // 2 :: s, s // 2 :: s, 2].reshape(-1))
-        canon2s.append(canon2)
-        cconfs.append(cconf)
-        partners = list(dict.fromkeys(y for _, y in own))  # first-occurrence order
-        view_uv, view_idx, view_off, view_slices, start = [], [], [], {}, 0
-        for y in partners:
-            xy, _ = match_of(x, y)
-            idx, off = anchor_offsets(canon2, xy, s)
-            view_uv.append(torch.cat((xy.to(dtype), torch.ones(len(xy), 1, dtype=dtype)), 1))
-            view_idx.append(idx)
-            view_off.append(off)
-            view_slices[y] = (start, start + len(xy))
-            start += len(xy)
-        uv1.append(torch.cat(view_uv))
-        anchor_idx.append(torch.cat(view_idx))
-        offsets.append(torch.cat(view_off))
-        slices.append(view_slices)
-        # the partner's view of x, on the grid [::s, ::s] (official: not the anchor grid s//2::s), by anchor id
-        preds21.append(
-            {
-                y: (
-                    pred(placed[y], placed[x]).pts3d_j.to(dtype)[::s, ::s].reshape(-1, 3),
-                    pred(placed[y], placed[x]).conf_j.to(dtype)[::s, ::s].reshape(-1),
-                )
-                for y in partners
-            }
-        )
-
-    n_pts = [len(u) for u in uv1]
-    pstart = np.concatenate([[0], np.cumsum(n_pts)])[:-1].tolist()
-    n_anc = [len(d) for d in core_depth]
-    astart = np.concatenate([[0], np.cumsum(n_anc)])[:-1].tolist()
-    anchored = Anchored(
-        view=torch.repeat_interleave(torch.arange(n), torch.tensor(n_pts)),
-        counts=n_pts,
-        uv1=torch.cat(uv1),
-        anchor=torch.cat([idx + a for idx, a in zip(anchor_idx, astart, strict=True)]),
-        offset=torch.cat(offsets),
-    )
-
-    # 3. loss terms (official slices flattened into index arrays, in the official order)
-    def span(x: int, y: int) -> torch.Tensor:
-        lo, hi = slices[x][y]
-        return torch.arange(pstart[x] + lo, pstart[x] + hi)
-
-    ok = {k: bool(m.conf.max() > cfg.matching_conf_thr) for k, m in matches.items()}
-
     def is_ok(x: int, y: int) -> bool:
-        a, b = placed[x], placed[y]
-        return ok[(a, b)] if (a, b) in ok else ok[(b, a)]
+        """The pair's best match is confident enough for the matching losses (else: regression fallback)."""
+        return bool(match_of(x, y)[1].max() > cfg.matching_conf_thr)
 
-    m1, m2, mconf, d_src, d_blocks, d_tgt, d_conf = [], [], [], [], [], [], []
-    corres2d: list[list] = [[] for _ in range(n)]
-    for x, y in tmp_pairs:
-        conf = match_of(x, y)[1]
-        corres2d[x].append((x, y, conf))
-        corres2d[y].append((y, x, conf))
-        if is_ok(x, y):
-            m1.append(span(x, y))
-            m2.append(span(y, x))
-            mconf.append(conf)
-        else:
-            pts21, conf21 = preds21[x][y]  # x seen from y, in y's frame
-            d_src.append(torch.arange(pstart[x], pstart[x] + n_pts[x]))
-            d_blocks.append((y, n_pts[x]))
-            d_tgt.append(pts21[anchor_idx[x]])
-            d_conf.append(conf21[anchor_idx[x]])
-    r_blocks, r_pix, r_src, r_conf = [], [], [], []
-    for x in range(n):
-        for _, y, conf in corres2d[x]:
-            if is_ok(x, y):
-                r_blocks.append((x, len(conf)))
-                r_pix.append(uv1[x][slice(*slices[x][y]), :2])
-                r_src.append(span(y, x))
-                r_conf.append(conf)
-
-    def cat(parts, shape=(0,), dt=None):
-        return torch.cat(parts) if parts else torch.zeros(shape, dtype=dt or dtype)
-
-    terms = Terms(
-        m1=cat(m1, dt=torch.int64), m2=cat(m2, dt=torch.int64), mconf=cat(mconf),
-        r_blocks=r_blocks, r_pix=cat(r_pix, (0, 2)), r_src=cat(r_src, dt=torch.int64),
-        r_conf=cat(r_conf), d_src=cat(d_src, dt=torch.int64), d_blocks=d_blocks,
-        d_tgt=cat(d_tgt, (0, 3)), d_conf=cat(d_conf),
-    )  # fmt: skip
+    data = _prepare_views(n, tmp_pairs, lambda x, y: pred(placed[x], placed[y]), match_of, s, dtype)
+    anchored, terms = _loss_terms(data, tmp_pairs, match_of, is_ok)
 
     # 4. kinematic tree and optimisation
-    imsizes = torch.tensor([(W, H) for H, W in shapes])
+    imsizes = torch.tensor([(W, H) for H, W in data.shapes])
     n_matches = np.zeros((n, n), np.float32)
     for x, y in first:
         n_matches[x, y] = n_matches[y, x] = len(match_of(x, y)[1])
     n_anchors = ((imsizes // s).prod(dim=1)).numpy()
     root, edges = kinematic_tree(n_matches, n_anchors, cfg.kinematic_mode)
-    canon_focals = torch.cat(base_focals)
+    canon_focals = data.canon_focals
     init_focals, pp_init = _init_intrinsics(priors, placed, canon_focals, imsizes, dtype)
     model = SparseModel(
-        imsizes, init_focals, core_depth, root, edges, shared_intrinsics=shared,
-        depth_mode=cfg.depth_mode, exp_depth=cfg.exp_depth, mean_conf=torch.stack([c.mean() for c in cconfs]),
+        imsizes, init_focals, data.core_depth, root, edges, shared_intrinsics=shared,
+        depth_mode=cfg.depth_mode, exp_depth=cfg.exp_depth, mean_conf=torch.stack([c.mean() for c in data.conf]),
         pp_init=pp_init, dtype=dtype,
     )  # fmt: skip
     res = optimise(model, anchored, terms, cfg)
@@ -309,8 +340,8 @@ def mast3r_sfm_align(
     with torch.no_grad():
         # offsets are compensated with the canonical focals here (official: reloaded from the canonical cache),
         # with the init-overwritten ones during the optimisation
-        world, z = densify(K, cam2w, depth, canon_focals, canon2s, astart, s)
-        confs = clean_pointcloud(cconfs, K, cam2w, z, world) if cfg.clean_depth else cconfs
+        world, z = densify(K, cam2w, depth, canon_focals, data.canon2, data.anchor_start, s)
+        confs = clean_pointcloud(data.conf, K, cam2w, z, world) if cfg.clean_depth else data.conf
 
     T_out = np.tile(np.eye(4), (n_all, 1, 1))
     K_out = np.stack([_default_K(*v.true_shape) for v in views])
@@ -323,7 +354,7 @@ def mast3r_sfm_align(
         depth_out[k] = z[x].float().numpy()
         conf_out[k] = confs[x].float().numpy()
         registered[k] = True
-    fallback = sorted([min(k), max(k)] for k, v in ok.items() if not v)
+    fallback = sorted([min(k), max(k)] for k, m in matches.items() if not bool(m.conf.max() > cfg.matching_conf_thr))
     info = {
         "method": "mast3r-sfm",
         "config": dataclasses.asdict(cfg),
