@@ -68,7 +68,9 @@ class ReconstructConfig:
         graph: scene graph (``auto``, ``complete``, ``swin-k``, ``logwin-k``, ``oneref-i``, ``retrieval-Na-k``);
             ``auto`` is ``complete`` while its predictions fit the memory budget, else a sparser graph whose
             name and reason go to the log and to ``RunReport.graph_reason``.
-        align: ``sparse`` (MASt3R-SfM style) or ``dense`` (DUSt3R style).
+        align: ``sparse`` (recon's MASt3R-SfM-style variant), ``dense`` (recon's DUSt3R-style variant),
+            ``mast3r-sfm`` (the official MASt3R-SfM sparse global alignment reproduced; it matches the descriptors
+            itself) or ``dust3r`` (DUSt3R's PointCloudOptimizer reproduced).
         image_size: network input size (long side); ``None`` = the model's native size.
         match_conf_thr: minimum descriptor confidence of a match.
         subsample: seed-grid step of the reciprocal matcher.
@@ -287,7 +289,7 @@ def reconstruct(
     Raises:
         ReconstructionError: fewer than two usable images, unreadable prior files, unknown device.
     """
-    from recon.align import align
+    from recon.align import AlignmentError, align
     from recon.correspondences import match_unordered_pairs
     from recon.images import load_images
     from recon.inference import InferenceConfig, encode_views, run_inference
@@ -366,18 +368,25 @@ def reconstruct(
             # one unique set per unordered pair, merged from both decoding orders (official extract_correspondences)
             matches = match_unordered_pairs(preds, subsample=config.subsample, conf_thr=config.match_conf_thr)
             report.n_matches = sum(len(m) for m in matches)
+        elif config.align == "mast3r-sfm" and any(p.desc_i is None for p in preds):
+            raise ReconstructionError("--align mast3r-sfm needs descriptors; this model has none: use --align dense")
 
     with _stage(report, "alignment", device, progress):
-        scene = align(
-            views,
-            preds,
-            matches,
-            user_priors,
-            method=config.align,
-            config=config.align_config,
-            seed=config.seed,
-            two_view=config.two_view,
-        )
+        try:
+            scene = align(
+                views,
+                preds,
+                matches if config.align == "sparse" else None,
+                user_priors,
+                method=config.align,
+                config=config.align_config,
+                seed=config.seed,
+                two_view=config.two_view,
+            )
+        except AlignmentError as err:
+            raise ReconstructionError(str(err)) from None
+        if config.align == "mast3r-sfm":
+            report.n_matches = sum(scene.info.get("n_matches", {}).values())
 
     # exports that ship the photos (COLMAP, nerfstudio) copy them from here
     scene.info.setdefault("image_paths", [v.path for v in views])

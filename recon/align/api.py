@@ -12,6 +12,7 @@ import numpy as np
 from recon.align.confidence import CONF_SCALE, view_confidences
 from recon.align.config import DenseAlignConfig, SparseAlignConfig
 from recon.align.dense import dense_align
+from recon.align.mast3r_sfm import Mast3rSfmConfig, mast3r_sfm_align
 from recon.align.pairwise import pairwise_align
 from recon.align.sparse import sparse_align
 from recon.types import Matches, PairPrediction, Priors, Scene, View
@@ -25,10 +26,11 @@ def align(
     matches: Sequence[Matches] | None = None,
     priors: Priors | None = None,
     *,
-    method: Literal["sparse", "dense"] = "sparse",
-    config: SparseAlignConfig | DenseAlignConfig | None = None,
+    method: Literal["sparse", "dense", "mast3r-sfm"] = "sparse",
+    config: SparseAlignConfig | DenseAlignConfig | Mast3rSfmConfig | None = None,
     seed: int | None = None,
     two_view: Literal["pairwise", "optimise"] = "optimise",
+    **official_knobs,
 ) -> Scene:
     """Align views into one scene.
 
@@ -37,11 +39,15 @@ def align(
         preds: ordered pair predictions.
         matches: correspondences (needed by ``method="sparse"`` unless N == 2 and ``two_view="pairwise"``).
         priors: known intrinsics / poses.
-        method: ``"sparse"`` (MASt3R-SfM style) or ``"dense"`` (DUSt3R style).
+        method: ``"sparse"`` (MASt3R-SfM style) or ``"dense"`` (DUSt3R style), or ``"mast3r-sfm"``: the official
+            MASt3R-SfM sparse global alignment reproduced (``recon.align.mast3r_sfm``; matches computed from the
+            descriptors when ``matches`` is None; runs for N == 2 too).
         config: the method's config (default settings when ``None``).
         seed: overrides ``config.seed``.
         two_view: for N == 2, ``"optimise"`` (default) runs the same alignment as for N views, as the official
             code does; ``"pairwise"`` returns the closed-form pair solution (the optimisers start from it anyway).
+        **official_knobs: ``method="mast3r-sfm"`` only: ``Mast3rSfmConfig`` fields by their official names
+            (e.g. ``matching_conf_thr=0.0``), applied over ``config``.
 
     Returns:
         The ``Scene``.
@@ -49,6 +55,10 @@ def align(
     Raises:
         ValueError: unknown method, a config of the wrong type, or sparse alignment without matches.
     """
+    if method == "mast3r-sfm":
+        return _mast3r_sfm(views, preds, matches, priors, config, official_knobs)
+    if official_knobs:
+        raise TypeError(f"method={method!r} takes no keyword options {sorted(official_knobs)}; use config=")
     if method not in ("sparse", "dense"):
         raise ValueError(f"method must be 'sparse' or 'dense', got {method!r}")
     if two_view not in ("pairwise", "optimise"):
@@ -87,4 +97,13 @@ def with_official_conf(scene: Scene, preds: Sequence[PairPrediction], method: st
         for c, old, ok in zip(confs, scene.conf, reg, strict=True)
     ]
     scene.info["conf_scale"] = CONF_SCALE[method]
+    return scene
+
+
+def _mast3r_sfm(views, preds, matches, priors, config, knobs) -> Scene:
+    if config is not None and not isinstance(config, Mast3rSfmConfig):
+        raise TypeError(f"method='mast3r-sfm' takes a Mast3rSfmConfig, got {type(config).__name__}")
+    cfg = Mast3rSfmConfig.from_kwargs(**{**dataclasses.asdict(config or Mast3rSfmConfig()), **knobs})
+    scene = mast3r_sfm_align(views, preds, cfg, priors, matches=matches)
+    scene.info.setdefault("conf_scale", CONF_SCALE["mast3r-sfm"])
     return scene

@@ -30,7 +30,12 @@ def register(subparsers) -> None:
         default="auto",
         help="complete | swin-K | logwin-K | oneref-I | retrieval-Na-K | auto (complete while it fits in memory)",
     )
-    g.add_argument("--align", default="sparse", choices=("sparse", "dense"), help="global alignment method")
+    g.add_argument(
+        "--align",
+        default="sparse",
+        choices=("sparse", "dense", "mast3r-sfm"),
+        help="global alignment method (mast3r-sfm: the official MASt3R-SfM sparse global alignment)",
+    )
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
     g.add_argument("--image-size", type=int, help="network input size (default: the model's native size)")
     g.add_argument("--batch-size", type=int, default=8, help="pairs per decoder call")

@@ -72,6 +72,16 @@ def test_sparse_runs_and_reports(tiny_ckpt, photos, tmp_path, capsys):
     assert data["T_world_cam"].shape == (4, 4, 4)
 
 
+def test_official_mast3r_sfm_alignment_runs(tiny_ckpt, photos, tmp_path, capsys):
+    out = tmp_path / "scene.npz"
+    assert (
+        run(photos, "--checkpoint", tiny_ckpt, "--align", "mast3r-sfm", "--graph", "complete", *SIZE, "--out", out) == 0
+    )
+    assert "registered cameras: 4/4" in capsys.readouterr().out
+    data = np.load(out, allow_pickle=False)
+    assert data["T_world_cam"].shape == (4, 4, 4) and np.isfinite(data["T_world_cam"]).all()
+
+
 def test_colmap_and_nerfstudio_exports(tiny_ckpt, photos, tmp_path):
     pycolmap = pytest.importorskip("pycolmap")
     common = [photos, "--checkpoint", tiny_ckpt, "--align", "dense", "--conf-thr", "0", *SIZE]
