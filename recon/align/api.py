@@ -12,6 +12,7 @@ import numpy as np
 from recon.align.confidence import CONF_SCALE, view_confidences
 from recon.align.config import DenseAlignConfig, SparseAlignConfig
 from recon.align.dense import dense_align
+from recon.align.dust3r import Dust3rConfig, dust3r_align
 from recon.align.pairwise import pairwise_align
 from recon.align.sparse import sparse_align
 from recon.types import Matches, PairPrediction, Priors, Scene, View
@@ -25,10 +26,11 @@ def align(
     matches: Sequence[Matches] | None = None,
     priors: Priors | None = None,
     *,
-    method: Literal["sparse", "dense"] = "sparse",
-    config: SparseAlignConfig | DenseAlignConfig | None = None,
+    method: Literal["sparse", "dense", "dust3r"] = "sparse",
+    config: SparseAlignConfig | DenseAlignConfig | Dust3rConfig | None = None,
     seed: int | None = None,
     two_view: Literal["pairwise", "optimise"] = "optimise",
+    **official_knobs,
 ) -> Scene:
     """Align views into one scene.
 
@@ -37,11 +39,13 @@ def align(
         preds: ordered pair predictions.
         matches: correspondences (needed by ``method="sparse"`` unless N == 2 and ``two_view="pairwise"``).
         priors: known intrinsics / poses.
-        method: ``"sparse"`` (MASt3R-SfM style) or ``"dense"`` (DUSt3R style).
+        method: ``"sparse"`` (MASt3R-SfM style), ``"dense"`` (DUSt3R style) or ``"dust3r"`` (DUSt3R's official
+            ``PointCloudOptimizer`` reproduced, ``recon.align.dust3r``; it ignores ``two_view``).
         config: the method's config (default settings when ``None``).
         seed: overrides ``config.seed``.
         two_view: for N == 2, ``"optimise"`` (default) runs the same alignment as for N views, as the official
             code does; ``"pairwise"`` returns the closed-form pair solution (the optimisers start from it anyway).
+        **official_knobs: ``method="dust3r"`` only: ``Dust3rConfig`` fields by their official names.
 
     Returns:
         The ``Scene``.
@@ -49,8 +53,12 @@ def align(
     Raises:
         ValueError: unknown method, a config of the wrong type, or sparse alignment without matches.
     """
+    if method == "dust3r":
+        return _dust3r(views, preds, priors, config, seed, official_knobs)
+    if official_knobs:
+        raise TypeError(f"method={method!r} takes no keyword arguments {sorted(official_knobs)}")
     if method not in ("sparse", "dense"):
-        raise ValueError(f"method must be 'sparse' or 'dense', got {method!r}")
+        raise ValueError(f"method must be 'sparse', 'dense' or 'dust3r', got {method!r}")
     if two_view not in ("pairwise", "optimise"):
         raise ValueError(f"two_view must be 'pairwise' or 'optimise', got {two_view!r}")
     cls = SparseAlignConfig if method == "sparse" else DenseAlignConfig
@@ -87,4 +95,16 @@ def with_official_conf(scene: Scene, preds: Sequence[PairPrediction], method: st
         for c, old, ok in zip(confs, scene.conf, reg, strict=True)
     ]
     scene.info["conf_scale"] = CONF_SCALE[method]
+    return scene
+
+
+def _dust3r(views, preds, priors, config, seed, knobs) -> Scene:
+    if config is not None and not isinstance(config, Dust3rConfig):
+        raise TypeError(f"method='dust3r' takes a Dust3rConfig, got {type(config).__name__}")
+    unknown = sorted(set(knobs) - {f.name for f in dataclasses.fields(Dust3rConfig)})
+    if unknown:
+        raise TypeError(f"method='dust3r' has no option(s) {unknown}")
+    cfg = dataclasses.replace(config or Dust3rConfig(), **knobs, **({} if seed is None else {"seed": int(seed)}))
+    scene = dust3r_align(views, preds, priors, cfg)
+    scene.info["conf_scale"] = CONF_SCALE["dust3r"]  # its conf is the official raw im_conf already
     return scene
