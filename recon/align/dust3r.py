@@ -274,7 +274,9 @@ class _Edges:
 
     def scores(self) -> dict[tuple[int, int], float]:
         """``mean(conf_i)·mean(conf_j)`` per edge (the spanning tree's weights)."""
-        return {ij: float(ci.mean() * cj.mean()) for ij, ci, cj in zip(self.edges, self.conf_i, self.conf_j)}
+        return {
+            ij: float(ci.mean() * cj.mean()) for ij, ci, cj in zip(self.edges, self.conf_i, self.conf_j, strict=True)
+        }
 
 
 def _ravel_pad(x: torch.Tensor, area: int) -> torch.Tensor:
