@@ -21,6 +21,7 @@ from recon.align.dust3r import (
     PointCloudOptimizer,
     _Edges,
     clean_pointcloud,
+    clean_scene_conf,
     dust3r_align,
     lr_at,
     mst_init,
@@ -81,7 +82,7 @@ def test_clean_conf_matches_the_official_clean_depth(parity_run):
     official = load_file(str(case["dir"] / "official_dense.safetensors"))
     n = case["case"]["n_views"]
     theirs = gpc.per_view(official, "conf_clean", n)
-    ours = scene.info["conf_clean"]
+    ours = clean_scene_conf(scene)
     assert gpc.mask_diff(ours, theirs, 3.0) <= 0.005
     rejected = sum(int((np.asarray(c) == 0).sum()) for c in theirs)
     assert rejected > 0  # the cases do have points the cleaning rejects
@@ -306,7 +307,8 @@ class TestInputs:
 
     def test_knobs_and_clean_depth_option(self):
         views, preds, _ = _scene([(12, 16)] * 3, [15.0] * 3, seed=4)
+        raw = align(views, preds, method="dust3r", niter=5, schedule="cosine")
         scene = align(views, preds, method="dust3r", niter=5, schedule="cosine", clean_depth=True)
         assert scene.info["config"]["schedule"] == "cosine" and scene.info["config"]["niter"] == 5
-        for ours, clean in zip(scene.conf, scene.info["conf_clean"], strict=True):
+        for ours, clean in zip(scene.conf, clean_scene_conf(raw), strict=True):
             np.testing.assert_array_equal(ours, clean)
