@@ -264,6 +264,15 @@ class TestHandScene:
         np.testing.assert_array_equal(scene.T_world_cam[3], np.eye(4))
         assert gpc.pose_distance(scene.T_world_cam[:3], T_gt[:3])["rot_deg"] < 0.05
 
+    def test_smaller_group_of_views_is_unregistered_and_named(self):
+        # two groups of views that share no pair: the larger one is aligned, the other is left out by name
+        pairs = [(i, j) for i in range(3) for j in range(3) if i != j] + [(3, 4), (4, 3)]
+        views, preds, T_gt = _scene([(24, 32)] * 5, [30.0] * 5, n_edges=pairs, seed=7)
+        scene = align(views, preds, method="dust3r", niter=0)
+        assert scene.registered.tolist() == [True, True, True, False, False]
+        assert scene.info["unregistered"] == ["v3", "v4"]
+        assert gpc.pose_distance(scene.T_world_cam[:3], T_gt[:3])["rot_deg"] < 0.05
+
     def test_views_placed_only_by_pnp(self):
         # a star: view 0 is i of every pair, so the chain sets only its pose; the others come from PnP, with the
         # official focal candidates since no pair gives them a Weiszfeld focal
