@@ -293,7 +293,10 @@ def _ravel_pad(x: torch.Tensor, area: int) -> torch.Tensor:
 class PointCloudOptimizer:
     """Parameters and loss of DUSt3R's ``PointCloudOptimizer`` (see the module docstring)."""
 
-    def __init__(self, data: _Edges, cfg: Dust3rConfig):
+    def __init__(self, data: _Edges, cfg: Dust3rConfig, known_K: Sequence[np.ndarray | None] | None = None):
+        """``known_K``: per view a ``[3, 3]`` known intrinsics (``None`` where unknown): its focal (mean of fx and
+        fy) and principal point are set and held fixed (official ``preset_focal`` / ``preset_principal_point``,
+        here allowed per view)."""
         dev = torch.device(cfg.device)
         self.data, self.cfg = data, cfg
         n, E = data.n, len(data.edges)
@@ -317,6 +320,19 @@ class PointCloudOptimizer:
             self.params[k] = p.to(dev).requires_grad_(True)
         self.pw_poses, self.im_depthmaps, self.im_poses, self.im_focals = self.params[:4]
         self.im_pp = self.params[4] if cfg.optimize_pp else self.im_pp.to(dev)
+        self.known = [K is not None for K in (known_K or [None] * n)]
+        with torch.no_grad():
+            for k, K in enumerate(known_K or []):
+                if K is not None:
+                    h, w = data.shapes[k]
+                    self.im_focals[k] = cfg.focal_break * np.log((K[0, 0] + K[1, 1]) / 2)
+                    self.im_pp[k] = torch.tensor([K[0, 2] - w / 2, K[1, 2] - h / 2]) / 10
+        if any(self.known):
+            # Known rows get no gradient, so Adam never moves them (its moments stay zero).
+            frozen = torch.tensor(self.known, device=dev)[:, None]
+            for p in (self.im_focals, self.im_pp):
+                if p.requires_grad:
+                    p.register_hook(lambda g: g.masked_fill(frozen, 0))
 
         self._pp = torch.tensor([(w / 2, h / 2) for h, w in data.shapes], device=dev)
         # Point maps are held channels-first ([*, 3, A]): the per-pixel 3x3 products and norms of the loss run
@@ -410,7 +426,8 @@ class PointCloudOptimizer:
 
     @torch.no_grad()
     def set_focal(self, k: int, focal: float) -> None:
-        self.im_focals[k] = self.cfg.focal_break * np.log(focal)
+        if not self.known[k]:  # a preset focal is never overwritten (official: frozen parameters)
+            self.im_focals[k] = self.cfg.focal_break * np.log(focal)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -632,14 +649,25 @@ def _main_component(n: int, edges: list[tuple[int, int]], scores: list[float]) -
     return [k for k in range(n) if label[k] == comp]
 
 
-def _has_priors(priors: Priors | None) -> bool:
+def _known_K(priors: Priors | None, n: int) -> list[np.ndarray | None] | None:
+    """Per view the known intrinsics of ``priors`` (a focal alone gets the image centre), or ``None``."""
     if priors is None:
-        return False
-    return (
-        bool(priors.T_world_cam)
-        or priors.shared_intrinsics
-        or any(x is not None for x in (*(priors.K or []), *(priors.focal or [])))
-    )
+        return None
+    if priors.T_world_cam:
+        raise AlignmentError("method='dust3r' takes no known poses; use method='dense' or 'sparse'")
+    if priors.shared_intrinsics:
+        raise AlignmentError("method='dust3r' has no shared intrinsics; use method='dense' or 'sparse'")
+    K_list, focals = priors.K or [None] * n, priors.focal or [None] * n
+    if len(K_list) != n or len(focals) != n:
+        raise AlignmentError(f"priors give {len(K_list)} K and {len(focals)} focals for {n} views")
+    out: list[np.ndarray | None] = []
+    for K, f in zip(K_list, focals, strict=True):
+        if K is None and f is not None:
+            K = np.array([[f, 0, np.nan], [0, f, np.nan], [0, 0, 1]])  # centre filled in by the caller
+        if K is not None and not (np.isfinite(K[:2, :2]).all() and K[0, 0] > 0 and K[1, 1] > 0):
+            raise AlignmentError(f"known intrinsics need positive finite focals, got {K.tolist()}")
+        out.append(None if K is None else np.asarray(K, np.float64))
+    return out if any(K is not None for K in out) else None
 
 
 def dust3r_align(
@@ -654,7 +682,8 @@ def dust3r_align(
         views: N views; ``image [3, H, W]`` gives shapes and colours (sizes may differ).
         preds: ordered pair predictions (``pts3d_i / pts3d_j [H, W, 3]`` in camera ``i``'s frame, ``conf_i /
             conf_j [H, W]``); the official demo passes both orders of every pair.
-        priors: not supported by this mode (the official demo has none); non-empty priors are an error.
+        priors: known intrinsics (``K``, or ``focal`` with the principal point at the image centre), held fixed;
+            known poses and shared intrinsics are not part of this mode (an error).
         config: ``Dust3rConfig`` (official defaults when ``None``).
 
     Returns:
@@ -667,11 +696,15 @@ def dust3r_align(
         AlignmentError: inconsistent inputs, priors, or no pair at all.
     """
     cfg = config or Dust3rConfig()
-    if _has_priors(priors):
-        raise AlignmentError("method='dust3r' takes no known cameras (priors); use method='dense' or 'sparse'")
     t0 = time.perf_counter()
     dev = torch.device(cfg.device)
     n = len(views)
+    known_K = _known_K(priors, n)
+    if known_K is not None:
+        for k, K in enumerate(known_K):
+            if K is not None and np.isnan(K[:2, 2]).any():
+                H, W = views[k].true_shape
+                K[:2, 2] = (W / 2, H / 2)
     shapes, edges, pi, pj, ci, cj = _read_pairs(views, preds, dev)
     if not edges:
         raise AlignmentError("method='dust3r' needs at least one pair prediction")
@@ -696,7 +729,7 @@ def dust3r_align(
         )
 
     with torch.autocast(dev.type, enabled=False):
-        opt = PointCloudOptimizer(data, cfg)
+        opt = PointCloudOptimizer(data, cfg, None if known_K is None else [known_K[k] for k in keep])
         info: dict = {"method": "dust3r", "config": dataclasses.asdict(cfg)}
         if cfg.init == "mst":
             info.update(mst_init(opt))

@@ -298,13 +298,31 @@ class TestHandScene:
         assert pnp_ransac(p.pts3d_j, 30.0, torch.zeros(24, 32, dtype=torch.bool), niter=10) is None
 
 
+class TestKnownIntrinsics:
+    def test_known_focals_and_principal_point_are_held(self):
+        focals = [30.0, 33.0, 28.0]
+        views, preds, T_gt = _scene([(24, 32)] * 3, focals, seed=1)
+        K2 = np.array([[28.0, 0, 16.0], [0, 28.0, 12.0], [0, 0, 1]])
+        priors = Priors(K=[None, None, K2], focal=[30.0, None, None])
+        scene = align(views, preds, priors=priors, method="dust3r", niter=50, optimize_pp=True)
+        np.testing.assert_allclose(scene.K[[0, 2], 0, 0], [30.0, 28.0], rtol=1e-5)
+        np.testing.assert_allclose(scene.K[2, :2, 2], [16.0, 12.0], atol=1e-5)
+        np.testing.assert_allclose(scene.K[0, :2, 2], [16.0, 12.0], atol=1e-5)  # a focal alone: centre, held
+        assert abs(scene.K[1, 0, 0] / 30.0 - 1) > 1e-4  # the unknown focal is optimised
+        assert np.abs(scene.K[1, :2, 2] - [16.0, 12.0]).max() > 1e-4  # and so is its principal point
+
+
 class TestInputs:
     def test_errors(self):
         views, preds, _ = _scene([(6, 8)] * 2, [8.0] * 2)
         with pytest.raises(AlignmentError, match="at least one pair"):
             dust3r_align(views, [])
-        with pytest.raises(AlignmentError, match="priors"):
-            dust3r_align(views, preds, Priors(focal=[8.0, None]))
+        with pytest.raises(AlignmentError, match="known poses"):
+            dust3r_align(views, preds, Priors(T_world_cam={0: np.eye(4)}))
+        with pytest.raises(AlignmentError, match="shared intrinsics"):
+            dust3r_align(views, preds, Priors(shared_intrinsics=True))
+        with pytest.raises(AlignmentError, match="positive finite"):
+            dust3r_align(views, preds, Priors(focal=[-8.0, None]))
         with pytest.raises(AlignmentError, match="shape"):
             dust3r_align(views[:1] + [View(image=torch.rand(3, 6, 6), idx=1, name="v1")], preds)
         with pytest.raises(TypeError, match="no option"):
