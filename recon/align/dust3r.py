@@ -464,7 +464,10 @@ def mst_init(opt: PointCloudOptimizer) -> dict:
     poses[i] = torch.eye(4, device=dev)
     focals[i] = weiszfeld_focal(data.pred_i[e])
     chain = [(i, j)]
+    deferred = 0  # consecutive retries: a full round without progress means the tree is not connected
     while todo:
+        if deferred >= len(todo):
+            raise AlignmentError(f"the spanning tree of pair scores does not connect views {sorted(done)} to the rest")
         score, i, j = todo.pop()
         # (official) the focal of a new ``i`` is estimated from the point map of the PREVIOUS edge handled
         # (the variable holding the edge is only updated below), which may even show another view.
@@ -481,10 +484,12 @@ def mst_init(opt: PointCloudOptimizer) -> dict:
                 pts3d[i] = _transform(_similarity(s, R, t), data.pred_i[e])
                 done.add(i)
             chain.append((i, j))
+            deferred = 0
             if poses[i] is None:  # the pair's frame is camera i
                 poses[i] = _similarity(1.0, R, t)
         else:  # not connected to the chain yet: retry later
             todo.insert(0, (score, i, j))
+            deferred += 1
 
     # Remaining focals: each view's best pair where it is ``i`` (official order: best score first).
     for i, j in sorted(scores, key=lambda ij: -scores[ij]):

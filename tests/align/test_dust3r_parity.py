@@ -273,6 +273,11 @@ class TestHandScene:
         assert scene.info["unregistered"] == ["v3", "v4"]
         assert gpc.pose_distance(scene.T_world_cam[:3], T_gt[:3])["rot_deg"] < 0.05
 
+    def test_mst_init_refuses_a_disconnected_graph(self):
+        views, preds, _ = _scene([(12, 16)] * 4, [15.0] * 4, n_edges=[(0, 1), (1, 0), (2, 3), (3, 2)], seed=8)
+        with pytest.raises(AlignmentError, match="does not connect"):
+            mst_init(PointCloudOptimizer(_edges(views, preds), Dust3rConfig()))
+
     def test_views_placed_only_by_pnp(self):
         # a star: view 0 is i of every pair, so the chain sets only its pose; the others come from PnP, with the
         # official focal candidates since no pair gives them a Weiszfeld focal
