@@ -2,7 +2,7 @@
 
 The parity cases (tests/fixtures/ga_parity/<case>, copied from shared/conformance/ga_parity) hold the pair
 predictions the official ``PointCloudOptimizer`` got and what it made of them with the demo's settings; the
-metrics and tolerances are those of the shared checker (``ga_parity_check.py``, a verbatim copy). A missing
+metrics and tolerances are those of the shared checker (``ga_parity_check.py``, a copy). A missing
 fixture fails. The unit tests use hand-made scenes with exact pair predictions.
 """
 
