@@ -69,6 +69,7 @@ def test_parity_with_official_pointcloud_optimizer(parity_run):
 
 def test_conf_is_the_official_raw_im_conf(parity_run):
     _, ref, scene = parity_run
+    assert scene.info["conf_scale"] == "dust3r-max"
     # the demo's threshold on the official raw scale selects the same pixels
     assert gpc.mask_diff(list(scene.conf), ref["conf"], 3.0) <= 0.005
     for ours, theirs in zip(scene.conf, ref["conf"], strict=True):  # im_conf is an input: equal to fp16 rounding
