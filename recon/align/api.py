@@ -12,6 +12,7 @@ import numpy as np
 from recon.align.confidence import CONF_SCALE, view_confidences
 from recon.align.config import DenseAlignConfig, SparseAlignConfig
 from recon.align.dense import dense_align
+from recon.align.dust3r import Dust3rConfig, dust3r_align
 from recon.align.mast3r_sfm import Mast3rSfmConfig, mast3r_sfm_align
 from recon.align.pairwise import pairwise_align
 from recon.align.sparse import sparse_align
@@ -26,8 +27,8 @@ def align(
     matches: Sequence[Matches] | None = None,
     priors: Priors | None = None,
     *,
-    method: Literal["sparse", "dense", "mast3r-sfm"] = "sparse",
-    config: SparseAlignConfig | DenseAlignConfig | Mast3rSfmConfig | None = None,
+    method: Literal["sparse", "dense", "mast3r-sfm", "dust3r"] = "sparse",
+    config: SparseAlignConfig | DenseAlignConfig | Mast3rSfmConfig | Dust3rConfig | None = None,
     seed: int | None = None,
     two_view: Literal["pairwise", "optimise"] = "optimise",
     **official_knobs,
@@ -39,15 +40,17 @@ def align(
         preds: ordered pair predictions.
         matches: correspondences (needed by ``method="sparse"`` unless N == 2 and ``two_view="pairwise"``).
         priors: known intrinsics / poses.
-        method: ``"sparse"`` (MASt3R-SfM style) or ``"dense"`` (DUSt3R style), or ``"mast3r-sfm"``: the official
-            MASt3R-SfM sparse global alignment reproduced (``recon.align.mast3r_sfm``; matches computed from the
-            descriptors when ``matches`` is None; runs for N == 2 too).
+        method: ``"sparse"`` / ``"dense"``: recon's own variants (MASt3R-SfM style / DUSt3R style, see
+            docs/alignment.md); ``"mast3r-sfm"``: the official MASt3R-SfM sparse global alignment reproduced
+            (``recon.align.mast3r_sfm``; matches computed from the descriptors when ``matches`` is None; runs for
+            N == 2 too); ``"dust3r"``: DUSt3R's official ``PointCloudOptimizer`` reproduced
+            (``recon.align.dust3r``; it ignores ``two_view``).
         config: the method's config (default settings when ``None``).
         seed: overrides ``config.seed``.
         two_view: for N == 2, ``"optimise"`` (default) runs the same alignment as for N views, as the official
             code does; ``"pairwise"`` returns the closed-form pair solution (the optimisers start from it anyway).
-        **official_knobs: ``method="mast3r-sfm"`` only: ``Mast3rSfmConfig`` fields by their official names
-            (e.g. ``matching_conf_thr=0.0``), applied over ``config``.
+        **official_knobs: ``method="mast3r-sfm"`` / ``"dust3r"`` only: ``Mast3rSfmConfig`` / ``Dust3rConfig``
+            fields by their official names (e.g. ``matching_conf_thr=0.0``), applied over ``config``.
 
     Returns:
         The ``Scene``.
@@ -57,10 +60,12 @@ def align(
     """
     if method == "mast3r-sfm":
         return _mast3r_sfm(views, preds, matches, priors, config, official_knobs)
+    if method == "dust3r":
+        return _dust3r(views, preds, priors, config, seed, official_knobs)
     if official_knobs:
         raise TypeError(f"method={method!r} takes no keyword options {sorted(official_knobs)}; use config=")
     if method not in ("sparse", "dense"):
-        raise ValueError(f"method must be 'sparse' or 'dense', got {method!r}")
+        raise ValueError(f"method must be 'sparse', 'dense', 'mast3r-sfm' or 'dust3r', got {method!r}")
     if two_view not in ("pairwise", "optimise"):
         raise ValueError(f"two_view must be 'pairwise' or 'optimise', got {two_view!r}")
     cls = SparseAlignConfig if method == "sparse" else DenseAlignConfig
@@ -106,4 +111,16 @@ def _mast3r_sfm(views, preds, matches, priors, config, knobs) -> Scene:
     cfg = Mast3rSfmConfig.from_kwargs(**{**dataclasses.asdict(config or Mast3rSfmConfig()), **knobs})
     scene = mast3r_sfm_align(views, preds, cfg, priors, matches=matches)
     scene.info.setdefault("conf_scale", CONF_SCALE["mast3r-sfm"])
+    return scene
+
+
+def _dust3r(views, preds, priors, config, seed, knobs) -> Scene:
+    if config is not None and not isinstance(config, Dust3rConfig):
+        raise TypeError(f"method='dust3r' takes a Dust3rConfig, got {type(config).__name__}")
+    unknown = sorted(set(knobs) - {f.name for f in dataclasses.fields(Dust3rConfig)})
+    if unknown:
+        raise TypeError(f"method='dust3r' has no option(s) {unknown}")
+    cfg = dataclasses.replace(config or Dust3rConfig(), **knobs, **({} if seed is None else {"seed": int(seed)}))
+    scene = dust3r_align(views, preds, priors, cfg)
+    scene.info["conf_scale"] = CONF_SCALE["dust3r"]  # its conf is the official raw im_conf already
     return scene

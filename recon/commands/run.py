@@ -33,8 +33,9 @@ def register(subparsers) -> None:
     g.add_argument(
         "--align",
         default="sparse",
-        choices=("sparse", "dense", "mast3r-sfm"),
-        help="global alignment method (mast3r-sfm: the official MASt3R-SfM sparse global alignment)",
+        choices=("sparse", "dense", "mast3r-sfm", "dust3r"),
+        help="global alignment: sparse / dense = recon's own variants; mast3r-sfm / dust3r = the official "
+        "MASt3R-SfM sparse and DUSt3R dense aligners reproduced (docs/alignment.md)",
     )
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
     g.add_argument("--image-size", type=int, help="network input size (default: the model's native size)")
