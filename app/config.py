@@ -32,6 +32,10 @@ class AppLimits:
     """Frames sampled per second of video (at most ``max_images`` frames)."""
     max_pixels: int = 60_000_000
     """Largest image in pixels (decompression-bomb guard); a 60 Mpx photo loads."""
+    max_pending_upload_mb: float = 2000.0
+    """Largest total of files uploaded by all clients and not yet ingested (the upload route refuses more)."""
+    upload_claim_s: float = 600.0
+    """An uploaded file that no session ingests within this time is deleted."""
 
     def __post_init__(self):
         for name in self.__dataclass_fields__:
@@ -52,7 +56,8 @@ class AppConfig:
     max_queue: int = 32
     """Waiting requests beyond which new ones are refused with a 'queue full' message."""
     session_ttl_s: float = 3600.0
-    """A session idle this long (no event) has its workspace deleted; closing the tab deletes it at once."""
+    """A session without any event for this long has its workspace deleted (never during a run); closing the
+    tab deletes it at once (and cancels its run)."""
     device: str = "auto"
     """Torch device of inference and alignment: ``auto``, ``cpu`` or ``cuda[:k]``."""
     examples_dir: Path | None = None

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,34 +26,58 @@ logger = logging.getLogger(__name__)
 # (stage, fraction in [0, 1], message); the stages are STAGES in order.
 ProgressFn = Callable[[str, float, str], None]
 STAGES = ("load", "pairs", "inference", "matching", "alignment", "export")
-GRAPHS = ("auto", "complete", "swin-3", "logwin-3", "oneref-0", "retrieval")
+# The first entry is the default: a sliding window over the upload order keeps 10 photos near a minute on a CPU
+# (20 pairs instead of 45 for ``complete``); photos of one walk-around are usually taken in order.
+GRAPHS = ("swin-2", "auto", "complete", "swin-3", "logwin-3", "oneref-0", "retrieval")
+# Alignment modes offered in the page; the first is the default. A new mode of ``recon.pipeline`` is one more
+# entry here (and in ``_ALIGN_ITERATIONS`` if it has an iteration count the page should set).
+ALIGN_MODES = ("sparse", "dense")
+# Per mode, the fields of its ``recon.align`` config that ``RunSettings.niter`` sets.
+_ALIGN_ITERATIONS = {"sparse": ("niter_coarse", "niter_fine"), "dense": ("niter",)}
 
 
 class RunError(RuntimeError):
-    """A reconstruction that cannot be done as asked; the message tells the user what to change."""
+    """A reconstruction that cannot be done as asked; the message tells the user what to change.
+
+    Attributes:
+        stage: the stage that failed (one of ``STAGES``), or None before any stage ran.
+    """
+
+    def __init__(self, message: str, stage: str | None = None):
+        super().__init__(message)
+        self.stage = stage
+
+
+class RunCancelled(RunError):
+    """The user stopped the run (Stop button, tab closed); nothing is kept."""
 
 
 @dataclass(frozen=True)
 class RunSettings:
     """The pipeline knobs offered in the UI (see ``recon.pipeline.ReconstructConfig`` / ``UserPriors``).
 
+    The defaults are chosen for a CPU server: 10 photos take about a minute (measured in ``docs/app.md``).
+
     Attributes:
         graph: scene graph (``auto``, ``complete``, ``swin-k``, ``logwin-k``, ``oneref-i``, ``retrieval-k``).
-        align: ``sparse`` or ``dense``.
-        image_size: network input long side; None = the model's native size.
+        align: one of ``ALIGN_MODES``.
+        image_size: network input long side; None = the model's native size (512 for MASt3R: about 5x the
+            decoder and matching time of 224).
         subsample: seed-grid step of the matcher (larger: fewer matches, faster).
         match_conf_thr: minimum descriptor confidence of a match.
+        niter: iterations of each alignment phase (the aligners' own default is 300).
         shared_intrinsics: all photos come from one camera.
         focal: known focal length in pixels of the original photos (None: estimate).
         use_exif: use EXIF focal lengths when present.
         seed: seed of the random choices.
     """
 
-    graph: str = "auto"
-    align: str = "sparse"
-    image_size: int | None = None
+    graph: str = GRAPHS[0]
+    align: str = ALIGN_MODES[0]
+    image_size: int | None = 224
     subsample: int = 8
     match_conf_thr: float = 0.0
+    niter: int = 100
     shared_intrinsics: bool = False
     focal: float | None = None
     use_exif: bool = True
@@ -94,13 +119,18 @@ class ExportSet:
 
 @dataclass
 class RunResult:
-    """A finished reconstruction cached in the workspace (``scene`` is re-exported on demand)."""
+    """A finished reconstruction cached in the workspace (``scene`` is re-exported on demand).
+
+    Attributes:
+        random_weights: made by a model with random weights: the geometry is meaningless.
+    """
 
     scene: object  # recon.types.Scene
     report: object  # recon.pipeline.RunReport
     image_paths: list[Path | None]
     exports: ExportSet | None = None
     cleaned: object | None = None  # the scene with floaters demoted, computed once on first use
+    random_weights: bool = False
 
     def cleaned_scene(self):
         from recon.scene import clean_scene
@@ -109,16 +139,214 @@ class RunResult:
             self.cleaned = clean_scene(self.scene)
         return self.cleaned
 
+    @property
+    def unregistered(self) -> list[str]:
+        """Names of the views the alignment could not place."""
+        return unregistered_names(self.scene)
+
+
+def unregistered_names(scene) -> list[str]:
+    """The views of ``scene`` without a camera: ``scene.info["unregistered"]`` when the aligner lists them, else
+    the names whose ``scene.registered`` is False."""
+    named = scene.info.get("unregistered") if isinstance(scene.info, dict) else None
+    if named is not None:
+        return [str(n) for n in named]
+    if scene.registered is None:
+        return []
+    return [n for n, r in zip(scene.names, scene.registered, strict=True) if not r]
+
+
+def pairs_wording(n_pairs: int) -> str:
+    """The one wording of pair counts used everywhere: ``20 pairs (40 decoder passes)``."""
+    return f"{n_pairs} pair{'s' if n_pairs != 1 else ''} ({2 * n_pairs} decoder passes)"
+
+
+# ------------------------------------------------------------------------------------------ plan and estimate
+@dataclass
+class UnitCosts:
+    """Seconds per unit of work of one model at one image size, on this server.
+
+    Attributes:
+        encode: one image through the encoder.
+        decode: one decoder pass (half a pair).
+        match: matching one decoder pass's output (sparse alignment only).
+        align: one alignment iteration per pair.
+        measured: "probe" (one synthetic pair) or "run" (the last real run, which replaces the probe).
+    """
+
+    encode: float
+    decode: float
+    match: float
+    align: float
+    measured: str = "probe"
+
+
+# Alignment seconds per iteration per pair, before a run has measured it (sparse, 224 px, this 2-core machine).
+_ALIGN_S_PER_ITER_PAIR = 5e-4
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do, known before it starts.
+
+    Attributes:
+        n_images: images to reconstruct.
+        graph: the scene graph that will be used (``auto`` resolved).
+        n_pairs: unordered pairs (each costs two decoder passes).
+        exact: False for retrieval graphs, whose pair count is an upper bound until the images are encoded.
+        stage_seconds: estimated seconds per stage (empty without a cost calibration).
+    """
+
+    n_images: int
+    graph: str
+    n_pairs: int
+    exact: bool = True
+    stage_seconds: dict = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.stage_seconds.values())
+
+    def message(self) -> str:
+        """One Markdown line: what will run and how long it should take."""
+        about = "" if self.exact else "at most "
+        text = f"Plan: {self.n_images} images, scene graph `{self.graph}`: {about}{pairs_wording(self.n_pairs)}"
+        if self.stage_seconds:
+            text += f"; estimated **{duration_text(self.seconds)}** on this server"
+        return text + "."
+
+
+def duration_text(seconds: float) -> str:
+    """``~45 s`` or ``~2.5 min``."""
+    if seconds < 90:
+        return f"~{max(1, round(seconds))} s"
+    return f"~{seconds / 60:.1f} min"
+
+
+def plan_run(n_images: int, settings: RunSettings, costs: UnitCosts | None = None) -> Plan:
+    """The pairs a run of ``n_images`` with ``settings`` will decode, and its estimated time from ``costs``.
+
+    Raises:
+        RunError: an unknown scene graph, or fewer than 2 images.
+    """
+    from recon.pairs import choose_graph, make_pairs, parse_graph
+
+    if n_images < 2:
+        raise RunError(f"a reconstruction needs at least 2 images, got {n_images}")
+    try:
+        spec = parse_graph(settings.graph)
+        graph, exact = spec.name, True
+        if spec.kind == "auto":  # the pipeline encodes the images first, so auto may pick retrieval
+            graph, _ = choose_graph(n_images, has_tokens=True)
+            spec = parse_graph(graph)
+        if spec.kind == "retrieval":  # at most: each image with its k - 1 nearest, plus the key images together
+            k = spec.k if spec.k is not None else min(n_images - 1, 10)
+            na = min(spec.m if spec.m is not None else 20, n_images)
+            n_pairs = min(n_images * (n_images - 1) // 2, n_images * max(k - 1, 0) + na * (na - 1) // 2)
+            exact = False
+        else:
+            n_pairs = len(make_pairs(n_images, graph))
+    except ValueError as err:
+        raise RunError(f"cannot run with these settings: {err}") from None
+    seconds = {}
+    if costs is not None:
+        passes = 2 * n_pairs
+        iters = settings.niter * len(_ALIGN_ITERATIONS.get(settings.align, ("niter",)))
+        seconds = {
+            "inference": n_images * costs.encode + passes * costs.decode,
+            "matching": passes * costs.match if settings.align == "sparse" else 0.0,
+            "alignment": iters * n_pairs * costs.align,
+            "export": 1.0 + 0.05 * n_images,  # four writers over N point maps; small next to the rest
+        }
+    return Plan(n_images, graph, n_pairs, exact, seconds)
+
+
+def probe_costs(model, image_size: int, subsample: int, device: str = "auto") -> UnitCosts:
+    """Time one synthetic 4:3 pair (2 encoder, 2 decoder passes, their matching) with ``model`` at ``image_size``,
+    twice. A real run then replaces these figures with its own (``costs_from_run``)."""
+    import torch
+
+    from recon.inference import InferenceConfig, encode_views, run_inference
+    from recon.matching import match_pair
+    from recon.types import View
+
+    p = model.patch_size
+    W = max(p, image_size // p * p)
+    H = max(p, (image_size * 3 // 4) // p * p)
+    gen = torch.Generator().manual_seed(0)
+    views = [View(image=torch.rand(3, H, W, generator=gen), idx=k, name=f"probe{k}") for k in range(2)]
+    best = [math.inf] * 3
+    for _ in range(2):  # the first round pays one-off allocations: keep the faster of two
+        t0 = time.perf_counter()
+        feats = encode_views(model, views, progress=False)
+        t1 = time.perf_counter()
+        preds = run_inference(model, views, [(0, 1)], InferenceConfig(batch_size=2), progress=False, feats=feats)
+        t2 = time.perf_counter()
+        for pred in preds:
+            if pred.desc_i is not None:
+                match_pair(pred, subsample=subsample)
+        t3 = time.perf_counter()
+        best = [min(b, t) for b, t in zip(best, (t1 - t0, t2 - t1, t3 - t2), strict=True)]
+    return UnitCosts(best[0] / 2, best[1] / 2, best[2] / 2, _ALIGN_S_PER_ITER_PAIR)
+
+
+def costs_from_run(report, settings: RunSettings) -> UnitCosts:
+    """Unit costs measured by a finished run (more faithful than the probe: real images, this load)."""
+    passes = max(1, 2 * report.n_pairs)
+    iters = settings.niter * len(_ALIGN_ITERATIONS.get(settings.align, ("niter",)))
+    sec = report.stage_seconds
+    inference = sec.get("inference", 0.0) + sec.get("pairs", 0.0)
+    encode = inference * 0.05 / max(1, report.n_images)  # the encoder is a small share of a pair's cost
+    return UnitCosts(
+        encode=encode,
+        decode=max(0.0, inference - encode * report.n_images) / passes,
+        match=sec.get("matching", 0.0) / passes,
+        align=sec.get("alignment", 0.0) / max(1, iters * report.n_pairs),
+        measured="run",
+    )
+
+
+def overall_fraction(plan: Plan, stage: str, frac: float) -> float:
+    """Fraction of the whole run done when ``stage`` is ``frac`` done, weighted by the plan's estimates."""
+    weights = {s: plan.stage_seconds.get(s, 0.0) + 0.2 for s in STAGES}  # + a floor: stages never weigh 0
+    total = sum(weights.values())
+    before = sum(weights[s] for s in STAGES[: STAGES.index(stage)]) if stage in STAGES else 0.0
+    return min(1.0, (before + frac * weights.get(stage, 0.0)) / total)
+
 
 def _check_settings(s: RunSettings, limits: AppLimits) -> None:
-    if s.align not in ("sparse", "dense"):
-        raise RunError(f"alignment must be 'sparse' or 'dense', not {s.align!r}")
+    if s.align not in ALIGN_MODES:
+        raise RunError(f"alignment must be one of {', '.join(repr(m) for m in ALIGN_MODES)}, not {s.align!r}")
     if s.image_size is not None and not 64 <= s.image_size <= 1024:
         raise RunError(f"image size must be between 64 and 1024 pixels, got {s.image_size}")
     if s.subsample < 1:
         raise RunError(f"match subsampling must be >= 1, got {s.subsample}")
+    if not 1 <= s.niter <= 5000:
+        raise RunError(f"alignment iterations must be between 1 and 5000, got {s.niter}")
     if s.focal is not None and not (math.isfinite(s.focal) and s.focal > 0):
         raise RunError(f"the known focal length must be a positive number of pixels, got {s.focal}")
+
+
+def _align_config(settings: RunSettings):
+    """The aligner's config with ``settings.niter`` iterations per phase (None: a mode without one)."""
+    from recon.align import config as align_config
+
+    fields = _ALIGN_ITERATIONS.get(settings.align)
+    cls = {"sparse": align_config.SparseAlignConfig, "dense": align_config.DenseAlignConfig}.get(settings.align)
+    if not fields or cls is None:
+        return None
+    return cls(**{f: int(settings.niter) for f in fields})
+
+
+def _step_message(stage: str, done: int, total: int, detail: str) -> tuple[str, float, str]:
+    """A ``recon.progress`` step as (stage of ``STAGES``, fraction, message), in the page's wording."""
+    if stage == "encode":  # the encoder is a small share of the stage: each image is encoded once
+        return "inference", 0.05 * done / max(total, 1), f"encoding image {done}/{total}"
+    if stage == "inference":
+        return stage, 0.05 + 0.95 * done / max(total, 1), f"decoder pass {done}/{total} ({total // 2} pairs)"
+    if stage == "matching":
+        return stage, done / max(total, 1), f"pair {done}/{total}"  # one merged match set per unordered pair
+    return stage, done / max(total, 1), f"{detail + ' ' if detail else ''}iteration {done}/{total}"
 
 
 def run_reconstruction(
@@ -130,6 +358,8 @@ def run_reconstruction(
     view: ViewSettings = ViewSettings(),
     device: str = "auto",
     progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    random_weights: bool = False,
 ) -> RunResult:
     """Reconstruct the workspace's inputs with ``model`` and export the result into the workspace.
 
@@ -140,19 +370,31 @@ def run_reconstruction(
         limits: upload limits (``max_images``, ``video_fps`` and ``max_pixels`` apply here).
         view: the first export's settings.
         device: torch device.
-        progress: callback ``(stage, fraction, message)`` over ``STAGES``.
+        progress: callback ``(stage, fraction, message)`` over ``STAGES``: at each stage's start (0) and end (1),
+            and after every encoder batch, decoder batch, matched pair and alignment iteration in between.
+        cancel: when set, the run stops at the next step with ``RunCancelled``.
+        random_weights: the model has random weights (recorded in the result; the page says so).
 
     Returns:
         The result, also stored as ``ws.result``.
 
     Raises:
-        RunError: no or too few usable images, bad settings, or a reconstruction that failed on this input.
+        RunError: no or too few usable images, bad settings, or a reconstruction that failed on this input;
+            ``err.stage`` names the stage. A run whose alignment placed fewer than 2 views, found no match or
+            met non-finite confidences is a failure, not a result.
+        RunCancelled: ``cancel`` was set.
     """
     from recon.align import AlignmentError
     from recon.images import ImageLoadError, load_images
-    from recon.pipeline import ReconstructConfig, ReconstructionError, UserPriors, reconstruct
+    from recon.pipeline import ReconstructConfig, ReconstructionError, UserPriors, reconstruct, resolve_device
+    from recon.progress import step_hook
+
+    current = {"stage": "load"}
 
     def report(stage: str, frac: float, msg: str) -> None:
+        if cancel is not None and cancel.is_set():
+            raise RunCancelled("stopped", current["stage"])
+        current["stage"] = stage
         if progress is not None:
             progress(stage, frac, msg)
 
@@ -174,23 +416,27 @@ def run_reconstruction(
             max_pixels=limits.max_pixels,
         )
     except ImageLoadError as err:
-        raise RunError(str(err)) from None
+        raise RunError(str(err), "load") from None
     skipped = [(Path(str(p)).name, str(why)) for p, why in skipped]
     if len(views) < 2:
         why = "; ".join(f"{n}: {r}" for n, r in skipped) or "only one was given"
-        raise RunError(f"need at least 2 usable images, got {len(views)} ({why})")
+        raise RunError(f"need at least 2 usable images, got {len(views)} ({why})", "load")
     load_s = time.perf_counter() - t0
     report("load", 1.0, f"{len(views)} images loaded, {len(skipped)} skipped")
 
+    on_cpu = resolve_device(device).type == "cpu"
     config = ReconstructConfig(
         graph=settings.graph.strip(),
         align=settings.align,
         image_size=settings.image_size,
         match_conf_thr=settings.match_conf_thr,
         subsample=int(settings.subsample),
+        # One pair (both orders) per decoder call on a CPU: batching gains little there, and the bar moves per pair.
+        batch_size=2 if on_cpu else 8,
         device=device,
         seed=int(settings.seed),
         progress=False,
+        align_config=_align_config(settings),
     )
     priors = UserPriors(focal=settings.focal, shared_intrinsics=settings.shared_intrinsics, use_exif=settings.use_exif)
 
@@ -198,24 +444,60 @@ def run_reconstruction(
         if stage != "load":  # our own loading above already reported it
             report(stage, frac, msg)
 
+    def on_step(stage: str, done: int, total: int, detail: str) -> None:
+        stage, frac, msg = _step_message(stage, done, total, detail)
+        if stage == "inference" and current["stage"] == "pairs":
+            stage = "pairs"  # images encoded for the retrieval / auto graph
+        report(stage, min(frac, 0.999), msg)
+
     try:
-        scene, run_report = reconstruct(views, model, config=config, priors=priors, progress=forward)
+        with step_hook(on_step):
+            scene, run_report = reconstruct(views, model, config=config, priors=priors, progress=forward)
+    except RunError:
+        raise
     except (ReconstructionError, AlignmentError) as err:
-        raise RunError(str(err)) from None
+        raise RunError(str(err), current["stage"]) from None
     except ValueError as err:  # a scene graph the pairing step does not understand, and similar settings
-        raise RunError(f"cannot run with these settings: {err}") from None
+        raise RunError(f"cannot run with these settings: {err}", current["stage"]) from None
     run_report.skipped = skipped + list(run_report.skipped)
     run_report.stage_seconds["load"] = run_report.stage_seconds.get("load", 0.0) + load_s
+    _check_outcome(scene, run_report, settings)
     # Video frames have no file of their own (their ``path`` is the video): exports then name views only.
     paths = [None if video or not v.path else Path(v.path) for v in views]
-    result = RunResult(scene=scene, report=run_report, image_paths=paths)
-    ws.result = result
+    result = RunResult(scene=scene, report=run_report, image_paths=paths, random_weights=random_weights)
     report("export", 0.0, "writing GLB, PLY, COLMAP and transforms.json")
     t1 = time.perf_counter()
-    export_result(ws, view)
+    ws.result = result
+    try:
+        export_result(ws, view)
+    except RunError as err:
+        ws.result = None
+        raise RunError(str(err), "export") from None
     run_report.stage_seconds["export"] = time.perf_counter() - t1
     report("export", 1.0, "export done")
     return result
+
+
+def _check_outcome(scene, r, settings: RunSettings) -> None:
+    """Refuse a reconstruction that has nothing meaningful to show (raises RunError naming the stage)."""
+    if not math.isfinite(r.mean_conf):
+        raise RunError(
+            "the network's confidences are not finite (NaN) or all zero: the model produced no usable prediction",
+            "inference",
+        )
+    if settings.align == "sparse" and r.n_matches == 0:
+        raise RunError(
+            "no match was found between any pair (lower the minimum match confidence, or try dense alignment)",
+            "matching",
+        )
+    if r.registered < 2:
+        missing = unregistered_names(scene)
+        raise RunError(
+            f"the alignment placed {r.registered} of {r.n_images} views; at least 2 are needed for a scene "
+            f"(not placed: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}). Try more overlapping "
+            "photos, another scene graph or the other alignment mode",
+            "alignment",
+        )
 
 
 def export_result(ws: Workspace, view: ViewSettings) -> ExportSet:
@@ -260,51 +542,85 @@ TABLE_HEADERS = ["#", "image", "registered", "focal (px)", "mean confidence", "s
 def image_table(result: RunResult | None) -> list[list]:
     """One row per view: index, name, registered, focal (original pixels), mean confidence, original size.
 
-    Focal and confidence are left empty for views the alignment could not register."""
+    Focal and confidence are left empty for views the alignment could not register; with random weights a
+    placed view reads "random", not "yes"."""
     if result is None:
         return []
     scene = result.scene
     K = scene.K_orig
-    reg = scene.registered if scene.registered is not None else np.ones(len(scene), dtype=bool)
+    missing = set(result.unregistered)
     rows = []
     for k, name in enumerate(scene.names):
         conf = scene.conf[k]
         valid = conf > 0
         H, W = scene.orig_sizes[k] if scene.orig_sizes else conf.shape
-        if reg[k]:
+        placed = name not in missing
+        if placed:
             focal = f"{np.sqrt(K[k, 0, 0] * K[k, 1, 1]):.1f}"
             mean_conf = f"{conf[valid].mean():.3f}" if valid.any() else ""
         else:  # an unregistered view has no meaningful camera or depth
             focal = mean_conf = ""
-        rows.append([k, name, "yes" if reg[k] else "no", focal, mean_conf, f"{W}x{H}"])
+        shown = ("random" if result.random_weights else "yes") if placed else "no"
+        rows.append([k, name, shown, focal, mean_conf, f"{W}x{H}"])
     return rows
 
 
-def stage_counts(result: RunResult) -> dict[str, str]:
-    """Per stage, what it did (counts) and how long it took, for the stage log of a finished run."""
+# Marks of the stage list: a stage is "done" only when it did what it is for.
+DONE, WARN, FAILED = "done", "warn", "failed"
+
+
+def stage_counts(result: RunResult) -> dict[str, tuple[str, str]]:
+    """Per stage, ``(mark, text)``: its outcome (``DONE``, ``WARN``, ``FAILED``) and what it did (counts, time)."""
     r = result.report
     ex = result.exports
-    text = {
-        "load": f"{r.n_images} images used, {len(r.skipped)} skipped",
-        "pairs": f"{r.n_pairs} pair{'s' if r.n_pairs != 1 else ''} (scene graph {r.graph})",
-        "inference": f"{r.n_encoder_images} encoder passes, {2 * r.n_pairs} decoder passes",
-        "matching": f"{r.n_matches:,} matches" if r.n_matches else "no matches (dense alignment)",
-        "alignment": f"{r.registered}/{r.n_images} cameras registered",
-        "export": f"{ex.n_points:,} points above confidence {ex.settings.conf_thr:g}" if ex else "not exported",
+    rnd = result.random_weights
+    missing = result.unregistered
+    if rnd:
+        align = (WARN, f"{r.registered}/{r.n_images} views placed from random weights: meaningless")
+    elif missing:
+        align = (WARN, f"{r.registered}/{r.n_images} cameras registered; not registered: {', '.join(missing)}")
+    else:
+        align = (DONE, f"{r.registered}/{r.n_images} cameras registered")
+    lines = {
+        "load": (DONE, f"{r.n_images} images used, {len(r.skipped)} skipped"),
+        "pairs": (DONE, f"scene graph {r.graph}: {pairs_wording(r.n_pairs)}"),
+        "inference": (
+            WARN if rnd else DONE,
+            f"{r.n_encoder_images} encoder passes, {2 * r.n_pairs} decoder passes"
+            + (", random weights" if rnd else ""),
+        ),
+        "matching": (DONE, f"{r.n_matches:,} matches" if r.n_matches else "not needed (dense alignment)"),
+        "alignment": align,
+        "export": (DONE, f"{ex.n_points:,} points above confidence {ex.settings.conf_thr:g}")
+        if ex
+        else (FAILED, "not exported"),
     }
-    return {s: f"{text[s]} ({r.stage_seconds[s]:.1f} s)" if s in r.stage_seconds else text[s] for s in STAGES}
+    return {
+        s: (mark, f"{text} ({r.stage_seconds[s]:.1f} s)" if s in r.stage_seconds else text)
+        for s, (mark, text) in lines.items()
+    }
 
 
 def summary_markdown(result: RunResult) -> str:
-    """Counts and per-stage times of a finished run, as Markdown."""
+    """Verdict, counts and total time of a finished run, as Markdown; never "Done" over random weights."""
     r = result.report
-    pairs = f"{r.n_pairs} pair{'s' if r.n_pairs != 1 else ''}"
-    lines = [
-        f"**Done.** {r.registered}/{r.n_images} cameras registered; scene graph `{r.graph}`: {pairs}, "
-        f"{r.n_matches} matches; mean confidence {r.mean_conf:.2f}.",
-    ]
+    missing = result.unregistered
+    if result.random_weights:
+        head = (
+            f"**Finished with random weights**: {r.registered}/{r.n_images} views placed, the geometry is "
+            "meaningless; this only checks the install."
+        )
+    elif missing:
+        head = (
+            f"**Done, partly.** {r.registered}/{r.n_images} cameras registered; **not registered**: "
+            + ", ".join(f"`{n}`" for n in missing)
+            + "."
+        )
+    else:
+        head = f"**Done.** {r.registered}/{r.n_images} cameras registered."
+    lines = [head, f"Scene graph `{r.graph}`: {pairs_wording(r.n_pairs)}, {r.n_matches:,} matches."]
     total = sum(r.stage_seconds.get(s, 0.0) for s in STAGES)
     lines.append(f"Total time {total:.1f} s.")
     if r.skipped:
         lines.append(f"Skipped {len(r.skipped)}: " + "; ".join(f"`{n}` ({why})" for n, why in r.skipped[:10]))
-    return "\n".join(lines)
+    return "\n\n".join(lines)

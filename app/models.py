@@ -1,7 +1,12 @@
 """The models a viewer can offer: the one it was started with plus every named release already cached.
 
 Models are loaded once (on first use, under a lock) and shared by all sessions; inference only reads them.
-Releases that are not in the cache are listed with the command that fetches them.
+Releases that are not in the cache are listed with the command that fetches them. Started with no model, the app
+takes the best one present without network (``choose_startup_model``): a cached release, else a seeded random
+micro model that only checks the install, and says so on the page.
+
+Menu keys never hold a server path (they appear in the page and the API description): a checkpoint is offered
+as ``checkpoint:<file name>``.
 """
 
 from __future__ import annotations
@@ -14,13 +19,16 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+RANDOM_KEY = "random:micro"
+RANDOM_NOTE = "random weights: the geometry is meaningless; this checks the install"
+
 
 @dataclass(frozen=True)
 class ModelOption:
     """One entry of the model menu.
 
     Attributes:
-        key: what ``ModelStore.get`` takes (a weights name, a checkpoint path, or ``GIVEN``).
+        key: what ``ModelStore.get`` takes (a weights name, ``checkpoint:<name>``, ``RANDOM_KEY`` or ``GIVEN``).
         label: the text shown.
         present: loadable now without network.
         hint: how to make an absent entry present.
@@ -32,12 +40,66 @@ class ModelOption:
     hint: str = ""
 
 
+@dataclass(frozen=True)
+class StartupChoice:
+    """The model the app starts with and why (logged at start and shown in the page's banner).
+
+    Attributes:
+        model: what ``ModelStore`` takes: a weights name, a checkpoint path, ``RANDOM_KEY`` or a module.
+        reason: one sentence for the log and the banner.
+    """
+
+    model: object
+    reason: str
+
+
+def random_model(seed: int = 0):
+    """A seeded random MASt3R micro model (2-block encoder, narrow DPT head) that runs every stage of the pipeline
+    in seconds on a CPU; its geometry is meaningless. The seed makes every start give the same model (and results).
+    """
+    import torch
+
+    from recon.model.heads import HeadConfig
+    from recon.model.presets import build_model
+
+    with torch.random.fork_rng(devices=[]):  # leave the process's random state as it was
+        torch.manual_seed(seed)
+        # mast3r_tiny with a narrow DPT: the full-width DPT convolutions cost ~1 s of CPU per decoder pass.
+        model = build_model("mast3r_tiny", head=HeadConfig(dpt_feature_dim=16, dpt_layer_dims=(8, 16, 32, 64)))
+    with torch.no_grad():
+        for head in (model.head1, model.head2):
+            # Channels x, y, z, conf of the last DPT layer: a positive z bias puts the random points in front of
+            # the cameras; unbiased, about half are behind them and the alignment (rightly) places no view.
+            head.dpt.head[-1].bias[2] += 2.0
+    return model.eval()
+
+
+def choose_startup_model(model: str | None = None, checkpoint: Path | None = None) -> StartupChoice:
+    """The model to start with: the one asked for, else the first cached release, else ``RANDOM_KEY``."""
+    if checkpoint is not None:
+        return StartupChoice(str(checkpoint), f"checkpoint {Path(checkpoint).name} given with --checkpoint")
+    if model is not None:
+        return StartupChoice(model, f"model {model} given with --model")
+    from backbone import hub
+
+    # Full models only (in the weights table's order): a DUNE-MASt3R decoder also needs its encoder cached.
+    for entry in hub.list_weights(kind="model"):
+        if hub.cached_path(entry.name) is not None:
+            return StartupChoice(entry.name, f"{entry.name}: the first model release found in the weights cache")
+    return StartupChoice(
+        RANDOM_KEY,
+        "no model release is in the weights cache and none was given, so a seeded random micro model is used ("
+        + RANDOM_NOTE
+        + "); `recon weights download mast3r_vitl16_512` or `--checkpoint FILE` gives real results",
+    )
+
+
 class ModelStore:
     """Loads each model once and hands the same instance to every session.
 
     Args:
-        initial: the start-up model: an ``nn.Module`` (tests), a checkpoint path or a weights name; loaded now,
-            so a bad file fails at start rather than at a user's first click.
+        initial: the start-up model: an ``nn.Module`` (tests), a checkpoint path, a weights name or ``RANDOM_KEY``;
+            loaded now, so a bad file fails at start rather than at a user's first click.
         device: where models are loaded (``auto``: CUDA when available).
     """
 
@@ -50,18 +112,33 @@ class ModelStore:
         self._lock = threading.Lock()
         self._models: dict[str, object] = {}
         self._labels: dict[str, str] = {}
+        self._paths: dict[str, str] = {}  # menu key -> what recon.load_model takes (kept off the page)
         self.default_key: str | None = None
         if initial is None:
             return
-        if isinstance(initial, (str, os.PathLike)):
-            key = str(initial)
-            self._labels[key] = Path(key).name if Path(key).exists() else key
+        if isinstance(initial, str) and initial == RANDOM_KEY:
+            key = RANDOM_KEY
+            self._models[key] = random_model().to(self.device)
+            self._labels[key] = "random micro model (install check)"
+        elif isinstance(initial, (str, os.PathLike)):
+            path = Path(initial)
+            key = f"checkpoint:{path.name}" if path.exists() else str(initial)
+            self._labels[key] = key
+            self._paths[key] = str(initial)
             self.get(key)
         else:
             key = self.GIVEN
             self._models[key] = initial.to(self.device).eval()
             self._labels[key] = f"{type(initial).__name__} (given at start)"
         self.default_key = key
+
+    def label(self, key: str | None) -> str:
+        """The menu text of ``key``."""
+        return self._labels.get(key, str(key)) if key is not None else "none"
+
+    def is_random(self, key: str | None) -> bool:
+        """Whether ``key`` names a model with random weights (its geometry is meaningless)."""
+        return key == RANDOM_KEY
 
     def options(self) -> list[ModelOption]:
         """The start-up model first, then every named model release, present or not."""
@@ -98,7 +175,7 @@ class ModelStore:
             import recon
 
             logger.info("loading model %s on %s", key, self.device)
-            model = recon.load_model(key, device=self.device).eval()
+            model = recon.load_model(self._paths.get(key, key), device=self.device).eval()
             self._models[key] = model
             self._labels.setdefault(key, key)
             return model

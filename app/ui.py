@@ -8,29 +8,43 @@ and ``app.uploads`` so it is tested without a browser.
 
 from __future__ import annotations
 
+import html
 import logging
 import queue
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
 from gradio.utils import get_upload_folder
 
 from app.config import MB, AppConfig
+from app.guard import UploadGuard, UploadLedger, delete_claimed
 from app.handlers import (
+    ALIGN_MODES,
+    DONE,
+    FAILED,
     GRAPHS,
     STAGES,
     TABLE_HEADERS,
+    WARN,
+    RunCancelled,
     RunError,
     RunSettings,
+    UnitCosts,
     ViewSettings,
+    costs_from_run,
+    duration_text,
     export_result,
     image_table,
+    overall_fraction,
+    plan_run,
+    probe_costs,
     run_reconstruction,
     stage_counts,
     summary_markdown,
 )
-from app.models import ModelStore
+from app.models import RANDOM_NOTE, ModelStore
 from app.uploads import UploadError, ingest, ingest_folder
 from app.workspace import Workspace, WorkspaceManager
 from recon.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
@@ -43,6 +57,9 @@ IMAGE_SIZES = (NATIVE, "224", "256", "384", "512")
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 CSS = """
 #status { min-height: 4em; }
+.run-progress progress { width: 60%; vertical-align: middle; }
+.random-banner { background: #fef3c7; color: #92400e; border: 1px solid #f59e0b; border-radius: 6px;
+  padding: 0.5em 0.8em; }
 .error-box { color: #b91c1c; font-weight: 600; }
 .hint { font-size: 0.85em; opacity: 0.75; }
 """
@@ -68,11 +85,16 @@ def _error(message: str) -> str:
     return f"<span class='error-box'>⚠ {message}</span>"
 
 
-def _stage_log(done: dict[str, str], current: str | None, current_msg: str = "") -> str:
+_MARKS = {DONE: "✓", WARN: "⚠", FAILED: "✗"}
+
+
+def _stage_log(done: dict[str, tuple[str, str]], current: str | None = None, current_msg: str = "") -> str:
+    """The stage list: ``done`` maps a finished stage to ``(mark, text)``; ``current`` is running."""
     lines = []
     for stage in STAGES:
         if stage in done:
-            lines.append(f"- ✓ **{stage}**: {done[stage]}")
+            mark, text = done[stage]
+            lines.append(f"- {_MARKS[mark]} **{stage}**: {text}")
         elif stage == current:
             lines.append(f"- ▸ **{stage}**: {current_msg}")
         else:
@@ -80,63 +102,94 @@ def _stage_log(done: dict[str, str], current: str | None, current_msg: str = "")
     return "\n".join(lines)
 
 
-def _forget_uploads(paths, keep_under: Path) -> None:
-    """Delete Gradio's copies of uploaded files once ingested: the session's workspace now holds the only copy."""
-    upload_dir = Path(get_upload_folder()).resolve()
-    for p in paths:
-        path = Path(p).resolve()
-        if upload_dir in path.parents and keep_under.resolve() not in path.parents:
-            path.unlink(missing_ok=True)
+def _progress_html(fraction: float | None, text: str = "") -> str:
+    """The run's progress bar, in its own component above the stage list (they never overlap)."""
+    if fraction is None:
+        return f"<div class='run-progress'>{html.escape(text)}</div>" if text else ""
+    pct = 100 * min(max(fraction, 0.0), 1.0)
+    return (
+        f"<div class='run-progress'><progress max='100' value='{pct:.0f}'></progress> "
+        f"<span>{pct:.0f} % · {html.escape(text)}</span></div>"
+    )
 
 
 def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or ""
 
 
-def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSettings | None = None) -> gr.Blocks:
+def _banner(store: ModelStore, key: str | None, reason: str = "") -> str:
+    label = store.label(key)
+    why = f" ({reason})" if reason else ""
+    if store.is_random(key):
+        return (
+            f"<div class='random-banner'>⚠ <b>{RANDOM_NOTE}</b>.</div>\n\n"
+            f"Model: **{label}**{why}. Dense alignment is preselected: random descriptors give no consistent "
+            "matches, so sparse alignment places no view."
+        )
+    return f"Model: **{label}**{why}."
+
+
+def build_app(
+    model=None, *, config: AppConfig | None = None, defaults: RunSettings | None = None, reason: str = ""
+) -> gr.Blocks:
     """Build the viewer.
 
     Args:
-        model: the start-up model: an ``nn.Module``, a checkpoint path or a weights name (loaded now, once);
-            ``None`` offers only the named releases already in the cache.
+        model: the start-up model: an ``nn.Module``, a checkpoint path, a weights name or ``app.models.RANDOM_KEY``
+            (loaded now, once); ``None`` offers only the named releases already in the cache.
         config: limits, concurrency, session lifetime, device, workspace and examples folders (default
             ``AppConfig()``).
-        defaults: initial values of the pipeline knobs (default ``RunSettings()``).
+        defaults: initial values of the pipeline knobs (default ``RunSettings()``; dense alignment for a random
+            model).
+        reason: why this model was chosen (shown in the banner).
 
     Returns:
-        The ``gr.Blocks`` with its queue configured; serve it with ``launch_app`` (or ``.launch``).
-        ``blocks.recon_workspaces`` is its ``WorkspaceManager`` (tests inspect it).
+        The ``gr.Blocks`` with its queue configured; serve it with ``launch_app``.
+        ``blocks.recon_workspaces`` is its ``WorkspaceManager``, ``blocks.recon_uploads`` its ``UploadLedger``.
     """
     config = config or AppConfig()
-    defaults = defaults or RunSettings()
     store = ModelStore(model, device=config.device)
     options = store.options()
     present = [(o.label, o.key) for o in options if o.present]
     absent = [o for o in options if not o.present]
     if not present:
         raise RunError(
-            "no model is available: pass a model or checkpoint, or download one (`recon weights download NAME`)"
+            "no model is available: pass --model NAME or --checkpoint FILE, download one (`recon weights download "
+            "mast3r_vitl16_512`), or start without arguments for a random model that checks the install"
         )
+    default_key = store.default_key or present[0][1]
+    if defaults is None:
+        defaults = RunSettings(align="dense") if store.is_random(default_key) else RunSettings()
     # Inside Gradio's upload folder (GRADIO_TEMP_DIR) Gradio serves the workspace's files where they are;
     # anywhere else it would copy every result into its cache, outliving the session's deletion.
-    manager = WorkspaceManager(Path(get_upload_folder()) / "recon-app")
+    manager = WorkspaceManager(Path(get_upload_folder()) / "recon-app", ttl_s=config.session_ttl_s)
+    ledger = UploadLedger()
     limits = config.limits
     examples = _examples(config.examples_dir if config.examples_dir is not None else default_examples_dir())
     size_value = NATIVE if defaults.image_size is None else str(defaults.image_size)
     sizes = list(IMAGE_SIZES) if size_value in IMAGE_SIZES else [*IMAGE_SIZES, size_value]
+    costs: dict[tuple, UnitCosts] = {}
+    costs_lock = threading.Lock()
 
-    ttl = int(config.session_ttl_s)
-    # Also sweep Gradio's own copies (uploads never ingested, files of sessions gone) older than a session.
-    with gr.Blocks(
-        title="recon: 3D from photos", analytics_enabled=False, delete_cache=(max(60, ttl // 4), ttl)
-    ) as demo:
-        ws_state = gr.State(None, time_to_live=config.session_ttl_s, delete_callback=manager.release)
+    def unit_costs(key: str, settings: RunSettings) -> UnitCosts:
+        model = store.get(key)
+        size = settings.image_size or model.image_size
+        with costs_lock:
+            if (key, size, settings.subsample) not in costs:
+                costs[(key, size, settings.subsample)] = probe_costs(model, size, settings.subsample, config.device)
+            return costs[(key, size, settings.subsample)]
+
+    # No gr.State time-to-live and no Gradio cache sweep: both count from creation or upload, not from the last
+    # activity, and would delete a session's files mid-run. The manager's sweeper deletes idle workspaces only.
+    with gr.Blocks(title="recon: 3D from photos", analytics_enabled=False) as demo:
+        ws_state = gr.State(None, delete_callback=manager.release)
         gr.Markdown(
             "# recon: 3D reconstruction from photos\n"
             "Drop photos of a scene (or a zip of them, or a short video), press **Reconstruct**, then explore the "
             "point cloud and download it. Your files stay in a private temporary folder that is deleted when "
             "you close this tab."
         )
+        banner = gr.Markdown(_banner(store, default_key, reason), elem_id="model-banner")
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=320):
                 files = gr.File(
@@ -144,7 +197,6 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
                     file_count="multiple",
                     file_types=sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS | {".zip"}),
                     elem_id="upload",
-                    height=140,
                 )
                 gr.Markdown(
                     f"At most {limits.max_images} images, {limits.max_file_mb:g} MB per photo, "
@@ -161,7 +213,7 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
                 else:
                     example_buttons = {}
                 gallery = gr.Gallery(label="Inputs", columns=6, height=150, elem_id="inputs", allow_preview=False)
-                model_dd = gr.Dropdown(present, value=store.default_key or present[0][1], label="Model")
+                model_dd = gr.Dropdown(present, value=default_key, label="Model", elem_id="model")
                 if absent:
                     with gr.Accordion(f"Other models ({len(absent)} not downloaded)", open=False):
                         gr.Markdown("\n".join(f"- **{o.label}**: {o.hint}" for o in absent))
@@ -171,11 +223,12 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
                         value=defaults.graph,
                         allow_custom_value=True,
                         label="Scene graph",
-                        info="auto: complete for few images, retrieval for many; or complete, swin-K, logwin-K, "
-                        "oneref-I, retrieval-K",
+                        info="swin-K: each photo with the next K (photos taken in order); auto: complete for few "
+                        "images, retrieval for many; or complete, logwin-K, oneref-I, retrieval-K",
                     )
-                    align = gr.Radio(["sparse", "dense"], value=defaults.align, label="Alignment")
+                    align = gr.Radio(list(ALIGN_MODES), value=defaults.align, label="Alignment")
                     image_size = gr.Dropdown(sizes, value=size_value, label="Network image size (long side)")
+                    niter = gr.Slider(10, 1000, value=defaults.niter, step=10, label="Alignment iterations (per phase)")
                     subsample = gr.Slider(2, 16, value=defaults.subsample, step=1, label="Match subsampling (px)")
                     match_thr = gr.Slider(
                         0.0, 10.0, value=defaults.match_conf_thr, step=0.1, label="Minimum match confidence"
@@ -185,13 +238,17 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
                         defaults.shared_intrinsics, label="All photos from one camera (shared intrinsics)"
                     )
                     focal = gr.Number(
-                        defaults.focal,
-                        label="Known focal length (pixels of the original photos; empty = estimate)",
+                        defaults.focal or 0,
+                        label="Known focal length (pixels of the original photos; 0 = estimate)",
                         minimum=0,
                     )
                     exif = gr.Checkbox(defaults.use_exif, label="Use EXIF focal lengths")
-                run_btn = gr.Button("Reconstruct", variant="primary", elem_id="run")
-                status = gr.Markdown(_stage_log({}, None), elem_id="status")
+                plan_md = gr.Markdown("", elem_id="plan")
+                with gr.Row():
+                    run_btn = gr.Button("Reconstruct", variant="primary", elem_id="run", scale=3)
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
+                progress_box = gr.HTML("", elem_id="progress")
+                status = gr.Markdown(_stage_log({}), elem_id="status")
             with gr.Column(scale=3, min_width=420):
                 view3d = gr.Model3D(label="3D view", elem_id="view3d", height=480, clear_color=(0.93, 0.93, 0.95, 1.0))
                 with gr.Row():
@@ -210,23 +267,65 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
                 )
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="Per image", interactive=False, elem_id="table")
 
+        knobs = [model_dd, graph, align, image_size, niter, subsample, match_thr, shared, focal, exif]
+
+        def settings_of(graph_v, align_v, size_v, niter_v, sub_v, thr_v, shared_v, focal_v, exif_v) -> RunSettings:
+            return RunSettings(
+                graph=str(graph_v or GRAPHS[0]),
+                align=str(align_v),
+                image_size=None if size_v in (None, NATIVE) else int(size_v),
+                niter=int(niter_v),
+                subsample=int(sub_v),
+                match_conf_thr=float(thr_v),
+                shared_intrinsics=bool(shared_v),
+                focal=float(focal_v) if focal_v not in (None, 0, "") else None,
+                use_exif=bool(exif_v),
+                seed=defaults.seed,
+            )
+
+        def plan_text(ws, model_key, *knob_values) -> str:
+            n = len(ws.inputs) if isinstance(ws, Workspace) and not ws.closed else 0
+            if n == 0:
+                return ""
+            if n == 1 and ws.inputs[0].name.startswith("video"):
+                return "Plan: frames are sampled from the video when you run."
+            try:
+                settings = settings_of(*knob_values)
+                return plan_run(n, settings, unit_costs(model_key, settings)).message()
+            except (RunError, ValueError, KeyError) as err:
+                return _error(str(err))
+
+        def inputs_shown(ws: Workspace) -> list[str]:
+            return [str(p) for p in ws.inputs]
+
         def on_upload(paths, ws, request: gr.Request):
             ws = manager.ensure(ws, _session(request))
             try:
                 rep = ingest(ws, paths or [], limits)
             except UploadError as err:
-                return ws, _error(str(err)), []
+                return ws, _error(str(err)), [], None
             finally:
-                _forget_uploads(paths or [], manager.root)
-            return ws, rep.message(), [str(p) for p in ws.inputs if p.suffix.lower() in IMAGE_EXTENSIONS]
+                # Gradio's copies go once ingested (the workspace holds the only copy); only files its upload
+                # route wrote are ever deleted, never a path a request merely names.
+                delete_claimed(ledger.claim(paths or []))
+            shown = inputs_shown(ws)
+            gallery_items = [p for p in shown if Path(p).suffix.lower() in IMAGE_EXTENSIONS]
+            return ws, rep.message(), gallery_items, shown or None
 
         def on_clear(ws, request: gr.Request):
             ws = manager.ensure(ws, _session(request))
             ws.clear_inputs()
-            return ws, "", [], None, None, []
+            return ws, "", [], None, None, [], ""
 
-        files.upload(on_upload, [files, ws_state], [ws_state, upload_msg, gallery], concurrency_limit=4)
-        files.clear(on_clear, [ws_state], [ws_state, upload_msg, gallery, view3d, downloads, table])
+        def on_knob(ws, *knob_values):
+            return plan_text(ws, *knob_values)
+
+        # The plan (pairs, estimated time) follows every change of the inputs or of a knob.
+        plan_args = dict(fn=on_knob, inputs=[ws_state, *knobs], outputs=[plan_md], show_progress="hidden")
+        plan_args.update(api_visibility="undocumented", concurrency_limit=4, concurrency_id="plan")
+        upload_outputs = [ws_state, upload_msg, gallery, files]
+        files.upload(on_upload, [files, ws_state], upload_outputs, concurrency_limit=4).then(**plan_args)
+        files.clear(on_clear, [ws_state], [ws_state, upload_msg, gallery, view3d, downloads, table, plan_md])
 
         for name, button in example_buttons.items():
 
@@ -235,10 +334,22 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
                 try:
                     rep = ingest_folder(ws, _folder, limits)
                 except UploadError as err:
-                    return ws, _error(str(err)), []
-                return ws, f"Example **{_folder.name}**: " + rep.message(), [str(p) for p in ws.inputs]
+                    return ws, _error(str(err)), [], None
+                shown = inputs_shown(ws)
+                return ws, f"Example **{_folder.name}**: " + rep.message(), shown, shown
 
-            button.click(on_example, [ws_state], [ws_state, upload_msg, gallery], concurrency_limit=4)
+            button.click(on_example, [ws_state], upload_outputs, concurrency_limit=4).then(**plan_args)
+
+        for knob in knobs:
+            knob.change(**plan_args)
+        model_dd.change(
+            lambda key: _banner(store, key),
+            [model_dd],
+            [banner],
+            show_progress="hidden",
+            api_visibility="undocumented",
+            queue=False,
+        )
 
         def on_run(
             ws,
@@ -246,6 +357,7 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
             graph_v,
             align_v,
             size_v,
+            niter_v,
             sub_v,
             thr_v,
             shared_v,
@@ -256,74 +368,109 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
             mesh_v,
             cams_v,
             request: gr.Request,
-            progress=gr.Progress(),  # noqa: B008 (Gradio injects its progress tracker through this default)
         ):
+            knob_values = (graph_v, align_v, size_v, niter_v, sub_v, thr_v, shared_v, focal_v, exif_v)
             ws = manager.ensure(ws, _session(request))
             try:
-                settings = RunSettings(
-                    graph=str(graph_v or "auto"),
-                    align=str(align_v),
-                    image_size=None if size_v in (None, NATIVE) else int(size_v),
-                    subsample=int(sub_v),
-                    match_conf_thr=float(thr_v),
-                    shared_intrinsics=bool(shared_v),
-                    focal=float(focal_v) if focal_v not in (None, 0, "") else None,
-                    use_exif=bool(exif_v),
-                    seed=defaults.seed,
-                )
+                settings = settings_of(*knob_values)
                 model = store.get(model_key)
+                n = len(ws.inputs)
+                video = n == 1 and ws.inputs[0].name.startswith("video")
+                plan = plan_run(max(n, 2), settings, unit_costs(model_key, settings)) if n and not video else None
             except (ValueError, KeyError, RunError) as err:
-                yield ws, _error(str(err))
+                yield ws, "", _error(str(err))
                 return
             except Exception as err:  # a model file that cannot be loaded: say why, keep the trace in the log
                 logger.exception("loading model %s failed", model_key)
-                yield ws, _error(f"cannot load model {model_key}: {err}")
+                yield ws, "", _error(f"cannot load model {model_key}: {type(err).__name__}")
                 return
             view = ViewSettings(float(conf_v), bool(clean_v), bool(mesh_v), bool(cams_v))
             events: queue.Queue = queue.Queue()
             outcome: dict = {}
+            rnd = store.is_random(model_key)
 
             def work():
                 try:
-                    outcome["result"] = run_reconstruction(
-                        ws,
-                        model,
-                        settings,
-                        limits,
-                        view=view,
-                        device=config.device,
-                        progress=lambda s, f, m: events.put((s, f, m)),
-                    )
+                    with manager.working(ws, run=True) as cancel:
+                        outcome["result"] = run_reconstruction(
+                            ws,
+                            model,
+                            settings,
+                            limits,
+                            view=view,
+                            device=config.device,
+                            progress=lambda s, f, m: events.put((s, f, m)),
+                            cancel=cancel,
+                            random_weights=rnd,
+                        )
+                        with costs_lock:  # later estimates use what this run measured
+                            size = settings.image_size or model.image_size
+                            costs[(model_key, size, settings.subsample)] = costs_from_run(
+                                outcome["result"].report, settings
+                            )
+                except RunCancelled:
+                    outcome["cancelled"] = True
                 except RunError as err:
-                    outcome["error"] = str(err)
+                    outcome["error"], outcome["stage"] = str(err), err.stage
                 except Exception as err:  # unexpected: full trace to the server log, one line to the user
                     logger.exception("reconstruction failed")
-                    outcome["error"] = f"the reconstruction failed ({type(err).__name__}: {err})"
+                    outcome["error"] = f"the reconstruction failed ({type(err).__name__})"
                 finally:
                     events.put(None)
 
             threading.Thread(target=work, name="recon-run", daemon=True).start()
-            done: dict[str, str] = {}
-            current, current_msg = None, ""
-            yield ws, _stage_log(done, None, "")
+            done: dict[str, tuple[str, str]] = {}
+            current, current_msg, fraction = None, "", 0.0
+            eta = f" of {duration_text(plan.seconds)} estimated" if plan and plan.seconds else ""
+            t0 = time.monotonic()
+            last = 0.0
+            yield ws, _progress_html(0.0, "starting"), _stage_log(done)
             while True:
-                item = events.get()
+                try:
+                    item = events.get(timeout=1.0)
+                except queue.Empty:  # nothing new: still redraw the elapsed time, so the page never looks frozen
+                    item = ()
                 if item is None:
                     break
-                stage, frac, msg = item
-                if frac >= 1.0:
-                    done[stage] = msg
-                    current = None
-                else:
-                    current, current_msg = stage, msg
-                k = STAGES.index(stage) if stage in STAGES else 0
-                progress((k + frac) / len(STAGES), desc=f"{stage}: {msg}")
-                yield ws, _stage_log(done, current, current_msg)
+                if item:
+                    stage, frac, msg = item
+                    if frac >= 1.0:
+                        done[stage] = (DONE, msg)
+                        current = None
+                    else:
+                        current, current_msg = stage, msg
+                    if plan is not None:
+                        fraction = overall_fraction(plan, stage, frac)
+                    if time.monotonic() - last < 0.25 and frac not in (0.0, 1.0):
+                        continue  # at most a few redraws per second
+                last = time.monotonic()
+                text = f"{current or 'working'}: {current_msg} · {time.monotonic() - t0:.0f} s{eta}"
+                yield ws, _progress_html(fraction if plan else None, text), _stage_log(done, current, current_msg)
+            elapsed = f"{time.monotonic() - t0:.0f} s"
+            if outcome.get("cancelled"):
+                yield ws, _progress_html(None, f"stopped after {elapsed}"), _stage_log(done) + "\n\n**Stopped.**"
+                return
             if "error" in outcome:
-                yield ws, _stage_log(done, None) + "\n\n" + _error(outcome["error"])
+                failed = outcome.get("stage") or current
+                if failed in STAGES:
+                    done[failed] = (FAILED, "failed")
+                yield (
+                    ws,
+                    _progress_html(None, f"failed after {elapsed}"),
+                    _stage_log(done) + "\n\n**Failed.** " + _error(outcome["error"]),
+                )
                 return
             result = outcome["result"]
-            yield ws, _stage_log(stage_counts(result), None) + "\n\n" + summary_markdown(result)
+            yield (
+                ws,
+                _progress_html(1.0, f"finished in {elapsed}"),
+                _stage_log(stage_counts(result)) + "\n\n" + (summary_markdown(result)),
+            )
+
+        def on_stop(ws):
+            if isinstance(ws, Workspace):
+                ws.cancel.set()
+            return ws
 
         def on_show(ws):
             # A separate step after the run: a Model3D set from a generator is never drawn (Gradio 6.31).
@@ -333,28 +480,16 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
             ex = result.exports
             return str(ex.glb), [str(p) for p in ex.downloads], image_table(result)
 
-        run_btn.click(
+        run_event = run_btn.click(
             on_run,
-            [
-                ws_state,
-                model_dd,
-                graph,
-                align,
-                image_size,
-                subsample,
-                match_thr,
-                shared,
-                focal,
-                exif,
-                conf,
-                clean,
-                mesh,
-                cams,
-            ],
-            [ws_state, status],
+            [ws_state, *knobs, conf, clean, mesh, cams],
+            [ws_state, progress_box, status],
             concurrency_limit=config.concurrency_limit,
             concurrency_id="reconstruct",
-        ).then(on_show, [ws_state], [view3d, downloads, table])
+            show_progress="hidden",
+        )
+        run_event.then(on_show, [ws_state], [view3d, downloads, table])
+        stop_btn.click(on_stop, [ws_state], [ws_state], cancels=[run_event], queue=False)
 
         def on_view(ws, conf_v, clean_v, mesh_v, cams_v):
             skip = gr.skip()
@@ -362,11 +497,12 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
                 return ws, "", skip, skip
             view = ViewSettings(float(conf_v), bool(clean_v), bool(mesh_v), bool(cams_v))
             try:
-                ex = export_result(ws, view)
+                with manager.working(ws):
+                    ex = export_result(ws, view)
             except RunError as err:
                 return ws, _error(str(err)), skip, skip
             return (
-                ws,  # returning the state renews its time-to-live: viewing counts as activity
+                ws,
                 f"{ex.n_points:,} points above confidence {view.conf_thr:g}"
                 + (", cleaned" if view.clean_depth else "")
                 + (", as a mesh" if view.as_mesh else ""),
@@ -390,7 +526,13 @@ def build_app(model=None, *, config: AppConfig | None = None, defaults: RunSetti
         demo.unload(on_unload)
 
     demo.queue(max_size=config.max_queue, default_concurrency_limit=config.concurrency_limit)
+
+    def janitor():
+        ledger.sweep(limits.upload_claim_s)
+
+    manager.start_sweeper(also=janitor)
     demo.recon_workspaces = manager
+    demo.recon_uploads = ledger
     demo.recon_config = config
     return demo
 
@@ -406,20 +548,31 @@ def launch_app(
 ):
     """Serve ``demo`` (built by ``build_app``) on ``host:port``; ``share`` asks Gradio for a public link.
 
-    Uploads larger than the session limit are refused by the server before they are written anywhere.
+    Gradio's ``max_file_size`` bounds each uploaded file; ``app.guard.UploadGuard`` in front of the upload route
+    bounds the files and bytes of a request, of a client and of the server. Gradio's own banner (with its
+    "set share=True" hint, which means nothing to users of ``recon app``) is replaced by one log line.
     """
+    from starlette.middleware import Middleware
+
     config: AppConfig = getattr(demo, "recon_config", AppConfig())
     limits = config.limits
     max_bytes = int(max(limits.max_upload_mb, limits.max_video_mb, limits.max_file_mb) * MB)
-    return demo.launch(
+    guard = Middleware(UploadGuard, ledger=demo.recon_uploads, limits=limits)
+    out = demo.launch(
         server_name=host,
         server_port=port,
         share=share,
         max_file_size=max_bytes,
-        prevent_thread_lock=prevent_thread_lock,
-        quiet=quiet,
+        prevent_thread_lock=True,
+        quiet=True,
         show_error=False,
         ssr_mode=False,
         theme=THEME,
         css=CSS,
+        app_kwargs={"middleware": [guard]},
     )
+    if not quiet:
+        logger.info("serving on %s%s", demo.local_url, f" and {demo.share_url}" if demo.share_url else "")
+    if not prevent_thread_lock:
+        demo.block_thread()
+    return out

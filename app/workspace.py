@@ -2,9 +2,11 @@
 
 Everything a user brings or gets (uploads, the cached reconstruction, exported files) lives in the session's
 ``Workspace``; nothing is shared between sessions. A ``WorkspaceManager`` creates them under one root made with
-``tempfile`` (private, ``0o700``), tracks them by Gradio session id, deletes one when its session ends (tab
-closed) or expires (``gr.State`` time-to-live), and removes the whole root when the app object is garbage
-collected or the interpreter exits.
+``tempfile`` (private, ``0o700``), tracks them by Gradio session id and deletes one when its session ends (tab
+closed) or has been INACTIVE for the time-to-live (its own sweeper, measured from the last event, never while a
+run or an export is working in it: a session closed mid-run is cancelled and deleted when the run stops). The
+whole root goes when the server stops (``close_all``, also at interpreter exit), and a later start removes the
+roots that a killed server left (recognised by their marker file and a dead pid, nothing else).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +40,9 @@ class Workspace:
         result: the last reconstruction (``app.handlers.RunResult``), or None.
         export_serial: counter that gives every export a new file name, so browsers never show a stale cache.
         created / touched: ``time.time()`` of creation and of the last use.
+        busy: runs and exports working in the folder now (the sweeper leaves a busy workspace alone).
+        cancel: set to stop the running reconstruction (Stop button, tab closed, server stopping).
+        doomed: the session ended while busy: the folder goes as soon as the work stops.
     """
 
     root: Path
@@ -47,6 +54,9 @@ class Workspace:
     export_serial: int = 0
     created: float = field(default_factory=time.time)
     touched: float = field(default_factory=time.time)
+    busy: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+    doomed: bool = False
 
     @property
     def closed(self) -> bool:
@@ -100,13 +110,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+MARKER = ".recon-app-root"  # written in every root we make; a folder without it is never deleted at start
+
+
 def _remove_orphans(parent: Path) -> None:
-    """Delete the roots of managers whose server process no longer exists."""
+    """Delete the roots that managers of servers no longer running left (killed, crashed, power loss).
+
+    Only folders named ``recon-app-<pid>-*`` holding our marker file, whose pid is not a live process, are removed.
+    """
     for root in parent.glob("recon-app-*-*"):
         pid = root.name.split("-")[2]
-        if root.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
-            logger.info("removing %s left by a server that is gone (pid %s)", root, pid)
-            shutil.rmtree(root, ignore_errors=True)
+        if root.is_dir() and not root.is_symlink() and (root / MARKER).is_file() and pid.isdigit():
+            if not _pid_alive(int(pid)):
+                logger.info("removing the workspaces of a server that is gone (pid %s)", pid)
+                shutil.rmtree(root, ignore_errors=True)
 
 
 class WorkspaceManager:
@@ -114,16 +131,21 @@ class WorkspaceManager:
 
     Args:
         parent: where the root folder is made (default: the system temporary folder).
+        ttl_s: a workspace without any event for this long is deleted by ``sweep`` (unless busy).
     """
 
-    def __init__(self, parent: str | Path | None = None):
+    def __init__(self, parent: str | Path | None = None, ttl_s: float = 3600.0):
         if parent is not None:
             Path(parent).mkdir(parents=True, exist_ok=True)
             _remove_orphans(Path(parent))
         # The pid in the name lets a later start remove what a killed server (SIGKILL, power loss) left.
         self.root = Path(tempfile.mkdtemp(prefix=f"recon-app-{os.getpid()}-", dir=parent))
+        (self.root / MARKER).write_text(f"{os.getpid()}\n")
+        self.ttl_s = float(ttl_s)
         self._lock = threading.Lock()
         self._by_session: dict[str, Workspace] = {}
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
         # Remove the root when the manager goes away or at interpreter exit, whichever comes first.
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.root), True)
 
@@ -150,32 +172,95 @@ class WorkspaceManager:
         return self.create(session)
 
     def release(self, ws: Workspace | None) -> None:
-        """Delete ``ws`` (``gr.State``'s delete callback: the session expired)."""
+        """Delete ``ws`` now, or, while a run or export works in it, cancel that and delete it when it stops."""
         if not isinstance(ws, Workspace):
             return
         with self._lock:
             if self._by_session.get(ws.session) is ws:
                 del self._by_session[ws.session]
+            if ws.busy:
+                ws.doomed = True
+                ws.cancel.set()
+                logger.info("workspace %s: session ended during a run; cancelled, deleted when it stops", ws.root.name)
+                return
         ws.close()
         logger.info("workspace %s deleted", ws.root.name)
 
     def release_session(self, session: str) -> None:
-        """Delete the workspace of ``session`` (the tab was closed)."""
+        """Delete the workspace of ``session`` (the tab was closed), cancelling its run if one is going."""
         with self._lock:
-            ws = self._by_session.pop(session, None)
-        if ws is not None:
-            ws.close()
-            logger.info("workspace %s of closed session deleted", ws.root.name)
+            ws = self._by_session.get(session)
+        self.release(ws)
+
+    @contextmanager
+    def working(self, ws: Workspace, run: bool = False) -> Iterator[threading.Event]:
+        """Mark ``ws`` busy for the block (a run or an export): the sweeper skips it, and a session that ends
+        meanwhile has its folder deleted when the block ends.
+
+        With ``run=True`` the block is the session's one reconstruction: a run still going in it is cancelled, and
+        the event yielded (``ws.cancel``) is this run's own, set by Stop, the tab closing or the server stopping.
+        """
+        with self._lock:
+            if run:
+                ws.cancel.set()
+                ws.cancel = threading.Event()
+                if ws.doomed:
+                    ws.cancel.set()
+            ws.busy += 1
+            cancel = ws.cancel
+        try:
+            yield cancel
+        finally:
+            with self._lock:
+                ws.busy -= 1
+                ws.touched = time.time()
+                gone = ws.doomed and ws.busy == 0
+            if gone:
+                ws.close()
+                logger.info("workspace %s deleted after its run stopped", ws.root.name)
 
     def active(self) -> list[Workspace]:
         with self._lock:
             return [ws for ws in self._by_session.values() if not ws.closed]
 
+    def sweep(self, now: float | None = None) -> int:
+        """Delete the workspaces idle (no event, no run) for ``ttl_s``; returns how many were deleted."""
+        now = time.time() if now is None else now
+        with self._lock:
+            idle = [ws for ws in self._by_session.values() if not ws.busy and now - ws.touched > self.ttl_s]
+            for ws in idle:
+                del self._by_session[ws.session]
+        for ws in idle:
+            ws.close()
+            logger.info("workspace %s deleted after %.0f s without activity", ws.root.name, now - ws.touched)
+        return len(idle)
+
+    def start_sweeper(self, every_s: float | None = None, also: Callable[[], object] | None = None) -> None:
+        """Run ``sweep`` (then ``also``) every ``every_s`` seconds (default: a quarter of the TTL, 1 to 60 s) in a
+        daemon thread, until ``close_all``."""
+        if self._sweeper is not None:
+            return
+        every = every_s if every_s is not None else min(60.0, max(1.0, self.ttl_s / 4))
+
+        def loop():
+            while not self._stop.wait(every):
+                try:
+                    self.sweep()
+                    if also is not None:
+                        also()
+                except Exception:  # a sweep must never kill the sweeper
+                    logger.exception("workspace sweep failed")
+
+        self._sweeper = threading.Thread(target=loop, name="recon-app-sweeper", daemon=True)
+        self._sweeper.start()
+
     def close_all(self) -> None:
-        """Delete every workspace and the root."""
+        """Cancel every run, delete every workspace and the root (server stopping)."""
+        self._stop.set()
         with self._lock:
             sessions = list(self._by_session.values())
             self._by_session.clear()
         for ws in sessions:
+            ws.cancel.set()
             ws.close()
         self._finalizer()

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 
 from recon.matching import match_pair
+from recon.progress import step
 from recon.types import Matches, PairPrediction
 
 logger = logging.getLogger(__name__)
@@ -40,10 +41,12 @@ def match_unordered_pairs(preds: Sequence[PairPrediction], subsample: int = 8, c
         keys, get = list(by_key), lambda i, j: by_key.get((i, j))
     seen: set[tuple[int, int]] = set()
     out = []
+    n_pairs = len({(min(i, j), max(i, j)) for i, j in keys})
     for i, j in keys:
         if (min(i, j), max(i, j)) in seen:
             continue
         seen.add((min(i, j), max(i, j)))
         out.append(match_pair(get(i, j), subsample=subsample, conf_thr=conf_thr, reverse=get(j, i)))
+        step("matching", len(out), n_pairs)
     logger.debug("matched %d unordered pairs from %d predictions", len(out), len(preds))
     return out

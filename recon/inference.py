@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from recon.progress import step
 from recon.types import PairPrediction, View
 
 logger = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ def encode_views(
         groups[v.true_shape].append(k)
     feats: list[torch.Tensor | None] = [None] * len(views)
     bar = tqdm(total=len(views), desc="encode", unit="img", disable=not progress, leave=False)
+    done = 0
     for idxs in groups.values():
         for start in range(0, len(idxs), batch_size):
             chunk = idxs[start : start + batch_size]
@@ -234,6 +236,8 @@ def encode_views(
             for k, f in zip(chunk, out, strict=True):
                 feats[k] = f
             bar.update(len(chunk))
+            done += len(chunk)
+            step("encode", done, len(views))
     bar.close()
     return feats  # type: ignore[return-value]
 
@@ -317,6 +321,7 @@ def run_inference(
         if (i, j) not in todo_set:
             store.add_cached(i, j)  # finished by an earlier (possibly interrupted) run
     bar = tqdm(total=len(todo), desc="decode", unit="pair", disable=not progress, leave=False)
+    done = 0
     for (shape1, shape2), items in groups.items():
         for start in range(0, len(items), config.batch_size):
             chunk = items[start : start + config.batch_size]
@@ -327,5 +332,7 @@ def run_inference(
             for b, (i, j) in enumerate(chunk):
                 store.append(_to_pair(i, j, p1, p2, b, config.storage_dtype))  # on disk at once: resumable
             bar.update(len(chunk))
+            done += len(chunk)
+            step("inference", done, len(todo))
     bar.close()
     return store

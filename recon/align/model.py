@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from recon.align.geometry import rotvec_to_matrix
+from recon.progress import step
 
 logger = logging.getLogger(__name__)
 
@@ -270,6 +271,7 @@ def run_stage(
         last = float(loss.detach())
         if it == 0:
             first = last
+        step("alignment", it + 1, niter, name)
     if niter > 0 and np.isfinite(last):
         with torch.no_grad():
             last = float(loss_fn())

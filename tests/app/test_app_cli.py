@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -49,10 +50,11 @@ class TestModels:
 
         monkeypatch.setenv("RECON_HOME", str(tmp_path / "empty-cache"))
         store = ModelStore(checkpoint, device="cpu")
-        assert store.default_key == str(checkpoint)
-        assert store.get(str(checkpoint)) is store.get(str(checkpoint))
+        key = "checkpoint:micro.pth"  # the menu key: the file name, never the server's path
+        assert store.default_key == key and not store.is_random(key)
+        assert store.get(key) is store.get(key)
         options = store.options()
-        assert options[0].key == str(checkpoint) and options[0].present
+        assert options[0].key == key and options[0].present
         absent = [o for o in options[1:] if not o.present]
         assert absent and len(absent) == len(options) - 1
         assert all("recon weights download" in o.hint for o in absent)
@@ -65,8 +67,36 @@ class TestModels:
         from app.ui import build_app
 
         monkeypatch.setenv("RECON_HOME", str(tmp_path / "empty-cache"))
-        with pytest.raises(RunError, match="no model is available"):
+        with pytest.raises(RunError, match="no model is available") as err:
             build_app(None)
+        assert "random model" in str(err.value)  # the message names the way out
+
+    def test_startup_choice_offline_is_a_seeded_random_model(self, tmp_path, monkeypatch):
+        import torch
+
+        from app.models import RANDOM_KEY, RANDOM_NOTE, ModelStore, choose_startup_model, random_model
+
+        monkeypatch.setenv("RECON_HOME", str(tmp_path / "empty-cache"))
+        choice = choose_startup_model()
+        assert choice.model == RANDOM_KEY and RANDOM_NOTE in choice.reason and "recon weights download" in choice.reason
+        state = torch.random.get_rng_state()
+        a, b = random_model(), random_model()
+        assert torch.equal(torch.random.get_rng_state(), state)  # the global random state is left alone
+        for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(pa, pb), name
+        store = ModelStore(RANDOM_KEY, device="cpu")
+        assert store.is_random(store.default_key) and store.options()[0].present
+
+    def test_startup_choice_prefers_cached_real_weights(self, tmp_path, monkeypatch):
+        from app.models import choose_startup_model
+        from backbone import hub
+
+        monkeypatch.setenv("RECON_HOME", str(tmp_path / "cache"))
+        entry = hub.list_weights(kind="model")[-1]
+        monkeypatch.setattr(hub, "cached_path", lambda name: tmp_path / "w" if name == entry.name else None)
+        assert choose_startup_model().model == entry.name
+        assert choose_startup_model(model="x").model == "x"
+        assert choose_startup_model(checkpoint=tmp_path / "m.pth").model == str(tmp_path / "m.pth")
 
     def test_build_app_from_a_checkpoint(self, checkpoint, tmp_path, monkeypatch):
         pytest.importorskip("gradio")
@@ -78,7 +108,10 @@ class TestModels:
         demo = build_app(str(checkpoint))
         try:
             (dropdown,) = [b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Model"]
-            assert dropdown.value == str(checkpoint)
-            assert [c[1] for c in dropdown.choices] == [str(checkpoint)]
+            assert dropdown.value == "checkpoint:micro.pth"
+            assert [c[1] for c in dropdown.choices] == ["checkpoint:micro.pth"]
+            # the API description (what /gradio_api/info serves) names no server path
+            info = json.dumps(demo.get_api_info())
+            assert str(checkpoint.parent) not in info and str(demo.recon_workspaces.root) not in info
         finally:
             demo.recon_workspaces.close_all()

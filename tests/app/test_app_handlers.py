@@ -12,14 +12,19 @@ import trimesh
 
 from app.config import AppLimits
 from app.handlers import (
+    DONE,
     STAGES,
+    WARN,
+    RunCancelled,
     RunError,
     RunSettings,
     ViewSettings,
     export_result,
     image_table,
+    plan_run,
     run_reconstruction,
     stage_counts,
+    summary_markdown,
 )
 from app.uploads import ingest
 
@@ -85,9 +90,21 @@ class TestRun:
             assert row[5] == "512x384"
         counts = stage_counts(result)
         assert set(counts) == set(STAGES)
-        assert counts["load"].startswith("2 images used, 0 skipped")
-        assert counts["pairs"].startswith("1 pair ")
-        assert f"{result.report.registered}/2 cameras registered" in counts["alignment"]
+        assert counts["load"][1].startswith("2 images used, 0 skipped")
+        assert counts["pairs"][1].startswith("scene graph swin-2: 1 pair (2 decoder passes)")
+        assert counts["alignment"] == (DONE, counts["alignment"][1])
+        assert f"{result.report.registered}/2 cameras registered" in counts["alignment"][1]
+        assert summary_markdown(result).startswith("**Done.** 2/2 cameras registered.")
+
+    def test_progress_moves_per_step(self, finished):
+        _, result, events = finished
+        inner = [(s, f) for s, f, _ in events if 0.0 < f < 1.0]
+        # one step per decoder batch (a pair in both orders on a CPU) and per matched unordered pair, in order
+        assert [m for s, _, m in events if s == "inference" and m.startswith("decoder pass")] == [
+            "decoder pass 2/2 (1 pairs)"
+        ]
+        matching = [f for s, f in inner if s == "matching"]
+        assert matching == sorted(matching) and len(matching) == result.report.n_pairs
 
 
 class TestReexport:
@@ -154,7 +171,8 @@ class TestErrors:
     @pytest.mark.parametrize(
         "settings, message",
         [
-            (RunSettings(align="bundle"), "'sparse' or 'dense'"),
+            (RunSettings(align="bundle"), "'sparse', 'dense'"),
+            (RunSettings(niter=0), "between 1 and 5000"),
             (RunSettings(image_size=10), "between 64 and 1024"),
             (RunSettings(subsample=0), ">= 1"),
             (RunSettings(focal=-3.0), "positive number of pixels"),
@@ -189,3 +207,104 @@ def test_video_frames_are_sampled_up_to_the_image_limit(manager, model, demo_ima
     assert result.scene.names == ["frame_000000", "frame_000001"]  # sampling stops at the limit
     assert result.image_paths == [None, None]  # frames have no files of their own
     assert result.exports.colmap_zip.is_file()
+
+
+class TestHonesty:
+    """A failed or meaningless stage is never shown as done."""
+
+    def test_random_weights_never_read_done(self, finished):
+        _, result, _ = finished
+        import dataclasses
+
+        rnd = dataclasses.replace(result, random_weights=True)
+        summary = summary_markdown(rnd)
+        assert "Done" not in summary and "random weights" in summary and "meaningless" in summary
+        counts = stage_counts(rnd)
+        assert counts["alignment"][0] == WARN and "registered" not in counts["alignment"][1]
+        assert {row[2] for row in image_table(rnd)} == {"random"}
+
+    def test_unregistered_views_are_named(self, finished):
+        _, result, _ = finished
+        import copy
+        import dataclasses
+
+        scene = copy.copy(result.scene)
+        scene.registered = np.array([True, False])
+        partial = dataclasses.replace(result, scene=scene)
+        assert partial.unregistered == ["0001_view_001.jpg"]
+        assert "not registered" in summary_markdown(partial) and "0001_view_001.jpg" in summary_markdown(partial)
+        assert stage_counts(partial)["alignment"][0] == WARN
+        scene.info = {**scene.info, "unregistered": ["named_by_aligner.jpg"]}  # the aligner's own list wins
+        assert partial.unregistered == ["named_by_aligner.jpg"]
+
+    @pytest.mark.parametrize(
+        "change, stage, message",
+        [
+            ({"registered": 0}, "alignment", "placed 0 of 2 views"),
+            ({"mean_conf": float("nan")}, "inference", "not finite"),
+            ({"n_matches": 0}, "matching", "no match"),
+        ],
+    )
+    def test_meaningless_outcomes_fail(
+        self, finished, monkeypatch, manager, model, demo_images, change, stage, message
+    ):
+        import recon.pipeline
+
+        real = recon.pipeline.reconstruct
+
+        def tampered(*args, **kwargs):
+            scene, report = real(*args, **kwargs)
+            for k, v in change.items():
+                setattr(report, k, v)
+            if change.get("registered") == 0:
+                scene.registered = np.zeros(len(scene), bool)
+            return scene, report
+
+        monkeypatch.setattr(recon.pipeline, "reconstruct", tampered)
+        ws = manager.create("t")
+        ingest(ws, demo_images[:2], AppLimits())
+        with pytest.raises(RunError, match=message) as err:
+            run_reconstruction(ws, model, FAST, AppLimits(), device="cpu")
+        assert err.value.stage == stage and ws.result is None
+        if stage == "alignment":
+            assert "0000_view_000.jpg" in str(err.value)  # the views not placed are named
+
+    def test_cancel_stops_between_steps(self, manager, model, demo_images):
+        import threading
+
+        ws = manager.create("c")
+        ingest(ws, demo_images[:4], AppLimits())
+        cancel = threading.Event()
+        seen = []
+
+        def progress(stage, frac, msg):
+            seen.append((stage, msg))
+            if msg.startswith("decoder pass 2/"):
+                cancel.set()  # as the Stop button does, from another thread
+
+        with pytest.raises(RunCancelled) as err:
+            run_reconstruction(ws, model, FAST, AppLimits(), device="cpu", progress=progress, cancel=cancel)
+        assert err.value.stage == "inference" and ws.result is None
+        assert seen[-1] == ("inference", "decoder pass 2/12 (6 pairs)")  # stopped at the very next step
+
+
+class TestPlan:
+    def test_pairs_and_wording(self):
+        from app.handlers import UnitCosts, overall_fraction
+
+        assert plan_run(10, RunSettings()).n_pairs == 20  # swin-2: each photo with the next two
+        assert plan_run(4, RunSettings(graph="complete")).n_pairs == 6
+        retrieval = plan_run(10, RunSettings(graph="retrieval-4-3"))  # 4 key images, 3 nearest counting itself
+        assert not retrieval.exact and retrieval.n_pairs == 10 * 2 + 6
+        costs = UnitCosts(encode=0.1, decode=0.5, match=0.25, align=0.001)
+        plan = plan_run(10, RunSettings(niter=100), costs)
+        # 10 encodes + 40 decoder passes; 40 matched passes; 2 phases x 100 iterations x 20 pairs; export
+        assert plan.stage_seconds["inference"] == pytest.approx(1.0 + 20.0)
+        assert plan.stage_seconds["matching"] == pytest.approx(10.0)
+        assert plan.stage_seconds["alignment"] == pytest.approx(4.0)
+        assert plan.message().startswith("Plan: 10 images, scene graph `swin-2`: 20 pairs (40 decoder passes);")
+        assert "estimated **~36 s**" in plan.message()
+        fractions = [overall_fraction(plan, s, f) for s in STAGES for f in (0.0, 0.5, 1.0)]
+        assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+        with pytest.raises(RunError, match="cannot run"):
+            plan_run(10, RunSettings(graph="zigzag"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -94,11 +95,16 @@ class TestGradioWiring:
         yield demo
         demo.recon_workspaces.close_all()
 
-    def test_state_expiry_deletes_the_workspace(self, demo):
+    def test_no_expiry_counted_from_creation(self, demo):
+        import math
+
         import gradio as gr
 
         (state,) = [b for b in demo.blocks.values() if isinstance(b, gr.State)]
-        assert state.time_to_live == 123.0
+        # Gradio's state TTL and cache sweep count from creation / upload and would delete a session mid-run:
+        # both are off, and the manager's own sweeper counts inactivity.
+        assert math.isinf(state.time_to_live) and demo.delete_cache is None
+        assert demo.recon_workspaces.ttl_s == 123.0 and demo.recon_workspaces._sweeper.is_alive()
         ws = demo.recon_workspaces.create("expiring")
         state.delete_callback(ws)  # what Gradio calls when the state expires
         assert not ws.root.exists()
@@ -143,13 +149,57 @@ def test_roots_left_by_dead_servers_are_removed_at_start(tmp_path):
     import subprocess
     import sys
 
+    from app.workspace import MARKER
+
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     orphan = tmp_path / f"recon-app-{int(dead.stdout)}-abcd1234"
     (orphan / "s-x" / "inputs").mkdir(parents=True)
+    (orphan / MARKER).write_text("1")
+    foreign = tmp_path / f"recon-app-{int(dead.stdout)}-notours1"  # same name pattern, no marker: not ours, kept
+    foreign.mkdir()
     alive = tmp_path / f"recon-app-{os.getpid()}-efgh5678"  # this process: still running, kept
     alive.mkdir()
+    (alive / MARKER).write_text("1")
     mgr = WorkspaceManager(tmp_path)
     try:
-        assert not orphan.exists() and alive.is_dir()
+        assert not orphan.exists() and alive.is_dir() and foreign.is_dir()
+        assert (mgr.root / MARKER).is_file()
     finally:
         mgr.close_all()
+
+
+class TestInactivity:
+    """Sessions are deleted after TTL seconds WITHOUT ACTIVITY, never while a run or export works in them."""
+
+    def test_idle_sessions_go_active_and_busy_ones_stay(self, tmp_path):
+        mgr = WorkspaceManager(tmp_path / "w", ttl_s=100.0)
+        try:
+            idle, recent, busy = mgr.create("idle"), mgr.create("recent"), mgr.create("busy")
+            now = time.time()
+            idle.touched = now - 101
+            recent.touched = now - 99
+            busy.touched = now - 10_000
+            with mgr.working(busy, run=True) as cancel:
+                assert mgr.sweep(now) == 1
+                assert not idle.root.exists() and recent.root.is_dir() and busy.root.is_dir()
+                assert not cancel.is_set()
+            # the run's end counts as activity: still there right after it
+            assert mgr.sweep() == 0 and busy.root.is_dir()
+            assert mgr.sweep(time.time() + 101) == 2
+        finally:
+            mgr.close_all()
+
+    def test_session_closed_mid_run_is_cancelled_then_deleted(self, manager):
+        ws = manager.create("tab")
+        with manager.working(ws, run=True) as cancel:
+            manager.release_session("tab")
+            assert cancel.is_set() and ws.root.is_dir()  # the run is told to stop; its files stay until it does
+        assert not ws.root.exists() and manager.active() == []
+
+    def test_a_new_run_cancels_the_previous_one(self, manager):
+        ws = manager.create("twice")
+        with manager.working(ws, run=True) as first:
+            with manager.working(ws, run=True) as second:
+                assert first.is_set() and not second.is_set()
+            with manager.working(ws):  # an export does not stop the run
+                assert not second.is_set()
