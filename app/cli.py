@@ -95,6 +95,7 @@ def run(args) -> int:
         # Every session's photos and results go with the server, whatever stopped it (Ctrl-C, SIGTERM, an error).
         demo.close()
         demo.recon_workspaces.close_all()
+        demo.recon_uploads.clear()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

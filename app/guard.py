@@ -115,6 +115,10 @@ class UploadLedger:
             logger.info("deleted %d uploaded file(s) never ingested", len(gone))
         return len(gone)
 
+    def clear(self) -> int:
+        """Delete every uploaded file not yet claimed (the server is stopping)."""
+        return self.sweep(-1.0)
+
 
 def _delete_upload(path: Path) -> None:
     """Delete an uploaded file and its folder when empty (Gradio makes one folder per content hash)."""

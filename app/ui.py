@@ -410,6 +410,7 @@ def build_app(
                             )
                 except RunCancelled:
                     outcome["cancelled"] = True
+                    logger.info("run of workspace %s stopped on request", ws.root.name)
                 except RunError as err:
                     outcome["error"], outcome["stage"] = str(err), err.stage
                 except Exception as err:  # unexpected: full trace to the server log, one line to the user
