@@ -171,6 +171,7 @@ class UnitCosts:
         decode: one decoder pass (half a pair).
         match: matching one decoder pass's output (sparse alignment only).
         align: one alignment iteration per pair.
+        export: writing one view's points to the four export formats.
         measured: "probe" (one synthetic pair) or "run" (the last real run, which replaces the probe).
     """
 
@@ -178,11 +179,13 @@ class UnitCosts:
     decode: float
     match: float
     align: float
+    export: float = 0.6
     measured: str = "probe"
 
 
-# Alignment seconds per iteration per pair, before a run has measured it (sparse, 224 px, this 2-core machine).
-_ALIGN_S_PER_ITER_PAIR = 5e-4
+# Alignment seconds per iteration per pair before a run has measured it (224 px, 4 to 10 demo photos, this loaded
+# 2-core machine: 1e-3 to 1e-2 by load and mode).
+_ALIGN_S_PER_ITER_PAIR = 4e-3
 
 
 @dataclass(frozen=True)
@@ -256,7 +259,7 @@ def plan_run(n_images: int, settings: RunSettings, costs: UnitCosts | None = Non
             "inference": n_images * costs.encode + passes * costs.decode,
             "matching": passes * costs.match if settings.align == "sparse" else 0.0,
             "alignment": iters * n_pairs * costs.align,
-            "export": 1.0 + 0.05 * n_images,  # four writers over N point maps; small next to the rest
+            "export": n_images * costs.export,
         }
     return Plan(n_images, graph, n_pairs, exact, seconds)
 
@@ -302,6 +305,7 @@ def costs_from_run(report, settings: RunSettings) -> UnitCosts:
         decode=max(0.0, inference - encode * report.n_images) / passes,
         match=sec.get("matching", 0.0) / passes,
         align=sec.get("alignment", 0.0) / max(1, iters * report.n_pairs),
+        export=sec.get("export", 0.0) / max(1, report.n_images),
         measured="run",
     )
 

@@ -1,8 +1,11 @@
-"""End to end in a real browser: upload demo photos, reconstruct, move the confidence slider, download the GLB.
+"""End to end in a real browser: upload 4 demo photos, reconstruct, look, move the confidence slider, download.
 
-Runs the app on 127.0.0.1 (a free port) with a micro random-weight model, driven by Debian's headless Chromium
-through Python Playwright (never Playwright's own browser download). A screenshot of the finished page is
-written to ``tests/app/artifacts/app_finished.png`` (git-ignored) and its path printed.
+Runs the app as ``recon app`` starts it offline (the seeded random micro model, the default settings) on
+127.0.0.1 (a free port), driven by Debian's headless Chromium through Python Playwright (never Playwright's own
+browser download), and checks what the page says at each step: the random-weights banner, the upload count and
+the names in the upload box, the plan with its estimate, the progress bar apart from the stage list, the stage
+list's verdicts, the per-image table, the re-export and the download (opened with trimesh). A screenshot of the
+finished page is written to ``tests/app/artifacts/app_finished.png`` (git-ignored) and its path printed.
 """
 
 from __future__ import annotations
@@ -46,14 +49,13 @@ def _playwright():
 
 
 @pytest.fixture
-def server(model, tmp_path):
+def server(tmp_path):
     from app.config import AppConfig
-    from app.handlers import RunSettings
+    from app.models import RANDOM_KEY
     from app.ui import build_app, launch_app
 
     config = AppConfig(device="cpu", concurrency_limit=1)
-    # Small network images and a coarse matcher keep the run short on two shared CPU cores.
-    demo = build_app(model, config=config, defaults=RunSettings(image_size=160, subsample=16))
+    demo = build_app(RANDOM_KEY, config=config)  # what `recon app` does offline, default settings
     port = _free_port()
     launch_app(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
     try:
@@ -88,24 +90,49 @@ def test_upload_run_slider_download(server, demo_images, tmp_path):
             page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
             page.set_default_timeout(60_000)
             page.goto(url)
-            page.locator("#upload input[type=file]").set_input_files([str(p) for p in demo_images[:2]])
-            page.get_by_text("2 images ready").wait_for()
+            from app.models import RANDOM_NOTE
+
+            assert RANDOM_NOTE in page.locator("#model-banner").inner_text()
+            photos = demo_images[:4]
+            page.locator("#upload input[type=file]").set_input_files([str(p) for p in photos])
+            page.locator("#upload-status").get_by_text("4 images ready").wait_for()
             (workspace,) = demo.recon_workspaces.active()
-            assert [p.name.split("_", 1)[1] for p in workspace.inputs] == [p.name for p in demo_images[:2]]
+            assert [p.name.split("_", 1)[1] for p in workspace.inputs] == [p.name for p in photos]
+            # the upload box lists exactly the 4 images in use, the gallery shows them
+            page.wait_for_function("document.querySelector('#upload').innerText.includes('0003_view_003')")
+            upload_text = page.locator("#upload").inner_text()
+            assert [f"{k:04d}_view_00{k}" in upload_text for k in range(5)] == [True] * 4 + [False]
+            assert page.locator("#inputs img").count() == 4
+            plan = page.locator("#plan")
+            plan.get_by_text("estimated").wait_for()
+            assert plan.inner_text().startswith("Plan: 4 images, scene graph swin-2: 6 pairs (12 decoder passes)")
             # Gradio's own copies of the uploads are deleted once ingested: the workspace holds the only one.
             from gradio.utils import get_upload_folder
 
             root = demo.recon_workspaces.root
             stray = [
                 p
-                for p in Path(get_upload_folder()).rglob("view_00[01].jpg")
+                for p in Path(get_upload_folder()).rglob("view_00[0-3].jpg")
                 if root not in p.parents and p.stat().st_ctime >= started  # not other runs' leftovers
             ]
             assert stray == []
 
             page.locator("#run").click()
-            page.locator("#status").get_by_text("Done.").wait_for(timeout=240_000)
+            bar = page.locator("#progress progress")
+            bar.wait_for()  # the bar has its own place above the stage list, never drawn over it
+            bar_box, status_box = page.locator("#progress").bounding_box(), page.locator("#status").bounding_box()
+            assert bar_box["y"] + bar_box["height"] <= status_box["y"] + 1
+            status = page.locator("#status")
+            status.get_by_text("Finished with random weights").wait_for(timeout=240_000)
+            shown = status.inner_text()
+            assert "Done" not in shown and "cameras registered" not in shown
+            assert "alignment: 4/4 views placed from random weights: meaningless" in shown
+            assert "pairs: scene graph swin-2: 6 pairs (12 decoder passes)" in shown
+            assert "100 %" in page.locator("#progress").inner_text()
             page.locator("#view3d canvas").wait_for(state="visible")
+            page.wait_for_function("document.querySelector('#table').innerText.includes('0003_view_003')")
+            table = page.locator("#table").inner_text()
+            assert table.count("random") == 4 and "yes" not in table
             glb_first = workspace.result.exports.glb
             points_first = workspace.result.exports.n_points
 

@@ -296,13 +296,14 @@ class TestPlan:
         assert plan_run(4, RunSettings(graph="complete")).n_pairs == 6
         retrieval = plan_run(10, RunSettings(graph="retrieval-4-3"))  # 4 key images, 3 nearest counting itself
         assert not retrieval.exact and retrieval.n_pairs == 10 * 2 + 6
-        costs = UnitCosts(encode=0.1, decode=0.5, match=0.25, align=0.001)
+        costs = UnitCosts(encode=0.1, decode=0.5, match=0.25, align=0.001, export=0.1)
         plan = plan_run(10, RunSettings(niter=100), costs)
-        # 10 encodes + 40 decoder passes; 40 matched passes; 2 phases x 100 iterations x 20 pairs; export
+        # 10 encodes + 40 decoder passes; 40 matched passes; 2 phases x 100 iterations x 20 pairs; 10 exports
         assert plan.stage_seconds["inference"] == pytest.approx(1.0 + 20.0)
         assert plan.stage_seconds["matching"] == pytest.approx(10.0)
         assert plan.stage_seconds["alignment"] == pytest.approx(4.0)
         assert plan.message().startswith("Plan: 10 images, scene graph `swin-2`: 20 pairs (40 decoder passes);")
+        assert plan.stage_seconds["export"] == pytest.approx(1.0)
         assert "estimated **~36 s**" in plan.message()
         fractions = [overall_fraction(plan, s, f) for s in STAGES for f in (0.0, 0.5, 1.0)]
         assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
