@@ -138,7 +138,7 @@ class ModelStore:
 
     def is_random(self, key: str | None) -> bool:
         """Whether ``key`` names a model with random weights (its geometry is meaningless)."""
-        return key == RANDOM_KEY
+        return key is not None and key.startswith("random:")
 
     def options(self) -> list[ModelOption]:
         """The start-up model first, then every named model release, present or not."""

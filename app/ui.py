@@ -323,8 +323,21 @@ def build_app(
         # The plan (pairs, estimated time) follows every change of the inputs or of a knob.
         plan_args = dict(fn=on_knob, inputs=[ws_state, *knobs], outputs=[plan_md], show_progress="hidden")
         plan_args.update(api_visibility="undocumented", concurrency_limit=4, concurrency_id="plan")
+
+        def on_delete(ws, deleted: gr.DeletedFileData):
+            # One file removed from the upload box: the workspace follows, so the box and the counts agree.
+            if not isinstance(ws, Workspace) or ws.closed:
+                return ws, "", []
+            ws.remove_input(deleted.file.path)
+            n = len(ws.inputs)
+            message = f"**{n}** image{'s' if n != 1 else ''} ready." + (
+                " A reconstruction needs **at least 2 images**: add more." if n < 2 else ""
+            )
+            return ws, message, [str(p) for p in ws.inputs if p.suffix.lower() in IMAGE_EXTENSIONS]
+
         upload_outputs = [ws_state, upload_msg, gallery, files]
         files.upload(on_upload, [files, ws_state], upload_outputs, concurrency_limit=4).then(**plan_args)
+        files.delete(on_delete, [ws_state], [ws_state, upload_msg, gallery], concurrency_limit=4).then(**plan_args)
         files.clear(on_clear, [ws_state], [ws_state, upload_msg, gallery, view3d, downloads, table, plan_md])
 
         for name, button in example_buttons.items():

@@ -78,6 +78,17 @@ class Workspace:
         self.outputs_dir.mkdir()
         self.inputs, self.input_names, self.input_bytes, self.result = [], [], 0, None
 
+    def remove_input(self, path: str | Path) -> bool:
+        """Forget (and delete) one ingested input, named by its path; anything else is ignored. Drops the result."""
+        path = Path(path)
+        for k, p in enumerate(self.inputs):
+            if p == path:
+                p.unlink(missing_ok=True)
+                del self.inputs[k], self.input_names[k]
+                self.result = None
+                return True
+        return False
+
     def new_output_dir(self) -> Path:
         """A fresh sub-folder of ``outputs`` for one export (older ones are removed: only the latest is shown)."""
         self.export_serial += 1

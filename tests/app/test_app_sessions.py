@@ -52,6 +52,16 @@ def test_new_workspace_for_same_session_replaces_the_old(manager):
     assert not old.root.exists() and new.root.is_dir()
 
 
+def test_removing_one_input_keeps_the_rest(manager, demo_images):
+    ws = manager.create("a")
+    ingest(ws, demo_images[:3], AppLimits())
+    gone = ws.inputs[1]
+    assert not ws.remove_input(demo_images[0])  # not an input of this workspace: ignored, never deleted
+    assert demo_images[0].is_file()
+    assert ws.remove_input(str(gone)) and not gone.exists()
+    assert [p.name for p in ws.inputs] == ["0000_view_000.jpg", "0002_view_002.jpg"] and len(ws.input_names) == 2
+
+
 def test_ensure_reopens_a_closed_workspace(manager):
     ws = manager.create("s")
     assert manager.ensure(ws, "s") is ws
