@@ -1,10 +1,11 @@
 """Gradio viewer over ``recon.pipeline``: upload photos, reconstruct, look at the result, download it.
 
 - ``build_app(model, config=AppConfig(...), defaults=RunSettings(...))`` builds the ``gr.Blocks`` (tests call
-  it); ``launch_app(blocks, host=..., port=...)`` serves it; ``recon app`` / ``python -m app`` do both.
-- Per-session files live in a private temporary ``Workspace`` deleted when the session ends (``app.workspace``);
-  uploads are checked and copied under generated names (``app.uploads``); the work itself is plain Python in
-  ``app.handlers``.
+  it); ``launch_app(blocks, host=..., port=...)`` serves it; ``recon app`` / ``python -m app`` do both, with the
+  best model present offline (``app.models.choose_startup_model``: cached weights, else a seeded random model).
+- Per-session files live in a private temporary ``Workspace`` deleted when the session ends or stays inactive
+  (``app.workspace``); uploads are bounded at the HTTP route (``app.guard``), checked and copied under generated
+  names (``app.uploads``); the work itself is plain Python in ``app.handlers``.
 
 Importing this package does not import Gradio; ``build_app`` / ``launch_app`` do, on first use.
 """

@@ -387,9 +387,6 @@ def build_app(
             try:
                 settings = settings_of(*knob_values)
                 model = store.get(model_key)
-                n = len(ws.inputs)
-                video = n == 1 and ws.inputs[0].name.startswith("video")
-                plan = plan_run(max(n, 2), settings, unit_costs(model_key, settings)) if n and not video else None
             except (ValueError, KeyError, RunError) as err:
                 yield ws, "", _error(str(err))
                 return
@@ -404,7 +401,11 @@ def build_app(
 
             def work():
                 try:
+                    # Busy from here: the cost probe of a first plan can outlast a short inactivity TTL.
                     with manager.working(ws, run=True) as cancel:
+                        n = len(ws.inputs)
+                        if n >= 2:  # not a video, whose frames are counted when it is read
+                            events.put(("plan", plan_run(n, settings, unit_costs(model_key, settings))))
                         outcome["result"] = run_reconstruction(
                             ws,
                             model,
@@ -434,8 +435,8 @@ def build_app(
 
             threading.Thread(target=work, name="recon-run", daemon=True).start()
             done: dict[str, tuple[str, str]] = {}
-            current, current_msg, fraction = None, "", 0.0
-            eta = f" of {duration_text(plan.seconds)} estimated" if plan and plan.seconds else ""
+            current, current_msg, fraction = None, "planning (the first run of a model also times it)", 0.0
+            plan, eta = None, ""
             t0 = time.monotonic()
             last = 0.0
             yield ws, _progress_html(0.0, "starting"), _stage_log(done)
@@ -446,7 +447,10 @@ def build_app(
                     item = ()
                 if item is None:
                     break
-                if item:
+                if len(item) == 2:  # ("plan", Plan): the estimate, before the first stage
+                    plan = item[1]
+                    eta = f" of {duration_text(plan.seconds)} estimated" if plan.seconds else ""
+                elif item:
                     stage, frac, msg = item
                     if frac >= 1.0:
                         done[stage] = (DONE, msg)

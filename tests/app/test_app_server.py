@@ -98,6 +98,13 @@ def _session_dir(upload_result) -> Path:
     return Path(first["path"]).parents[1]
 
 
+def _long_run(client):
+    """Submit a run of the uploaded photos with 1000 dense alignment iterations (several seconds here)."""
+    knobs = ("random:micro", "swin-2", "dense", "224", 1000, 8, 0.0, False, 0, True)
+    view = (1.5, True, False, True)
+    return client.submit(*knobs, *view, api_name="/on_run")
+
+
 def _wait(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -175,10 +182,7 @@ def test_a_sweep_during_a_run_spares_it_and_inactivity_then_deletes(server):
     up = _upload(client, _photos("orbit", 4))
     folder = _session_dir(up)
     t0 = time.monotonic()
-    job = client.submit(
-        "random:micro", "swin-2", "dense", "224", 1000, 8, 0.0, False, 0, True, 1.5, True, False, True,
-        api_name="/on_run",
-    )  # fmt: skip
+    job = _long_run(client)
     vanished = []
     while not job.done():
         if not folder.is_dir():
@@ -213,14 +217,22 @@ def test_upload_quotas_are_enforced_at_the_http_route(server):
 def test_stop_cancels_the_run(server):
     client = server.client()
     _upload(client, _photos("orbit", 4))
-    job = client.submit(
-        "random:micro", "swin-2", "dense", "224", 1000, 8, 0.0, False, 0, True, 1.5, True, False, True,
-        api_name="/on_run",
-    )  # fmt: skip
+    job = _long_run(client)
     _wait(lambda: any("alignment" in o[1] for o in job.outputs()), 120, "the alignment to start")
     client.predict(api_name="/on_stop")
     _wait(lambda: "stopped on request" in server.log.read_text(), 30, "the run to stop")
     client.close()
+
+
+def test_closing_the_session_cancels_its_run(server):
+    client = server.client()
+    folder = _session_dir(_upload(client, _photos("room", 4)))
+    job = _long_run(client)
+    _wait(lambda: any("alignment" in o[1] for o in job.outputs()), 120, "the alignment to start")
+    stopped = server.log.read_text().count("stopped on request")
+    client.close()  # as closing the tab: the session ends, its run is cancelled, then its folder deleted
+    _wait(lambda: server.log.read_text().count("stopped on request") > stopped, 60, "the run to stop")
+    _wait(lambda: not folder.exists(), 30, "the session's deletion")
 
 
 def test_sigterm_removes_every_session(tmp_path):
@@ -233,10 +245,7 @@ def test_sigterm_removes_every_session(tmp_path):
         assert [Path(p).is_file() for p in stray] == [True]
         client = srv.client()
         folder = _session_dir(_upload(client, _photos("orbit", 4)))
-        job = client.submit(
-            "random:micro", "swin-2", "dense", "224", 1000, 8, 0.0, False, 0, True, 1.5, True, False, True,
-            api_name="/on_run",
-        )  # fmt: skip
+        job = _long_run(client)
         _wait(lambda: any("alignment" in o[1] for o in job.outputs()), 120, "a run in progress")
         assert folder.is_dir() and len(srv.roots) == 1
     finally:
