@@ -483,12 +483,10 @@ def run_reconstruction(
 
 
 def _check_outcome(scene, r, settings: RunSettings) -> None:
-    """Refuse a reconstruction that has nothing meaningful to show (raises RunError naming the stage)."""
-    if not math.isfinite(r.mean_conf):
-        raise RunError(
-            "the network's confidences are not finite (NaN) or all zero: the model produced no usable prediction",
-            "inference",
-        )
+    """Refuse a reconstruction that has nothing meaningful to show (raises RunError naming the stage).
+
+    In the order the stages run: no match at all (sparse), fewer than 2 views placed, then non-finite (NaN)
+    confidences on the views that were placed."""
     if settings.align == "sparse" and r.n_matches == 0:
         raise RunError(
             "no match was found between any pair (lower the minimum match confidence, or try dense alignment)",
@@ -501,6 +499,11 @@ def _check_outcome(scene, r, settings: RunSettings) -> None:
             f"(not placed: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}). Try more overlapping "
             "photos, another scene graph or the other alignment mode",
             "alignment",
+        )
+    if not math.isfinite(r.mean_conf):
+        raise RunError(
+            "the network's confidences are not finite (NaN) or all zero: the model produced no usable prediction",
+            "inference",
         )
 
 

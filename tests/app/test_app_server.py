@@ -197,6 +197,20 @@ def test_a_sweep_during_a_run_spares_it_and_inactivity_then_deletes(server):
     client.close()
 
 
+def test_a_failed_alignment_reads_failed(server):
+    """Sparse alignment on random weights places no view: the page says which stage failed and why, never done."""
+    client = server.client()
+    _upload(client, _photos("orbit", 3))
+    knobs = ("random:micro", "swin-2", "sparse", "224", 10, 16, 0.0, False, 0, True)
+    progress_html, stages = client.submit(*knobs, 1.5, True, False, True, api_name="/on_run").result(timeout=300)
+    assert "failed after" in progress_html
+    assert "✗ **alignment**: failed" in stages and "**Failed.**" in stages
+    assert "the alignment placed 0 of 3 views" in stages and "0000_view_000.jpg" in stages
+    assert "Done" not in stages and "cameras registered" not in stages and "○ export" in stages
+    assert client.predict(api_name="/on_show")[0] is None  # nothing to view or download
+    client.close()
+
+
 def test_upload_quotas_are_enforced_at_the_http_route(server):
     import httpx
 
