@@ -38,6 +38,7 @@ from app.handlers import (
     export_result,
     image_table,
     overall_fraction,
+    pairs_wording,
     plan_run,
     probe_costs,
     run_reconstruction,
@@ -437,6 +438,7 @@ def build_app(
             done: dict[str, tuple[str, str]] = {}
             current, current_msg, fraction = None, "planning (the first run of a model also times it)", 0.0
             plan, eta = None, ""
+            last_step: dict[str, str] = {}  # the last step message of each stage, e.g. "decoder pass 40/40"
             t0 = time.monotonic()
             last = 0.0
             yield ws, _progress_html(0.0, "starting"), _stage_log(done)
@@ -453,10 +455,16 @@ def build_app(
                 elif item:
                     stage, frac, msg = item
                     if frac >= 1.0:
+                        if msg == f"{stage} done":  # the pipeline's generic end: say what the stage did
+                            msg = last_step.get(stage, msg)
+                            if stage == "pairs" and plan is not None and plan.exact:
+                                msg = f"scene graph {plan.graph}: {pairs_wording(plan.n_pairs)}"
                         done[stage] = (DONE, msg)
                         current = None
                     else:
                         current, current_msg = stage, msg
+                        if frac > 0.0:
+                            last_step[stage] = msg
                     if plan is not None:
                         fraction = overall_fraction(plan, stage, frac)
                     if time.monotonic() - last < 0.25 and frac not in (0.0, 1.0):

@@ -206,6 +206,9 @@ def test_a_failed_alignment_reads_failed(server):
     assert "failed after" in progress_html
     assert "✗ **alignment**: failed" in stages and "**Failed.**" in stages
     assert "the alignment placed 0 of 3 views" in stages and "0000_view_000.jpg" in stages
+    # the stages that did their work say what they did, in the one wording of pairs
+    assert "✓ **pairs**: scene graph swin-2: 3 pairs (6 decoder passes)" in stages
+    assert "✓ **inference**: decoder pass 6/6 (3 pairs)" in stages and "✓ **matching**: pair 3/3" in stages
     assert "Done" not in stages and "cameras registered" not in stages and "○ export" in stages
     assert client.predict(api_name="/on_show")[0] is None  # nothing to view or download
     client.close()
