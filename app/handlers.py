@@ -264,7 +264,7 @@ def plan_run(n_images: int, settings: RunSettings, costs: UnitCosts | None = Non
     return Plan(n_images, graph, n_pairs, exact, seconds)
 
 
-def probe_costs(model, image_size: int, subsample: int, device: str = "auto") -> UnitCosts:
+def probe_costs(model, image_size: int, subsample: int) -> UnitCosts:
     """Time one synthetic 4:3 pair (2 encoder, 2 decoder passes, their matching) with ``model`` at ``image_size``,
     twice. A real run then replaces these figures with its own (``costs_from_run``)."""
     import torch

@@ -1,7 +1,9 @@
 """The Gradio Blocks of the viewer: ``build_app`` makes it, ``launch_app`` serves it.
 
-Layout: inputs on the left (upload, examples, model, pipeline knobs, priors, run button, stage log), the
-result on the right (3D view, display settings that re-export the cached scene, downloads, per-image table).
+Layout: the model banner on top (which model and why; a warning for random weights); inputs on the left
+(upload, examples, model, pipeline knobs, priors, the plan with its time estimate, Reconstruct and Stop, a
+progress bar, the stage list), the result on the right (3D view, display settings that re-export the cached
+scene, downloads, per-image table).
 Every callback works on the session's ``Workspace`` held in a ``gr.State``; the logic is in ``app.handlers``
 and ``app.uploads`` so it is tested without a browser.
 """
@@ -177,7 +179,7 @@ def build_app(
         size = settings.image_size or model.image_size
         with costs_lock:
             if (key, size, settings.subsample) not in costs:
-                costs[(key, size, settings.subsample)] = probe_costs(model, size, settings.subsample, config.device)
+                costs[(key, size, settings.subsample)] = probe_costs(model, size, settings.subsample)
             return costs[(key, size, settings.subsample)]
 
     # No gr.State time-to-live and no Gradio cache sweep: both count from creation or upload, not from the last
