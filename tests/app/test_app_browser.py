@@ -223,6 +223,12 @@ def test_two_tabs_are_two_isolated_sessions(server, demo_dir, tmp_path):
             assert srcs[0] and all(str(a.root) in s for s in srcs[0])
             assert srcs[1] and all(str(b.root) in s for s in srcs[1])
 
+            # removing a file from the upload box removes that input: the box and the count keep agreeing
+            tabs[1].locator('#upload button[aria-label="Remove this file"]').last.click()
+            tabs[1].locator("#upload-status").get_by_text("2 images ready").wait_for()
+            assert [p.read_bytes() for p in b.inputs] == [p.read_bytes() for p in room[:2]]
+            assert tabs[1].locator("#inputs img").count() == 2
+
             tabs[0].close(run_before_unload=True)  # closing a tab ends only that session
             deadline = time.monotonic() + 30
             while a.root.exists() and time.monotonic() < deadline:
