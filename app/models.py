@@ -69,8 +69,11 @@ def random_model(seed: int = 0):
     with torch.no_grad():
         for head in (model.head1, model.head2):
             # Channels x, y, z, conf of the last DPT layer: a positive z bias puts the random points in front of
-            # the cameras; unbiased, about half are behind them and the alignment (rightly) places no view.
+            # the cameras (unbiased, about half are behind them and the alignment rightly places no view), and a
+            # conf bias gives raw confidences near 5.5 like a trained network's (unbiased, ~2: below the default
+            # display threshold 1.5 of the official sparse scale, so the page would show no point).
             head.dpt.head[-1].bias[2] += 2.0
+            head.dpt.head[-1].bias[3] += 1.5
     return model.eval()
 
 
