@@ -31,9 +31,14 @@ STAGES = ("load", "pairs", "inference", "matching", "alignment", "export")
 GRAPHS = ("swin-2", "auto", "complete", "swin-3", "logwin-3", "oneref-0", "retrieval")
 # Alignment modes offered in the page; the first is the default. A new mode of ``recon.pipeline`` is one more
 # entry here (and in ``_ALIGN_ITERATIONS`` if it has an iteration count the page should set).
-ALIGN_MODES = ("sparse", "dense")
+ALIGN_MODES = ("sparse", "dense", "mast3r-sfm", "dust3r")
 # Per mode, the fields of its ``recon.align`` config that ``RunSettings.niter`` sets.
-_ALIGN_ITERATIONS = {"sparse": ("niter_coarse", "niter_fine"), "dense": ("niter",)}
+_ALIGN_ITERATIONS = {
+    "sparse": ("niter_coarse", "niter_fine"),
+    "dense": ("niter",),
+    "mast3r-sfm": ("niter1", "niter2"),
+    "dust3r": ("niter",),
+}
 
 
 class RunError(RuntimeError):
@@ -258,7 +263,9 @@ def plan_run(n_images: int, settings: RunSettings, costs: UnitCosts | None = Non
         seconds = {
             "inference": n_images * costs.encode + passes * costs.decode,
             "matching": passes * costs.match if settings.align == "sparse" else 0.0,
-            "alignment": iters * n_pairs * costs.align,
+            # mast3r-sfm matches all four maps of each pair itself, inside its alignment stage
+            "alignment": iters * n_pairs * costs.align
+            + (2 * passes * costs.match if settings.align == "mast3r-sfm" else 0.0),
             "export": n_images * costs.export,
         }
     return Plan(n_images, graph, n_pairs, exact, seconds)
@@ -336,7 +343,15 @@ def _align_config(settings: RunSettings):
     from recon.align import config as align_config
 
     fields = _ALIGN_ITERATIONS.get(settings.align)
-    cls = {"sparse": align_config.SparseAlignConfig, "dense": align_config.DenseAlignConfig}.get(settings.align)
+    from recon.align.dust3r import Dust3rConfig
+    from recon.align.mast3r_sfm import Mast3rSfmConfig
+
+    cls = {
+        "sparse": align_config.SparseAlignConfig,
+        "dense": align_config.DenseAlignConfig,
+        "mast3r-sfm": Mast3rSfmConfig,
+        "dust3r": Dust3rConfig,
+    }.get(settings.align)
     if not fields or cls is None:
         return None
     return cls(**{f: int(settings.niter) for f in fields})

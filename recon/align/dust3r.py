@@ -48,6 +48,7 @@ import roma
 import torch
 
 from recon.align.problem import AlignmentError
+from recon.progress import step
 from recon.types import PairPrediction, Priors, Scene, View
 
 logger = logging.getLogger(__name__)
@@ -539,6 +540,7 @@ def optimise(opt: PointCloudOptimizer) -> float:
         value.backward()
         adam.step()
         loss = float(value.detach())
+        step("alignment", it + 1, cfg.niter)  # progress / cancellation point for front-ends
     return loss
 
 

@@ -309,3 +309,66 @@ class TestPlan:
         assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
         with pytest.raises(RunError, match="cannot run"):
             plan_run(10, RunSettings(graph="zigzag"))
+
+
+@pytest.mark.parametrize(
+    ("mode", "fields"),
+    [
+        ("sparse", ("niter_coarse", "niter_fine")),
+        ("dense", ("niter",)),
+        ("mast3r-sfm", ("niter1", "niter2")),
+        ("dust3r", ("niter",)),
+    ],
+)
+def test_every_alignment_mode_gets_the_page_iterations(mode, fields):
+    """The page's iteration count reaches each aligner's own config, the parity modes' official knobs included."""
+    from app.handlers import RunSettings, _align_config
+
+    cfg = _align_config(RunSettings(align=mode, niter=7))
+    assert all(getattr(cfg, f) == 7 for f in fields)
+
+
+def test_parity_aligners_report_iterations_and_can_be_cancelled():
+    """dust3r / mast3r-sfm call ``recon.progress.step`` every iteration, so the bar moves and Stop works."""
+    import torch
+
+    from recon.align import align
+    from recon.progress import step_hook
+    from recon.types import PairPrediction, View
+
+    rng = np.random.default_rng(0)
+    H, W = 16, 16
+    views = [View(image=torch.rand(3, H, W), idx=k, name=f"v{k}") for k in range(2)]
+    y, x = np.mgrid[0:H, 0:W].astype(np.float32)
+    pts = torch.from_numpy(np.stack([(x - W / 2) / 20, (y - H / 2) / 20, np.ones_like(x) * 2], -1))
+    desc = torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(H, W, 8)).astype(np.float32)), dim=-1)
+    preds = [
+        PairPrediction(
+            i=i,
+            j=j,
+            pts3d_i=pts,
+            pts3d_j=pts + torch.tensor([0.1, 0, 0]),
+            conf_i=torch.full((H, W), 5.0),
+            conf_j=torch.full((H, W), 5.0),
+            desc_i=desc,
+            desc_j=desc,
+            desc_conf_i=torch.full((H, W), 9.0),
+            desc_conf_j=torch.full((H, W), 9.0),
+        )
+        for i, j in ((0, 1), (1, 0))
+    ]
+
+    class Stop(Exception):
+        pass
+
+    for method, knobs in (("dust3r", {"niter": 50}), ("mast3r-sfm", {"niter1": 50, "niter2": 50})):
+        seen = []
+
+        def hook(stage, done, total, detail, seen=seen):
+            seen.append((stage, done, total))
+            if stage == "alignment" and done == 3:
+                raise Stop
+
+        with pytest.raises(Stop), step_hook(hook):
+            align(views, preds, method=method, **knobs)
+        assert seen[-1] == ("alignment", 3, 50), method

@@ -26,6 +26,8 @@ import roma
 import torch
 import torch.nn.functional as F
 
+from recon.progress import step
+
 
 def gamma_loss(gamma: float):
     """Official ``gamma_loss(gamma)``: ``(|x - y| + o)^gamma - o^gamma`` with ``o = (1/gamma)^(1/(gamma-1))``, the
@@ -251,7 +253,7 @@ def optimise(model: SparseModel, pts: Anchored, terms: Terms, cfg) -> dict:
         uv = reproj2d(proj, terms.r_blocks, world[terms.r_src])
         return terms.r_conf @ pix_loss(terms.r_pix, uv) / r_conf_sum
 
-    def loop(loss_func, lr_base, niter, pix_loss):
+    def loop(loss_func, lr_base, niter, pix_loss, name):
         opt = torch.optim.Adam(model.params(), lr=1, weight_decay=0, betas=(0.9, 0.9))
         loss_value = float("nan")
         for it in range(niter or 1):
@@ -274,13 +276,14 @@ def optimise(model: SparseModel, pts: Anchored, terms: Terms, cfg) -> dict:
             loss_value = float(loss.detach())
             if loss_value != loss_value:
                 break  # NaN loss
+            step("alignment", it + 1, niter, name)  # progress / cancellation point for front-ends
         return tuple(x.detach() for x in out), loss_value
 
     model.set_stage(False, cfg.opt_pp, cfg.opt_depth)
-    res, loss1 = loop(loss_3d, cfg.lr1, cfg.niter1, gamma_loss(cfg.loss1))
+    res, loss1 = loop(loss_3d, cfg.lr1, cfg.niter1, gamma_loss(cfg.loss1), "coarse")
     loss2 = None
     if cfg.niter2:
         model.set_stage(True, cfg.opt_pp, cfg.opt_depth)
-        res, loss2 = loop(loss_2d, cfg.lr2, cfg.niter2, gamma_loss(cfg.loss2))
+        res, loss2 = loop(loss_2d, cfg.lr2, cfg.niter2, gamma_loss(cfg.loss2), "fine")
     K, cam2w, depth = res
     return {"K": K, "cam2w": cam2w, "depth": depth, "loss_coarse": loss1, "loss_fine": loss2}
