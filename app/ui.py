@@ -50,6 +50,7 @@ from app.handlers import (
 from app.models import RANDOM_NOTE, ModelStore
 from app.uploads import UploadError, ingest, ingest_folder
 from app.workspace import Workspace, WorkspaceManager
+from recon.align.confidence import DEFAULT_CONF_THR
 from recon.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -255,8 +256,16 @@ def build_app(
             with gr.Column(scale=3, min_width=420):
                 view3d = gr.Model3D(label="3D view", elem_id="view3d", height=480, clear_color=(0.93, 0.93, 0.95, 1.0))
                 with gr.Row():
+                    # The demos' scale and defaults (MASt3R 1.5 for the sparse aligners, DUSt3R 3 for the dense ones);
+                    # it follows the alignment choice below.
                     conf = gr.Slider(
-                        1.0, 20.0, value=1.5, step=0.1, label="Confidence threshold", elem_id="conf", scale=3
+                        0.0,
+                        20.0,
+                        value=DEFAULT_CONF_THR[defaults.align],
+                        step=0.1,
+                        label="Confidence threshold",
+                        elem_id="conf",
+                        scale=3,
                     )
                     clean = gr.Checkbox(True, label="Clean depth", elem_id="clean")
                     mesh = gr.Checkbox(False, label="Mesh", elem_id="mesh")
@@ -537,6 +546,9 @@ def build_app(
                 str(ex.glb),
                 [str(p) for p in ex.downloads],
             )
+
+        # A threshold copied from the MASt3R / DUSt3R demo means the same here: each aligner starts at its demo default.
+        align.change(lambda a: gr.update(value=DEFAULT_CONF_THR.get(a, 1.5)), [align], [conf], queue=False)
 
         view_inputs = [ws_state, conf, clean, mesh, cams]
         view_outputs = [ws_state, view_msg, view3d, downloads]
