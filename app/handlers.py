@@ -98,12 +98,15 @@ class ViewSettings:
         clean_depth: hide points occluded in other views (floaters).
         as_mesh: pixel-grid meshes instead of points.
         show_cameras: camera frustums in the 3D view.
+        tsdf_thresh: > 0 refines the depth maps with the fused TSDF of all views first (``recon.tsdf``, the MASt3R
+            demo's ``TSDF_thresh``, in scene units); 0 = off, as in the demo.
     """
 
     conf_thr: float = 1.5
     clean_depth: bool = True
     as_mesh: bool = False
     show_cameras: bool = True
+    tsdf_thresh: float = 0.0
 
 
 @dataclass
@@ -536,12 +539,18 @@ def export_result(ws: Workspace, view: ViewSettings) -> ExportSet:
         raise RunError("no reconstruction in this session yet: run one first")
     if not (math.isfinite(view.conf_thr) and view.conf_thr >= 0):
         raise RunError(f"the confidence threshold must be >= 0, got {view.conf_thr}")
+    if not (math.isfinite(view.tsdf_thresh) and view.tsdf_thresh >= 0):
+        raise RunError(f"the TSDF threshold must be >= 0, got {view.tsdf_thresh}")
     out = ws.new_output_dir()
     kw = dict(conf_thr=view.conf_thr, clean_depth=False)
     images = result.image_paths if all(p is not None for p in result.image_paths) else None
     try:
         # Cleaning does not depend on the threshold: do it once per result, not per export and slider move.
         scene = result.cleaned_scene() if view.clean_depth else result.scene
+        if view.tsdf_thresh > 0:  # once for the four exports below
+            from recon.tsdf import tsdf_refine
+
+            scene = tsdf_refine(scene, view.tsdf_thresh, seed=0)
         glb = export(scene, out / "scene.glb", as_mesh=view.as_mesh, show_cameras=view.show_cameras, **kw)
         ply = export(scene, out / "scene.ply", as_mesh=view.as_mesh, **kw)
         colmap = export(scene, out / "colmap", format="colmap", images=images, **kw)

@@ -268,6 +268,8 @@ def build_app(
                         scale=3,
                     )
                     clean = gr.Checkbox(True, label="Clean depth", elem_id="clean")
+                    # the MASt3R demo's TSDF_thresh slider: off by default, in scene units
+                    tsdf = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="TSDF threshold", elem_id="tsdf", scale=2)
                     mesh = gr.Checkbox(False, label="Mesh", elem_id="mesh")
                     cams = gr.Checkbox(True, label="Cameras", elem_id="cams")
                 view_msg = gr.Markdown("", elem_id="view-status")
@@ -392,6 +394,7 @@ def build_app(
             clean_v,
             mesh_v,
             cams_v,
+            tsdf_v,
             request: gr.Request,
         ):
             knob_values = (graph_v, align_v, size_v, niter_v, sub_v, thr_v, shared_v, focal_v, exif_v)
@@ -406,7 +409,7 @@ def build_app(
                 logger.exception("loading model %s failed", model_key)
                 yield ws, "", _error(f"cannot load model {model_key}: {type(err).__name__}")
                 return
-            view = ViewSettings(float(conf_v), bool(clean_v), bool(mesh_v), bool(cams_v))
+            view = ViewSettings(float(conf_v), bool(clean_v), bool(mesh_v), bool(cams_v), float(tsdf_v or 0.0))
             events: queue.Queue = queue.Queue()
             outcome: dict = {}
             rnd = store.is_random(model_key)
@@ -519,7 +522,7 @@ def build_app(
 
         run_event = run_btn.click(
             on_run,
-            [ws_state, *knobs, conf, clean, mesh, cams],
+            [ws_state, *knobs, conf, clean, mesh, cams, tsdf],
             [ws_state, progress_box, status],
             concurrency_limit=config.concurrency_limit,
             concurrency_id="reconstruct",
@@ -528,11 +531,11 @@ def build_app(
         run_event.then(on_show, [ws_state], [view3d, downloads, table])
         stop_btn.click(on_stop, [ws_state], [ws_state], cancels=[run_event], queue=False)
 
-        def on_view(ws, conf_v, clean_v, mesh_v, cams_v):
+        def on_view(ws, conf_v, clean_v, mesh_v, cams_v, tsdf_v):
             skip = gr.skip()
             if not isinstance(ws, Workspace) or ws.closed or ws.result is None:
                 return ws, "", skip, skip
-            view = ViewSettings(float(conf_v), bool(clean_v), bool(mesh_v), bool(cams_v))
+            view = ViewSettings(float(conf_v), bool(clean_v), bool(mesh_v), bool(cams_v), float(tsdf_v or 0.0))
             try:
                 with manager.working(ws):
                     ex = export_result(ws, view)
@@ -542,7 +545,8 @@ def build_app(
                 ws,
                 f"{ex.n_points:,} points above confidence {view.conf_thr:g}"
                 + (", cleaned" if view.clean_depth else "")
-                + (", as a mesh" if view.as_mesh else ""),
+                + (", as a mesh" if view.as_mesh else "")
+                + (f", TSDF {view.tsdf_thresh:g}" if view.tsdf_thresh > 0 else ""),
                 str(ex.glb),
                 [str(p) for p in ex.downloads],
             )
@@ -550,11 +554,12 @@ def build_app(
         # A threshold copied from the MASt3R / DUSt3R demo means the same here: each aligner starts at its demo default.
         align.change(lambda a: gr.update(value=DEFAULT_CONF_THR.get(a, 1.5)), [align], [conf], queue=False)
 
-        view_inputs = [ws_state, conf, clean, mesh, cams]
+        view_inputs = [ws_state, conf, clean, mesh, cams, tsdf]
         view_outputs = [ws_state, view_msg, view3d, downloads]
-        conf.release(
-            on_view, view_inputs, view_outputs, concurrency_limit=config.concurrency_limit, concurrency_id="export"
-        )
+        for slider in (conf, tsdf):
+            slider.release(
+                on_view, view_inputs, view_outputs, concurrency_limit=config.concurrency_limit, concurrency_id="export"
+            )
         for box in (clean, mesh, cams):
             box.input(
                 on_view, view_inputs, view_outputs, concurrency_limit=config.concurrency_limit, concurrency_id="export"

@@ -372,3 +372,23 @@ def test_parity_aligners_report_iterations_and_can_be_cancelled():
         with pytest.raises(Stop), step_hook(hook):
             align(views, preds, method=method, **knobs)
         assert seen[-1] == ("alignment", 3, 50), method
+
+
+def test_tsdf_slider_refines_the_exported_depth(finished):
+    """The TSDF threshold (the MASt3R demo's ``TSDF_thresh``) changes the exported geometry; 0 leaves it alone."""
+    ws, result, _ = finished
+    plain = _glb_vertices(export_result(ws, ViewSettings(conf_thr=0.0, clean_depth=False)).glb)
+    again = _glb_vertices(export_result(ws, ViewSettings(conf_thr=0.0, clean_depth=False, tsdf_thresh=0.0)).glb)
+    np.testing.assert_array_equal(plain, again)
+    extent = float(np.ptp(plain, axis=0).max())
+    refined = _glb_vertices(
+        export_result(ws, ViewSettings(conf_thr=0.0, clean_depth=False, tsdf_thresh=0.05 * extent)).glb
+    )
+    assert refined.shape == plain.shape and not np.allclose(refined, plain)
+    with pytest.raises(RunError, match="TSDF"):
+        export_result(ws, ViewSettings(tsdf_thresh=float("nan")))
+
+
+def _glb_vertices(path) -> np.ndarray:
+    scene = trimesh.load(path)
+    return np.concatenate([g.vertices for g in scene.geometry.values() if type(g).__name__ == "PointCloud"])
