@@ -73,7 +73,8 @@ class RunSettings:
         niter: iterations of each alignment phase (the aligners' own default is 300).
         shared_intrinsics: all photos come from one camera.
         focal: known focal length in pixels of the original photos (None: estimate).
-        use_exif: use EXIF focal lengths when present.
+        use_exif: use EXIF focal lengths when present (as starting values, optimised like any focal).
+        fix_focal: hold the EXIF focal lengths fixed instead (``--fix-focal``).
         seed: seed of the random choices.
     """
 
@@ -86,6 +87,7 @@ class RunSettings:
     shared_intrinsics: bool = False
     focal: float | None = None
     use_exif: bool = True
+    fix_focal: bool = False
     seed: int = 0
 
 
@@ -460,7 +462,12 @@ def run_reconstruction(
         progress=False,
         align_config=_align_config(settings),
     )
-    priors = UserPriors(focal=settings.focal, shared_intrinsics=settings.shared_intrinsics, use_exif=settings.use_exif)
+    priors = UserPriors(
+        focal=settings.focal,
+        shared_intrinsics=settings.shared_intrinsics,
+        use_exif=settings.use_exif,
+        fix_focal=settings.fix_focal,
+    )
 
     def forward(stage: str, frac: float, msg: str) -> None:
         if stage != "load":  # our own loading above already reported it

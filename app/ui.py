@@ -247,6 +247,7 @@ def build_app(
                         minimum=0,
                     )
                     exif = gr.Checkbox(defaults.use_exif, label="Use EXIF focal lengths")
+                    fix_focal = gr.Checkbox(defaults.fix_focal, label="Hold EXIF focal lengths fixed")
                 plan_md = gr.Markdown("", elem_id="plan")
                 with gr.Row():
                     run_btn = gr.Button("Reconstruct", variant="primary", elem_id="run", scale=3)
@@ -281,9 +282,11 @@ def build_app(
                 )
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="Per image", interactive=False, elem_id="table")
 
-        knobs = [model_dd, graph, align, image_size, niter, subsample, match_thr, shared, focal, exif]
+        knobs = [model_dd, graph, align, image_size, niter, subsample, match_thr, shared, focal, exif, fix_focal]
 
-        def settings_of(graph_v, align_v, size_v, niter_v, sub_v, thr_v, shared_v, focal_v, exif_v) -> RunSettings:
+        def settings_of(
+            graph_v, align_v, size_v, niter_v, sub_v, thr_v, shared_v, focal_v, exif_v, fix_v=False
+        ) -> RunSettings:
             return RunSettings(
                 graph=str(graph_v or GRAPHS[0]),
                 align=str(align_v),
@@ -294,6 +297,7 @@ def build_app(
                 shared_intrinsics=bool(shared_v),
                 focal=float(focal_v) if focal_v not in (None, 0, "") else None,
                 use_exif=bool(exif_v),
+                fix_focal=bool(fix_v),
                 seed=defaults.seed,
             )
 
@@ -390,6 +394,7 @@ def build_app(
             shared_v,
             focal_v,
             exif_v,
+            fix_v,
             conf_v,
             clean_v,
             mesh_v,
@@ -397,7 +402,7 @@ def build_app(
             tsdf_v,
             request: gr.Request,
         ):
-            knob_values = (graph_v, align_v, size_v, niter_v, sub_v, thr_v, shared_v, focal_v, exif_v)
+            knob_values = (graph_v, align_v, size_v, niter_v, sub_v, thr_v, shared_v, focal_v, exif_v, fix_v)
             ws = manager.ensure(ws, _session(request))
             try:
                 settings = settings_of(*knob_values)

@@ -392,3 +392,25 @@ def test_tsdf_slider_refines_the_exported_depth(finished):
 def _glb_vertices(path) -> np.ndarray:
     scene = trimesh.load(path)
     return np.concatenate([g.vertices for g in scene.geometry.values() if type(g).__name__ == "PointCloud"])
+
+
+@pytest.mark.parametrize("fix", [False, True])
+def test_fix_focal_checkbox_reaches_the_priors(fix, model, demo_dir, tmp_path, monkeypatch):
+    """The page's "hold EXIF focal lengths fixed" is the CLI's --fix-focal (``UserPriors.fix_focal``)."""
+    from app.workspace import WorkspaceManager
+
+    seen = {}
+
+    def fake_reconstruct(views, model, config, priors, progress):
+        seen["priors"] = priors
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("recon.pipeline.reconstruct", fake_reconstruct)
+    mgr = WorkspaceManager(tmp_path)
+    ws = mgr.create("a")
+    ingest(ws, sorted((demo_dir / "orbit").glob("*.jpg"))[:2], AppLimits())
+    settings = RunSettings(image_size=160, subsample=16, fix_focal=fix)
+    with pytest.raises(Exception, match="stop here"):
+        run_reconstruction(ws, model, settings, AppLimits(), device="cpu")
+    mgr.close_all()
+    assert seen["priors"].fix_focal is fix and seen["priors"].use_exif
