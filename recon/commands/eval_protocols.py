@@ -14,7 +14,8 @@ import argparse
 import sys
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """``--model`` / ``--checkpoint`` (one required), ``--backbone``, ``--image-size``, ``--device``."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="named weights (see `recon weights list`), random:<preset>, or a checkpoint path")
     src.add_argument("--checkpoint", help="checkpoint file (official MASt3R / DUNE-MASt3R or recon's own)")
@@ -33,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", required=True, choices=("kitti", "dtu", "eth3d", "tanks", "scannet"))
     p.add_argument("--root", required=True, help="the set's root folder (holding samples.json)")
     p.add_argument("--samples", help="sample list (default ROOT/samples.json; layout in docs/evaluation.md)")
-    _model_args(p)
+    add_model_args(p)
     p.add_argument("--alignment", choices=("median", "none"), default="median")
     p.add_argument("--max-samples", type=int, help="only the first N samples (a quick look)")
     p.add_argument("--shard", help="evaluate only shard I of N (I/N)")
