@@ -40,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--shard", help="evaluate only shard I of N (I/N)")
     p.add_argument("--out", required=True, help="output folder (one per model; sets go to subfolders)")
     p.set_defaults(func=_mvdepth)
+    register_match(sub)
 
 
 def load_model_or_exit(args):
@@ -88,4 +89,84 @@ def _mvdepth(args) -> int:
         raise UserError(str(err)) from None
     print(format_mvdepth(summary), end="")
     print(f"{done} samples evaluated, {skipped} already done; results in {args.out}", file=sys.stderr)
+    return 0
+
+
+def register_match(sub) -> None:
+    p = sub.add_parser(
+        "match",
+        help="feature-matching probes of the frozen encoder (cosine recall / EPE, linear probe pose AUC)",
+        description="cosine: Probe3D recall (3D 1/2/5 cm, 2D 5/25/50 px) and dense EPE, with and without the "
+        "encoder's final LayerNorm (the better is reported); linear-probe: a square projection trained on frozen "
+        "features + kernel-softmax matcher, pose AUC@5/10/20. See docs/evaluation.md.",
+    )
+    p.add_argument("--protocol", required=True, choices=("cosine", "linear-probe"))
+    p.add_argument("--dataset", required=True, choices=("navi", "megadepth1500", "scannet1500"))
+    p.add_argument("--root", required=True, help="the set's root folder (holding pairs.json)")
+    p.add_argument("--pairs", help="pair list (default ROOT/pairs.json)")
+    add_model_args(p)
+    p.add_argument("--max-pairs", type=int, help="only the first N pairs (a quick look)")
+    p.add_argument("--train-root", help="linear-probe: root of the training pairs (its pairs.json)")
+    p.add_argument("--steps", type=int, default=25000, help="linear-probe steps (MuM: 25000)")
+    p.add_argument("--batch", type=int, default=8, help="linear-probe pairs per step (MuM: 8)")
+    p.add_argument("--eval-every", type=int, default=2500, help="linear-probe validation interval (MuM: 2500)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--out", required=True, help="output folder (match_<protocol>_<dataset>.json / .md)")
+    p.set_defaults(func=_match)
+
+
+def _match(args) -> int:
+    import json
+    from pathlib import Path
+
+    from recon.cli import UserError
+    from recon.eval import matchprobe as mp
+    from recon.eval.data import DatasetError
+    from recon.fileio import write_json_atomic, write_text_atomic
+
+    if args.max_pairs is not None and args.max_pairs < 1:
+        raise UserError("--max-pairs must be at least 1")
+    if args.protocol == "linear-probe" and not args.train_root:
+        raise UserError("--protocol linear-probe needs --train-root (pairs to train the projection on)")
+    for name in ("steps", "batch", "eval_every"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    try:
+        reader = mp.MatchReader(args.root, args.dataset, args.pairs)
+        train_reader = mp.MatchReader(args.train_root, args.dataset) if args.train_root else None
+    except DatasetError as err:
+        raise UserError(str(err)) from None
+    model, label = load_model_or_exit(args)
+    size, patch = args.image_size or model.image_size, model.patch_size
+    variants = {"ln": mp.backbone_features(model, True), "no-ln": mp.backbone_features(model, False)}
+    try:
+        if args.protocol == "cosine":
+            result = mp.run_cosine(reader, variants, size, patch, args.max_pairs)
+            best = result["variants"][result["best"]]
+            lines = [f"| {k} | {v:.2f} |" for k, v in best.items()]
+        else:
+            pairs = reader.pairs[: args.max_pairs] if args.max_pairs else reader.pairs
+            test = [mp.load_pair(reader, p, size, patch) for p in pairs]
+            train = [mp.load_pair(train_reader, p, size, patch) for p in train_reader.pairs]
+            n_val = max(1, len(train) // 10)
+            cfg = mp.ProbeConfig(steps=args.steps, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
+                                 eval_every=args.eval_every)  # fmt: skip
+            result = {"variants": {}}
+            for name, fn in variants.items():
+                matcher, history = mp.train_linear_probe(fn, train[n_val:] or train, train[:n_val], cfg)
+                errs = mp.probe_pose_errors(matcher, fn, test)
+                result["variants"][name] = {**mp.pose_auc(errs), "history": history}
+            result["best"] = max(result["variants"], key=lambda k: result["variants"][k]["AUC@10"])
+            best = {k: v for k, v in result["variants"][result["best"]].items() if k != "history"}
+            lines = [f"| {k} | {v:.2f} |" for k, v in best.items()]
+    except DatasetError as err:
+        raise UserError(str(err)) from None
+    result |= {"protocol": args.protocol, "dataset": args.dataset, "model": label}
+    stem = Path(args.out) / f"match_{args.protocol}_{args.dataset}"
+    write_json_atomic(stem.with_suffix(".json"), json.loads(json.dumps(result, default=float)))
+    table = f"{args.dataset}, {args.protocol}, best variant: {result['best']}\n\n| metric | value |\n|---|---|\n"
+    table += "\n".join(lines) + "\n"
+    write_text_atomic(stem.with_suffix(".md"), table)
+    print(table, end="")
     return 0

@@ -152,6 +152,21 @@ def read_depth(path: str | os.PathLike, dataset: str, shape: tuple[int, int]) ->
     return np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
 
 
+def read_list(path: Path, key: str, dataset: str, doc_section: str) -> dict:
+    """A JSON sample / pair list: an object with a ``key`` list and an optional ``dataset`` that must match."""
+    if not path.is_file():
+        raise DatasetError(f"{key[:-1]} list {path} does not exist (see docs/evaluation.md, '{doc_section}')")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise DatasetError(f"{path}: expected an object with a '{key}' list")
+    if data.get("dataset", dataset) != dataset:
+        raise DatasetError(f"{path} lists {data['dataset']!r} {key}, not {dataset!r}")
+    return data
+
+
 def _matrix(value, shape: tuple[int, int], where: str) -> np.ndarray:
     try:
         m = np.asarray(value, dtype=np.float64)
@@ -177,16 +192,7 @@ class MvdReader:
         self.root = Path(root)
         self.dataset = dataset
         path = Path(samples_file) if samples_file else self.root / "samples.json"
-        if not path.is_file():
-            raise DatasetError(f"sample list {path} does not exist (see docs/evaluation.md, 'Multi-view depth')")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DatasetError(f"{path} is not valid JSON: {err}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("samples"), list):
-            raise DatasetError(f"{path}: expected an object with a 'samples' list")
-        if data.get("dataset", dataset) != dataset:
-            raise DatasetError(f"{path} lists {data['dataset']!r} samples, not {dataset!r}")
+        data = read_list(path, "samples", dataset, "Multi-view depth")
         self.samples = [self._sample(s, f"{path}: sample {n}") for n, s in enumerate(data["samples"])]
         names = [s.name for s in self.samples]
         if len(set(names)) != len(names):

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from recon.eval.data import DatasetError
@@ -21,6 +20,8 @@ from recon.eval.mvdepth import (
     summarize_mvdepth,
     to_original_pixels,
 )
+
+from .helpers import tiny_model
 
 
 def _write_pfm(path, depth):
@@ -146,20 +147,6 @@ def test_resample_to_original_pixels():
     assert out[0, 0] == 0 and out[3, 5] == 5 and out[2, 1] == 3
 
 
-def _tiny(name):
-    from recon.model import DecoderConfig, HeadConfig, build_model
-
-    torch.manual_seed(0)
-    over = {"embed_dim": 32, "depth": 1, "num_heads": 2}
-    if name.startswith("dune"):
-        over["pos_embed_grid"] = 4
-    model = build_model(
-        name, backbone_overrides=over, decoder=DecoderConfig(embed_dim=32, depth=10, num_heads=2),
-        head=HeadConfig(kind="catmlp+dpt", dpt_feature_dim=16, dpt_layer_dims=(8, 16, 24, 32)),
-    )  # fmt: skip
-    return model.eval()
-
-
 def test_oracle_scores_near_perfect_and_a_random_model_does_not(tmp_path, scene):
     from recon.oracle import OracleModel
 
@@ -171,7 +158,7 @@ def test_oracle_scores_near_perfect_and_a_random_model_does_not(tmp_path, scene)
     assert good["rel"] < 0.1 and good["tau"] > 99.9
     assert run_mvdepth(oracle, reader, tmp_path / "oracle", label="oracle") == (0, 1)  # resumed: nothing to do
 
-    random = _tiny("dune_vits14")  # patch 14: the 64x48 image is cropped to 56x42, scoring maps back
+    random = tiny_model("dune_vits14")  # patch 14: the 64x48 image is cropped to 56x42, scoring maps back
     run_mvdepth(random, reader, tmp_path / "random", label="random", image_size=64)
     bad = summarize_mvdepth(tmp_path / "random")["sets"]["dtu"]
     assert bad["rel"] > 10 * good["rel"] + 5 and bad["tau"] < good["tau"] - 30
@@ -182,7 +169,7 @@ def test_cli_runs_resumes_and_reports_user_errors(tmp_path, scene, capsys):
     from recon.model import save_model
 
     write_layout(tmp_path / "data", scene, "kitti")
-    ckpt = save_model(_tiny("mast3r_vitl16"), tmp_path / "tiny.pth")
+    ckpt = save_model(tiny_model("mast3r_vitl16"), tmp_path / "tiny.pth")
     args = ["-q", "eval", "mvdepth", "--dataset", "kitti", "--root", str(tmp_path / "data"), "--checkpoint",
             str(ckpt), "--image-size", "64", "--device", "cpu", "--out", str(tmp_path / "out")]  # fmt: skip
     assert main(args) == 0
