@@ -27,7 +27,7 @@ Data: ``ROOT/pairs.json`` (``--pairs``), paths relative to ROOT::
         "image0": "...", "image1": "...", "depth0": "....npy", "depth1": "....npy",
         "K0": [[...]], "K1": [[...]], "T_world_cam0": [[...]], "T_world_cam1": [[...]]}]}
 
-Depth: ``.npy`` / ``.pfm`` float32 metres, or 16-bit PNG millimetres for ScanNet (its release format); MegaDepth's
+Depth: ``.npy`` / ``.npz`` / ``.pfm`` float32 metres, or 16-bit PNG millimetres (ScanNet's release format); MegaDepth's
 ``.h5`` depth and the LoFTR ``scene_info`` ``.npz`` files (pickled object arrays, which recon will not load) are
 converted to this list once (docs/evaluation.md).
 """
@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from recon.eval.data import DatasetError
-from recon.eval.mvdepth import _matrix, read_depth, read_list
+from recon.eval.mvdepth import _matrix, orig_to_grid, read_depth, read_list
 
 logger = logging.getLogger(__name__)
 
@@ -93,9 +93,11 @@ class MatchReader:
                 )
             )
 
-    def depth(self, pair: MatchPair, k: int, shape: tuple[int, int]) -> np.ndarray:
-        # ScanNet ships 16-bit PNG millimetres; every other set is converted to float metres (.npy / .pfm).
-        return read_depth(pair.depth_paths[k], "scannet" if self.dataset == "scannet1500" else "dtu", shape)
+    def depth(self, pair: MatchPair, k: int) -> np.ndarray:
+        """``[Hd, Wd]`` depth of image ``k`` of the pair (the image's size, or smaller as ScanNet's)."""
+        # ScanNet ships 16-bit PNG millimetres; the other sets are converted to float metres (.npy / .pfm).
+        png = Path(pair.depth_paths[k]).suffix.lower() == ".png"
+        return read_depth(pair.depth_paths[k], divisor=1000.0 if png else 1.0)
 
 
 # --- ground truth on the network grid -------------------------------------------------------------------------
@@ -172,14 +174,14 @@ def load_pair(reader: MatchReader, pair: MatchPair, size: int, patch_size: int) 
         raise DatasetError(f"pair {pair.name}: cannot load " + "; ".join(f"{s[0]}: {s[1]}" for s in skipped))
     depths, Ks = [], []
     for k, v in enumerate(views):
-        H0, W0 = v.orig_size
-        gt = reader.depth(pair, k, (H0, W0))
+        gt = reader.depth(pair, k)
         A = np.asarray(v.net_to_orig, dtype=np.float64)
+        G = orig_to_grid(v.orig_size, gt.shape) @ A  # network pixel -> ground-truth pixel
         h, w = v.true_shape
         y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-        xo = np.clip(np.rint(A[0, 0] * x + A[0, 2]).astype(int), 0, W0 - 1)
-        yo = np.clip(np.rint(A[1, 1] * y + A[1, 2]).astype(int), 0, H0 - 1)
-        depths.append(gt[yo, xo])
+        xg = np.clip(np.rint(G[0, 0] * x + G[0, 2]).astype(int), 0, gt.shape[1] - 1)
+        yg = np.clip(np.rint(G[1, 1] * y + G[1, 2]).astype(int), 0, gt.shape[0] - 1)
+        depths.append(gt[yg, xg])
         Ks.append(np.linalg.inv(A) @ pair.K[k])
     T_1_0 = np.linalg.inv(pair.T_world_cam[1]) @ pair.T_world_cam[0]
     return PairGeometry((views[0].image, views[1].image), (depths[0], depths[1]), (Ks[0], Ks[1]), T_1_0)

@@ -26,13 +26,14 @@ Data layout. rmvd ships its sample lists as Python pickles of its own classes, w
      "samples": [{"name": "courtyard/0003",
                   "keyview": 0,
                   "views": [{"image": "courtyard/images/dslr_images/DSC_0286.JPG",
-                             "depth": "courtyard/ground_truth_masks/.../DSC_0286.JPG",   # key view only
+                             "depth": "courtyard/ground_truth_depth/dslr_images/DSC_0286.JPG",  # key only
                              "K": [[...], [...], [...]], "T_world_cam": [[...] x4]}, ...]}]}
 
-paths relative to ROOT. Ground-truth depth files keep each set's own encoding (``DEPTH_FORMATS``): KITTI
-16-bit PNG / 256 (KITTI depth benchmark), ScanNet 16-bit PNG / 1000 (millimetres), ETH3D raw float32 of the
-image's size (``np.fromfile``, non-finite = invalid), DTU and Tanks and Temples float32 ``.npy`` or ``.pfm``
-(rmvd's converted files); any set also accepts ``.npy`` / ``.pfm``. 0 or non-finite = invalid.
+paths relative to ROOT. Ground-truth depth is read in each set's own encoding, as rmvd reads it
+(``NATIVE_DIVISOR``): KITTI 16-bit PNG / 256, ScanNet 16-bit PNG millimetres (640x480, smaller than its colour
+images: scored on the depth's grid, as rmvd resizes the images to it), ETH3D headerless float32 of the image's
+size (6048x4032), DTU PFM millimetres, Tanks and Temples ``.npz`` (array ``arr_0``, metres); ``.npy`` is
+accepted everywhere (metres). 0 or non-finite = invalid.
 
 Results go to ``OUT/<dataset>/results.jsonl``, one line per sample, resumable (as ``recon eval co3d``), and
 ``OUT/summary.{json,md}`` holds the table over every set evaluated into ``OUT``.
@@ -58,8 +59,9 @@ logger = logging.getLogger(__name__)
 DATASETS = ("kitti", "dtu", "eth3d", "tanks", "scannet")
 """Table 3's sets, in its column order."""
 
-DEPTH_FORMATS = {"kitti": 256.0, "scannet": 1000.0}
-"""Divisor of 16-bit PNG ground truth per set (sets without an entry do not use PNG depth)."""
+NATIVE_DIVISOR = {"kitti": 256.0, "scannet": 1000.0, "dtu": 1000.0}
+"""Divisor of each set's own ground-truth files (KITTI 16-bit PNG / 256, ScanNet PNG millimetres, DTU PFM
+millimetres, as rmvd reads them); ``.npy`` / ``.npz`` / raw float32 are metres."""
 
 CLIP_RANGE = (0.1, 100.0)
 """rmvd clips predictions to this range before scoring (``clip_pred_depth=True``)."""
@@ -109,16 +111,19 @@ def _read_pfm(path: Path) -> np.ndarray:
     return np.flipud(data.reshape(H, W)).astype(np.float32)  # PFM rows run bottom to top
 
 
-def read_depth(path: str | os.PathLike, dataset: str, shape: tuple[int, int]) -> np.ndarray:
-    """Ground-truth depth of one image in its set's encoding.
+def read_depth(
+    path: str | os.PathLike, *, divisor: float = 1.0, raw_shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """A ground-truth depth file: ``.npy``, ``.npz`` (array ``arr_0``), ``.pfm``, 16-bit ``.png``, or headerless
+    float32 (any other suffix; needs ``raw_shape``).
 
     Args:
         path: the depth file.
-        dataset: one of ``DATASETS`` (decides how a ``.png`` or headerless raw file is decoded).
-        shape: ``(H, W)`` of the image, needed for ETH3D's headerless float32 files.
+        divisor: the stored values are divided by this (e.g. 256 for KITTI PNG, 1000 for millimetres).
+        raw_shape: ``(H, W)`` of a headerless float32 file (ETH3D: the image's size).
 
     Returns:
-        ``[H, W]`` float32 z-depth, 0 where invalid.
+        ``[H, W]`` float32 z-depth, 0 where invalid (non-finite or <= 0).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -126,30 +131,44 @@ def read_depth(path: str | os.PathLike, dataset: str, shape: tuple[int, int]) ->
         raise DatasetError(f"ground-truth depth {path} does not exist")
     if suffix == ".npy":
         depth = np.load(path, allow_pickle=False)
+    elif suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "arr_0" not in z.files:
+                raise DatasetError(f"{path}: expected an array 'arr_0', found {z.files}")
+            depth = z["arr_0"]
     elif suffix == ".pfm":
         depth = _read_pfm(path)
     elif suffix == ".png":
-        if dataset not in DEPTH_FORMATS:
-            raise DatasetError(f"{path}: {dataset} ground truth is not stored as PNG")
         from PIL import Image
 
         with Image.open(path) as im:
             raw = np.asarray(im)
         if raw.dtype not in (np.uint16, np.int32) or raw.ndim != 2:
             raise DatasetError(f"{path}: expected a 16-bit single-channel PNG, got {raw.dtype} {raw.shape}")
-        depth = raw.astype(np.float32) / DEPTH_FORMATS[dataset]
-    elif dataset == "eth3d":
-        H, W = shape
+        depth = raw
+    elif raw_shape is not None:
+        H, W = raw_shape
         raw = np.fromfile(path, dtype=np.float32)
         if raw.size != H * W:
             raise DatasetError(f"{path}: {raw.size} float32 values, expected {H}x{W} (the image's size)")
         depth = raw.reshape(H, W)
     else:
-        raise DatasetError(f"{path}: unknown depth format {suffix!r} for {dataset} (use .npy, .pfm or .png)")
-    depth = np.asarray(depth, dtype=np.float32)
-    if depth.shape != tuple(shape):
-        raise DatasetError(f"{path}: depth is {depth.shape}, its image is {tuple(shape)}")
+        raise DatasetError(f"{path}: unknown depth format {suffix!r} (use .npy, .npz, .pfm or .png)")
+    depth = np.asarray(depth, dtype=np.float64)
+    if depth.ndim != 2:
+        raise DatasetError(f"{path}: depth must be a 2-D map, got shape {depth.shape}")
+    depth = depth / divisor
     return np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
+
+
+def orig_to_grid(shape_orig: tuple[int, int], shape_grid: tuple[int, int]) -> np.ndarray:
+    """``[3, 3]`` map from image pixels to the pixels of a resized copy (pixel centres on integers).
+
+    ScanNet's depth (640x480) is smaller than its colour images; rmvd resizes the images to the depth's size.
+    """
+    (H0, W0), (H, W) = shape_orig, shape_grid
+    sx, sy = W / W0, H / H0
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
 
 
 def read_list(path: Path, key: str, dataset: str, doc_section: str) -> dict:
@@ -228,13 +247,15 @@ class MvdReader:
         return len(self.samples)
 
     def gt_depth(self, sample: MvdSample) -> np.ndarray:
-        """``[H0, W0]`` ground-truth depth of the key view at the size of its image on disk."""
+        """``[Hd, Wd]`` ground-truth depth of the key view (the image's size, or smaller for ScanNet)."""
         from PIL import Image
 
         view = sample.views[sample.keyview]
         with Image.open(view.image_path) as im:
             W, H = im.size
-        return read_depth(view.depth_path, self.dataset, (H, W))
+        native = Path(view.depth_path).suffix.lower() in (".png", ".pfm")
+        divisor = NATIVE_DIVISOR.get(self.dataset, 1.0) if native else 1.0
+        return read_depth(view.depth_path, divisor=divisor, raw_shape=(H, W) if self.dataset == "eth3d" else None)
 
 
 # --- fusion, alignment and metrics -----------------------------------------------------------------------------
@@ -375,7 +396,8 @@ def evaluate_sample(model, reader: MvdReader, sample: MvdSample, alignment: str 
     depth_net, _, view = predict_key_depth(model, sample, image_size)
     seconds = time.perf_counter() - t0
     gt = reader.gt_depth(sample)
-    depth, inside = to_original_pixels(depth_net, view.net_to_orig, gt.shape)
+    net_to_gt = orig_to_grid(view.orig_size, gt.shape) @ np.asarray(view.net_to_orig, dtype=np.float64)
+    depth, inside = to_original_pixels(depth_net, net_to_gt, gt.shape)
     gt_scored = np.where(inside, gt, 0.0)
     pred, scale = align_depth(depth, gt_scored, alignment)
     metrics = depth_metrics(pred, gt_scored)

@@ -40,19 +40,21 @@ def write_layout(root, views, dataset, key=0):
         rec = {"image": f"img{k}.png", "K": v.K.tolist(), "T_world_cam": v.T_world_cam.tolist()}
         if k == key:
             d = np.asarray(v.depth, np.float32)
-            if dataset in ("kitti", "scannet"):
-                scale = 256.0 if dataset == "kitti" else 1000.0
-                Image.fromarray(np.rint(d * scale).astype(np.uint16)).save(root / f"depth{k}.png")
+            if dataset == "kitti":
+                Image.fromarray(np.rint(d * 256).astype(np.uint16)).save(root / f"depth{k}.png")
+                rec["depth"] = f"depth{k}.png"
+            elif dataset == "scannet":  # millimetres, at half the colour image's size (640x480 vs 1296x968)
+                Image.fromarray(np.rint(d[::2, ::2] * 1000).astype(np.uint16)).save(root / f"depth{k}.png")
                 rec["depth"] = f"depth{k}.png"
             elif dataset == "eth3d":
-                d.tofile(root / f"depth{k}.bin")  # ETH3D: headerless float32 of the image size
-                rec["depth"] = f"depth{k}.bin"
+                d.tofile(root / f"depth{k}.JPG")  # ETH3D: headerless float32 of the image size, named as the image
+                rec["depth"] = f"depth{k}.JPG"
             elif dataset == "dtu":
-                np.save(root / f"depth{k}.npy", d)
-                rec["depth"] = f"depth{k}.npy"
-            else:
-                _write_pfm(root / f"depth{k}.pfm", d)
+                _write_pfm(root / f"depth{k}.pfm", d * 1000)  # rmvd's DTU: PFM in millimetres
                 rec["depth"] = f"depth{k}.pfm"
+            else:
+                np.savez(root / f"depth{k}.npz", d)  # Tanks and Temples: arr_0
+                rec["depth"] = f"depth{k}.npz"
         recs.append(rec)
     (root / "samples.json").write_text(json.dumps({"dataset": dataset, "samples": [
         {"name": "s0", "keyview": key, "views": recs}]}))  # fmt: skip
@@ -75,13 +77,16 @@ class TestReaders:
         np.testing.assert_allclose(s.views[1].K, scene[1].K)
         gt = reader.gt_depth(s)
         # 16-bit PNGs quantise: KITTI to 1/256, ScanNet to 1 mm
-        atol = {"kitti": 0.5 / 256, "scannet": 0.5 / 1000}.get(dataset, 1e-6)
-        np.testing.assert_allclose(gt, scene[0].depth, atol=atol)
+        atol = {"kitti": 0.5 / 256, "scannet": 0.5 / 1000}.get(dataset, 1e-5)
+        want = scene[0].depth[::2, ::2] if dataset == "scannet" else scene[0].depth
+        np.testing.assert_allclose(gt, want, atol=atol)
 
     def test_non_finite_is_invalid(self, tmp_path):
         d = np.array([[1.0, np.nan], [np.inf, -2.0]], np.float32)
         d.tofile(tmp_path / "d.bin")
-        np.testing.assert_array_equal(read_depth(tmp_path / "d.bin", "eth3d", (2, 2)), [[1, 0], [0, 0]])
+        np.testing.assert_array_equal(read_depth(tmp_path / "d.bin", raw_shape=(2, 2)), [[1, 0], [0, 0]])
+        np.savez(tmp_path / "d.npz", d * 1000)
+        np.testing.assert_array_equal(read_depth(tmp_path / "d.npz", divisor=1000), [[1, 0], [0, 0]])
 
     def test_errors_name_the_problem(self, tmp_path, scene):
         with pytest.raises(DatasetError, match="does not exist"):
@@ -91,7 +96,9 @@ class TestReaders:
             MvdReader(tmp_path, "kitti")
         np.zeros(5, np.float32).tofile(tmp_path / "bad.bin")
         with pytest.raises(DatasetError, match="expected 2x3"):
-            read_depth(tmp_path / "bad.bin", "eth3d", (2, 3))
+            read_depth(tmp_path / "bad.bin", raw_shape=(2, 3))
+        with pytest.raises(DatasetError, match="unknown depth format"):
+            read_depth(tmp_path / "bad.bin")
         data = json.loads((tmp_path / "samples.json").read_text())
         data["samples"][0]["keyview"] = 7
         (tmp_path / "samples.json").write_text(json.dumps(data))
@@ -145,6 +152,17 @@ def test_resample_to_original_pixels():
     out, inside = to_original_pixels(net, A, (4, 6))
     assert inside.all()
     assert out[0, 0] == 0 and out[3, 5] == 5 and out[2, 1] == 3
+
+
+@pytest.mark.parametrize("dataset", ["scannet"])
+def test_oracle_scores_on_a_smaller_depth_grid(tmp_path, scene, dataset):
+    from recon.oracle import OracleModel
+
+    write_layout(tmp_path / "data", scene, dataset)
+    reader = MvdReader(tmp_path / "data", dataset)
+    run_mvdepth(OracleModel(scene), reader, tmp_path / "o", label="oracle")
+    row = summarize_mvdepth(tmp_path / "o")["sets"][dataset]
+    assert row["rel"] < 0.1 and row["tau"] > 99.9  # 1 mm quantisation only
 
 
 def test_oracle_scores_near_perfect_and_a_random_model_does_not(tmp_path, scene):
