@@ -38,6 +38,7 @@ def register(sub) -> None:
     p.add_argument("--alignment", choices=("median", "none"), default="median")
     p.add_argument("--max-samples", type=int, help="only the first N samples (a quick look)")
     p.add_argument("--shard", help="evaluate only shard I of N (I/N)")
+    p.add_argument("--fail-fast", action="store_true", help="stop at the first failing sample (default: record it)")
     p.add_argument("--out", required=True, help="output folder (one per model; sets go to subfolders)")
     p.set_defaults(func=_mvdepth)
     register_match(sub)
@@ -82,7 +83,7 @@ def _mvdepth(args) -> int:
         with torch.inference_mode():
             done, skipped = run_mvdepth(
                 model, reader, args.out, alignment=args.alignment, image_size=args.image_size, label=label,
-                shard=shard, max_samples=args.max_samples,
+                shard=shard, max_samples=args.max_samples, fail_fast=args.fail_fast,
             )  # fmt: skip
         summary = summarize_mvdepth(args.out)
     except (DatasetError, RunMismatchError) as err:

@@ -367,8 +367,10 @@ def predict_key_depth(model, sample: MvdSample, image_size: int | None = None, b
     Returns:
         ``(depth [h, w], conf [h, w], key View)``.
     """
+    import torch
+
     from recon.images import load_images
-    from recon.inference import InferenceConfig, run_inference
+    from recon.inference import encode_views
 
     size = image_size or int(model.image_size)
     p = int(model.patch_size)
@@ -378,14 +380,23 @@ def predict_key_depth(model, sample: MvdSample, image_size: int | None = None, b
     if skipped or len(views) != len(sample.views):
         raise DatasetError(f"sample {sample.name}: cannot load " + "; ".join(f"{s[0]}: {s[1]}" for s in skipped))
     key = sample.keyview
-    store = run_inference(
-        model, views, [(key, s) for s in sample.sources], InferenceConfig(batch_size=batch_size), progress=False
-    )
+    device = next(model.parameters()).device
+    feats = encode_views(model, views, batch_size=batch_size, progress=False)  # each view encoded once
+    # Only (key, source) is decoded: the key's depth comes from view 1's point map (run_inference would also
+    # decode every (source, key), twice the decoder work for nothing here).
     depths, confs = [], []
-    for s in sample.sources:
-        pred = store.get(key, s)
-        depths.append(pred.pts3d_i[..., 2].float().numpy())
-        confs.append(pred.conf_i.float().numpy())
+    sources = sample.sources
+    for start in range(0, len(sources), batch_size):
+        chunk = sources[start : start + batch_size]
+        for shape2 in dict.fromkeys(views[s].true_shape for s in chunk):
+            same = [s for s in chunk if views[s].true_shape == shape2]
+            f1 = feats[key][None].expand(len(same), *feats[key].shape)
+            f2 = torch.stack([feats[s] for s in same])
+            # bf16 autocast on CUDA as recon.inference runs the network (the heads switch it off themselves)
+            with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+                pred1, _ = model.decode(f1, f2, views[key].true_shape, shape2)
+            depths += list(pred1["pts3d"][..., 2].float().cpu().numpy())
+            confs += list(pred1["conf"].float().cpu().numpy())
     depth, conf = fuse_depths(np.stack(depths), np.stack(confs))
     return depth, conf, views[key]
 
@@ -438,6 +449,7 @@ def run_mvdepth(
     label: str = "",
     shard: tuple[int, int] = (0, 1),
     max_samples: int | None = None,
+    fail_fast: bool = False,
 ) -> tuple[int, int]:
     """Evaluate the reader's samples into ``OUT/<dataset>/results*.jsonl``, skipping samples already there.
 
@@ -449,7 +461,9 @@ def run_mvdepth(
         image_size: network long side.
         label: names the model in ``run.json`` (resuming with another label is refused).
         shard: ``(i, n)``: evaluate samples ``i, i+n, ...``.
-        max_samples: evaluate only the first samples of the list (quick looks; the run is then marked partial).
+        max_samples: evaluate only the first samples of the list (quick looks).
+        fail_fast: stop at the first sample that fails; by default it is recorded (``"failed": true``, no score,
+            counted in the summary's ``failed``) and the run goes on.
 
     Returns:
         ``(done, skipped)`` sample counts.
@@ -468,7 +482,17 @@ def run_mvdepth(
     todo = [s for s in mine if s.name not in done]
     with open(path, "a", encoding="utf-8") as f:
         for s in todo:
-            rec = evaluate_sample(model, reader, s, alignment, image_size)
+            try:
+                rec = evaluate_sample(model, reader, s, alignment, image_size)
+            except (ImportError, MemoryError):
+                raise  # the environment, not this sample: every other sample would fail the same way
+            except Exception as err:
+                if fail_fast:
+                    raise
+                # Finished samples are safe on disk; record this one as failed (not scored) and go on.
+                logger.error("%s/%s failed: %s", reader.dataset, s.name, err)
+                rec = {"sample": s.name, "views": len(s.views), "rel": float("nan"), "tau": float("nan"),
+                       "pixels": 0, "seconds": 0.0, "failed": True, "error": f"{type(err).__name__}: {err}"}  # fmt: skip
             f.write(json.dumps(rec) + "\n")
             f.flush()
             os.fsync(f.fileno())
@@ -487,13 +511,14 @@ def summarize_mvdepth(out_dir: str | os.PathLike) -> dict:
     out_dir = Path(out_dir)
     sets = {}
     for name in DATASETS:
-        recs = [r for p in sorted((out_dir / name).glob("results*.jsonl")) for r in _load_records(p)]
-        recs = [r for r in recs if np.isfinite(r["rel"])]
+        every = [r for p in sorted((out_dir / name).glob("results*.jsonl")) for r in _load_records(p)]
+        recs = [r for r in every if np.isfinite(r["rel"])]
         if recs:
             sets[name] = {
                 "rel": float(np.mean([r["rel"] for r in recs])),
                 "tau": float(np.mean([r["tau"] for r in recs])),
                 "samples": len(recs),
+                "failed": len(every) - len(recs),
             }
     if not sets:
         raise DatasetError(f"no multi-view depth results in {out_dir}")
@@ -512,4 +537,6 @@ def format_mvdepth(summary: dict) -> str:
     cells = [f"{summary['sets'][n]['rel']:.2f} | {summary['sets'][n]['tau']:.1f}" for n in names]
     row = "| model | " + " | ".join(cells) + f" | {summary['average']['rel']:.2f} | {summary['average']['tau']:.1f} |"
     counts = ", ".join(f"{n}: {summary['sets'][n]['samples']}" for n in names)
-    return "\n".join([head, sep, row]) + f"\n\nrel and τ@1.03 in percent; samples per set: {counts}.\n"
+    failed = sum(s.get("failed", 0) for s in summary["sets"].values())
+    note = f"\n\n**{failed} samples failed or had no scored pixel** and are left out of the means." if failed else ""
+    return "\n".join([head, sep, row]) + f"\n\nrel and τ@1.03 in percent; samples per set: {counts}.{note}\n"

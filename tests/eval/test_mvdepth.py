@@ -199,3 +199,21 @@ def test_cli_runs_resumes_and_reports_user_errors(tmp_path, scene, capsys):
     assert "different run" in capsys.readouterr().err
     assert main([*args[:6], str(tmp_path / "missing"), *args[7:]]) == 2
     assert "samples.json does not exist" in capsys.readouterr().err
+
+
+def test_a_failing_sample_is_recorded_and_the_run_goes_on(tmp_path, scene):
+    from recon.oracle import OracleModel
+
+    write_layout(tmp_path / "data", scene, "dtu")
+    data = json.loads((tmp_path / "data" / "samples.json").read_text())
+    broken = json.loads(json.dumps(data["samples"][0]))
+    broken["name"], broken["views"][1]["image"] = "broken", "missing.png"
+    data["samples"].insert(0, broken)
+    (tmp_path / "data" / "samples.json").write_text(json.dumps(data))
+    reader = MvdReader(tmp_path / "data", "dtu")
+    with pytest.raises(DatasetError):
+        run_mvdepth(OracleModel(scene), reader, tmp_path / "ff", label="oracle", fail_fast=True)
+    assert run_mvdepth(OracleModel(scene), reader, tmp_path / "o", label="oracle") == (2, 0)
+    summary = summarize_mvdepth(tmp_path / "o")
+    assert summary["sets"]["dtu"]["samples"] == 1 and summary["sets"]["dtu"]["failed"] == 1
+    assert "1 samples failed" in (tmp_path / "o" / "summary.md").read_text()
