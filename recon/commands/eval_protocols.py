@@ -111,8 +111,8 @@ def register_match(sub) -> None:
     p.add_argument("--steps", type=int, default=25000, help="linear-probe steps (MuM: 25000)")
     p.add_argument("--batch", type=int, default=8, help="linear-probe pairs per step (MuM: 8)")
     p.add_argument("--eval-every", type=int, default=2500, help="linear-probe validation interval (MuM: 2500)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--lr", type=float, nargs="+", default=[1e-3], help="linear-probe learning rate(s) to sweep")
+    p.add_argument("--weight-decay", type=float, nargs="+", default=[0.0], help="weight decay(s) to sweep")
     p.add_argument("--out", required=True, help="output folder (match_<protocol>_<dataset>.json / .md)")
     p.set_defaults(func=_match)
 
@@ -133,6 +133,8 @@ def _match(args) -> int:
     for name in ("steps", "batch", "eval_every"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if min(args.lr) <= 0 or min(args.weight_decay) < 0:
+        raise UserError("--lr must be positive and --weight-decay non-negative")
     try:
         reader = mp.MatchReader(args.root, args.dataset, args.pairs)
         train_reader = mp.MatchReader(args.train_root, args.dataset) if args.train_root else None
@@ -151,13 +153,20 @@ def _match(args) -> int:
             test = [mp.load_pair(reader, p, size, patch) for p in pairs]
             train = [mp.load_pair(train_reader, p, size, patch) for p in train_reader.pairs]
             n_val = max(1, len(train) // 10)
-            cfg = mp.ProbeConfig(steps=args.steps, batch=args.batch, lr=args.lr, weight_decay=args.weight_decay,
-                                 eval_every=args.eval_every)  # fmt: skip
             result = {"variants": {}}
             for name, fn in variants.items():
-                matcher, history = mp.train_linear_probe(fn, train[n_val:] or train, train[:n_val], cfg)
+                # the sweep picks by validation NLL (training pairs held out), never by the test pairs' AUC
+                runs = []
+                for lr in args.lr:
+                    for wd in args.weight_decay:
+                        cfg = mp.ProbeConfig(steps=args.steps, batch=args.batch, lr=lr, weight_decay=wd,
+                                             eval_every=args.eval_every)  # fmt: skip
+                        matcher, history = mp.train_linear_probe(fn, train[n_val:] or train, train[:n_val], cfg)
+                        runs.append((min(h["val_nll"] for h in history), lr, wd, matcher, history))
+                val, lr, wd, matcher, history = min(runs, key=lambda r: r[0])
                 errs = mp.probe_pose_errors(matcher, fn, test)
-                result["variants"][name] = {**mp.pose_auc(errs), "history": history}
+                result["variants"][name] = {**mp.pose_auc(errs), "lr": lr, "weight_decay": wd, "val_nll": val,
+                                            "history": history}  # fmt: skip
             result["best"] = max(result["variants"], key=lambda k: result["variants"][k]["AUC@10"])
             best = {k: v for k, v in result["variants"][result["best"]].items() if k != "history"}
             lines = [f"| {k} | {v:.2f} |" for k, v in best.items()]

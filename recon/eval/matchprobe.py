@@ -55,6 +55,8 @@ RECALL_3D = (0.01, 0.02, 0.05)
 RECALL_2D = (5.0, 25.0, 50.0)
 """Probe3D's 2D thresholds (pixels)."""
 AUC_THRESHOLDS = (5.0, 10.0, 20.0)
+VIEW_BINS = (0, 30, 60, 90, 120)
+"""Probe3D's relative-rotation bins (degrees) for the binned recall at 2 cm."""
 
 
 @dataclass(frozen=True)
@@ -295,6 +297,13 @@ def dense_epe(feat0: torch.Tensor, feat1: torch.Tensor, g: PairGeometry) -> tupl
     return float(np.linalg.norm(xy1_pred - xy1_gt[vis], axis=1).mean()), int(vis.sum())
 
 
+def pair_rotation_deg(g: PairGeometry) -> float:
+    """Relative rotation angle of a pair in degrees."""
+    from recon.eval.metrics import rotation_error_deg
+
+    return float(rotation_error_deg(np.eye(3)[None], g.T_1_0[None, :3, :3])[0])
+
+
 def average_recall(metrics: dict[str, float]) -> float:
     """Mean of the three 3D recalls (MuM Table 13's 'average recall' on NAVI)."""
     return float(np.mean([metrics[f"recall_3d@{t * 100:g}cm"] for t in RECALL_3D]))
@@ -310,18 +319,26 @@ def run_cosine(reader: MatchReader, feature_fns: dict[str, FeatureFn], size: int
     """
     pairs = reader.pairs[:max_pairs] if max_pairs else reader.pairs
     per: dict[str, list[dict]] = {k: [] for k in feature_fns}
+    angles = []
     for pair in pairs:
         g = load_pair(reader, pair, size, patch_size)
+        angles.append(pair_rotation_deg(g))
         for name, fn in feature_fns.items():
             f0, f1 = fn(g.images[0]), fn(g.images[1])
             m = cosine_probe(f0, f1, g)
             m["epe"], m["epe_points"] = dense_epe(f0, f1, g)
             per[name].append(m)
+    angles = np.array(angles)
     variants = {}
     for name, recs in per.items():
         keys = [k for k in recs[0] if k not in ("matches", "epe_points")]
         variants[name] = {k: float(np.nanmean([r[k] for r in recs])) for k in keys}
         variants[name]["avg_recall"] = average_recall(variants[name])
+        # Probe3D also bins recall at 2 cm by the pair's relative rotation
+        rec2 = np.array([r["recall_3d@2cm"] for r in recs])
+        for lo, hi in zip(VIEW_BINS[:-1], VIEW_BINS[1:], strict=True):
+            sel = (angles >= lo) & (angles < hi)
+            variants[name][f"recall_3d@2cm_rot{lo}-{hi}"] = float(rec2[sel].mean()) if sel.any() else float("nan")
     best = max(variants, key=lambda k: (variants[k]["avg_recall"], -np.nan_to_num(variants[k]["epe"], nan=1e9)))
     return {"variants": variants, "best": best, "pairs": len(pairs)}
 

@@ -128,6 +128,11 @@ def test_run_cosine_reports_both_layernorm_variants(data):
                                  "no-ln": tiny_backbone_features("dune_vits14", False)}, SIZE[0], 14)  # fmt: skip
     assert set(out["variants"]) == {"ln", "no-ln"} and out["best"] in out["variants"] and out["pairs"] == 4
     assert 0 <= out["variants"]["ln"]["avg_recall"] <= 100
+    # the four pairs' relative rotations decide which Probe3D bins are filled
+    angles = [mp.pair_rotation_deg(g) for g in data[2][14]]
+    for lo, hi in zip(mp.VIEW_BINS[:-1], mp.VIEW_BINS[1:], strict=True):
+        value = out["variants"]["ln"][f"recall_3d@2cm_rot{lo}-{hi}"]
+        assert np.isnan(value) == (not any(lo <= a < hi for a in angles))
 
 
 @pytest.mark.slow  # ~12 s: two short trainings and eight essential matrices
@@ -166,7 +171,9 @@ def test_cli_cosine_and_linear_probe(data, tmp_path, capsys):
     assert "| avg_recall |" in capsys.readouterr().out
     assert main(["-q", "eval", "match", "--protocol", "linear-probe", *common]) == 2
     assert "needs --train-root" in capsys.readouterr().err
-    args = ["--train-root", str(reader.root), "--steps", "2", "--batch", "1", "--eval-every", "1", "--max-pairs", "1"]
+    args = ["--train-root", str(reader.root), "--steps", "2", "--batch", "1", "--eval-every", "1", "--max-pairs", "1",
+            "--lr", "1e-2", "1e-3"]  # fmt: skip
     assert main(["-q", "eval", "match", "--protocol", "linear-probe", *common, *args]) == 0
     out = json.loads((tmp_path / "o" / "match_linear-probe_navi.json").read_text())
-    assert {"AUC@5", "AUC@10", "AUC@20"} <= set(out["variants"][out["best"]])
+    best = out["variants"][out["best"]]
+    assert {"AUC@5", "AUC@10", "AUC@20"} <= set(best) and best["lr"] in (1e-2, 1e-3)
