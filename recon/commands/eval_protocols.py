@@ -14,11 +14,14 @@ import argparse
 import sys
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """``--model`` / ``--checkpoint`` (one required), ``--backbone``, ``--image-size``, ``--device``."""
+def add_model_args(p: argparse.ArgumentParser, encoder: bool = False) -> None:
+    """``--model`` / ``--checkpoint`` (one required; ``--encoder`` too where a bare backbone is enough),
+    ``--backbone``, ``--image-size``, ``--device``."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="named weights (see `recon weights list`), random:<preset>, or a checkpoint path")
     src.add_argument("--checkpoint", help="checkpoint file (official MASt3R / DUNE-MASt3R or recon's own)")
+    if encoder:
+        src.add_argument("--encoder", help="a bare backbone checkpoint or name (DUNE, MuM, DINOv2, CroCo encoder)")
     p.add_argument("--backbone", help="encoder to pair with a DUNE-MASt3R decoder checkpoint")
     p.add_argument("--image-size", type=int, help="network input long side (default: the model's own)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K")
@@ -56,11 +59,34 @@ def load_model_or_exit(args):
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    source = args.checkpoint or args.model
+    encoder = getattr(args, "encoder", None)
+    source = encoder or args.checkpoint or args.model
     try:
+        if encoder:
+            import backbone
+
+            return EncoderOnly(backbone.load(encoder, device=device).eval()), str(source)
         return recon.load_model(source, backbone=args.backbone, device=device).eval(), str(source)
-    except (CheckpointError, WeightsError, FileNotFoundError, ValueError) as err:
+    except (CheckpointError, WeightsError, FileNotFoundError, ValueError, KeyError) as err:
         raise UserError(f"cannot load model {source!r}: {err}") from None
+
+
+class EncoderOnly:
+    """A bare backbone dressed as much of a model as the encoder probes need (no decoder).
+
+    Attributes:
+        backbone: the encoder; patch_size: its patch; image_size: 518 for patch 14 (DINOv2 / DUNE), else 512.
+    """
+
+    decoder = None
+
+    def __init__(self, backbone):
+        self.backbone = backbone
+        self.patch_size = int(backbone.spec.patch_size)
+        self.image_size = 518 if self.patch_size == 14 else 512
+
+    def parameters(self):
+        return self.backbone.parameters()
 
 
 def _mvdepth(args) -> int:
@@ -105,7 +131,7 @@ def register_match(sub) -> None:
     p.add_argument("--dataset", required=True, choices=("navi", "megadepth1500", "scannet1500"))
     p.add_argument("--root", required=True, help="the set's root folder (holding pairs.json)")
     p.add_argument("--pairs", help="pair list (default ROOT/pairs.json)")
-    add_model_args(p)
+    add_model_args(p, encoder=True)
     p.add_argument("--max-pairs", type=int, help="only the first N pairs (a quick look)")
     p.add_argument("--train-root", help="linear-probe: root of the training pairs (its pairs.json)")
     p.add_argument("--steps", type=int, default=25000, help="linear-probe steps (MuM: 25000)")

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("image", help="image file (view 1)")
         p.add_argument("image2", nargs="?", help="second image (view 2; needed for cross-attention)")
-        add_model_args(p)
+        add_model_args(p, encoder=True)
         p.add_argument("--out", required=True, help="output folder for the PNGs")
         p.add_argument("--overwrite", action="store_true", help="replace PNGs of the same names in --out")
         if name == "attention":
@@ -60,6 +60,8 @@ def _run(args) -> int:
     from recon.images import ImageLoadError, load_images
 
     model, _ = load_model_or_exit(args)
+    if args.viz_command == "attention" and args.image2 and model.decoder is None:
+        raise UserError("cross-attention needs a model with a decoder (--model / --checkpoint), not --encoder")
     p = model.patch_size
     files = [args.image] + ([args.image2] if args.image2 else [])
     try:

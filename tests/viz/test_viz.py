@@ -135,3 +135,20 @@ def test_cli_writes_pictures_and_refuses_to_overwrite(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(["-q", "viz", "attention", *ims, *common, "--query", "9,9", "--overwrite"]) == 2
     assert "outside view 1's 3x4 patch grid" in capsys.readouterr().err
+
+
+def test_cli_with_a_bare_encoder(tmp_path, capsys):
+    import backbone
+    from recon.cli import main
+
+    torch.manual_seed(0)
+    enc = backbone.create("dune_vits14", embed_dim=24, depth=1, num_heads=2, pos_embed_grid=4)
+    path = backbone.save(enc, tmp_path / "enc.pth")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (42, 56, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    common = ["--encoder", str(path), "--image-size", "56", "--device", "cpu", "--out", str(tmp_path / "o")]
+    assert main(["-q", "viz", "features", str(tmp_path / "a.png"), *common]) == 0
+    with Image.open(tmp_path / "o" / "features_0.png") as im:
+        assert im.size == (56, 42)
+    assert main(["-q", "viz", "attention", str(tmp_path / "a.png"), *common]) == 0  # self-attention only
+    assert main(["-q", "viz", "attention", str(tmp_path / "a.png"), str(tmp_path / "a.png"), *common]) == 2
+    assert "needs a model with a decoder" in capsys.readouterr().err
