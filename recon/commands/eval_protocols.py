@@ -38,7 +38,12 @@ def register(sub) -> None:
     p.add_argument("--root", required=True, help="the set's root folder (holding samples.json)")
     p.add_argument("--samples", help="sample list (default ROOT/samples.json; layout in docs/evaluation.md)")
     add_model_args(p)
-    p.add_argument("--alignment", choices=("median", "none"), default="median")
+    p.add_argument(
+        "--alignment",
+        choices=("median", "translation", "none"),
+        default="median",
+        help="median (default): per-image median ratio; translation: true / predicted baseline; none: metric",
+    )
     p.add_argument("--max-samples", type=int, help="only the first N samples (a quick look)")
     p.add_argument("--shard", help="evaluate only shard I of N (I/N)")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing sample (default: record it)")

@@ -11,9 +11,9 @@ Protocol (DUNE supplement D.1 / Table 3, after Schröder et al., "Robust Multi-v
 3. The fused depth (network resolution) is sampled at every ground-truth pixel by nearest neighbour, as rmvd
    resizes predictions to the ground truth with order 0; pixels outside the network crop are not scored.
 4. Alignment ``median`` (rmvd's ``alignment="median"``: scale by ``median(gt) / median(pred)`` over valid
-   pixels) or ``none`` (metric models); then the prediction is clipped to rmvd's ``[0.1, 100]``.
-   rmvd's third option, ``translation`` (scale from predicted vs true camera translation), needs predicted
-   poses and is not offered.
+   pixels), ``translation`` (rmvd's: scale by true / predicted distance between the key and first source
+   cameras; the predicted one from the similarity between the pairs ``(key, s)`` and ``(s, key)``) or ``none``
+   (metric models); then the prediction is clipped to rmvd's ``[0.1, 100]``.
 5. Metrics per sample (``depth_metrics``): absolute relative error ``rel = mean(|pred - gt| / gt)`` and the
    inlier ratio ``tau = mean(max(pred/gt, gt/pred) < 1.03)``, both in percent over pixels with ``gt > 0``;
    per set the mean over samples, and the unweighted average over sets (Table 3's "avg." column).
@@ -68,6 +68,7 @@ CLIP_RANGE = (0.1, 100.0)
 
 INLIER_THRESHOLD = 1.03
 ALIGNMENTS = ("median", "none")
+"""Alignments ``align_depth`` applies alone; ``translation`` (rmvd's third) needs poses: ``evaluate_sample``."""
 MAX_VIEWS = 64
 """Largest sample accepted (key + sources): bounds the decoder work one JSON line can ask for."""
 
@@ -355,7 +356,9 @@ def to_original_pixels(depth_net: np.ndarray, net_to_orig: np.ndarray, shape: tu
 # --- prediction ---------------------------------------------------------------------------------------------------
 
 
-def predict_key_depth(model, sample: MvdSample, image_size: int | None = None, batch_size: int = 8):
+def predict_key_depth(
+    model, sample: MvdSample, image_size: int | None = None, batch_size: int = 8, with_translation: bool = False
+):
     """Fused network-resolution depth of the key view from the pairs ``(key, s)`` for every source ``s``.
 
     Args:
@@ -363,9 +366,11 @@ def predict_key_depth(model, sample: MvdSample, image_size: int | None = None, b
             or ``recon.oracle.OracleModel``).
         sample: the sample.
         image_size: network long side (default the model's own).
+        with_translation: also return the predicted distance from the key camera to the first source camera at
+            the fused depth's scale (for rmvd's ``translation`` alignment; one more pair is decoded).
 
     Returns:
-        ``(depth [h, w], conf [h, w], key View)``.
+        ``(depth [h, w], conf [h, w], key View, distance or None)``.
     """
     import torch
 
@@ -398,19 +403,52 @@ def predict_key_depth(model, sample: MvdSample, image_size: int | None = None, b
             depths += list(pred1["pts3d"][..., 2].float().cpu().numpy())
             confs += list(pred1["conf"].float().cpu().numpy())
     depth, conf = fuse_depths(np.stack(depths), np.stack(confs))
-    return depth, conf, views[key]
+    distance = None
+    if with_translation:
+        distance = _source_distance(model, feats, views, key, sources[0], device)
+    return depth, conf, views[key], distance
+
+
+def _source_distance(model, feats, views, key: int, src: int, device) -> float:
+    """Distance between the key and source cameras at the scale of pair ``(key, src)``.
+
+    Pair ``(key, src)`` gives the source's points in the key frame, pair ``(src, key)`` the same pixels in the
+    source's own frame (at another scale); the similarity between them (Umeyama, confidence-weighted) maps the
+    source camera centre (its origin) to ``t``, so ``|t|`` is the baseline at the first pair's scale, which is
+    the scale ``fuse_depths`` puts the fused map in.
+    """
+    import roma
+    import torch
+
+    shapes = views[key].true_shape, views[src].true_shape
+    with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+        _, in_key = model.decode(feats[key][None], feats[src][None], *shapes)
+        in_src, _ = model.decode(feats[src][None], feats[key][None], shapes[1], shapes[0])
+    y = in_key["pts3d"][0].reshape(-1, 3).double().cpu()
+    x = in_src["pts3d"][0].reshape(-1, 3).double().cpu()
+    w = (in_key["conf"][0].reshape(-1) * in_src["conf"][0].reshape(-1)).double().cpu()
+    _, t, _ = roma.rigid_points_registration(x, y, weights=w, compute_scaling=True)
+    return float(torch.linalg.norm(t))
 
 
 def evaluate_sample(model, reader: MvdReader, sample: MvdSample, alignment: str = "median", image_size=None) -> dict:
     """Predict, fuse, resample to the ground truth, align and score one sample (a results line)."""
     t0 = time.perf_counter()
-    depth_net, _, view = predict_key_depth(model, sample, image_size)
+    by_baseline = alignment == "translation"
+    depth_net, _, view, distance = predict_key_depth(model, sample, image_size, with_translation=by_baseline)
     seconds = time.perf_counter() - t0
     gt = reader.gt_depth(sample)
     net_to_gt = orig_to_grid(view.orig_size, gt.shape) @ np.asarray(view.net_to_orig, dtype=np.float64)
     depth, inside = to_original_pixels(depth_net, net_to_gt, gt.shape)
     gt_scored = np.where(inside, gt, 0.0)
-    pred, scale = align_depth(depth, gt_scored, alignment)
+    if by_baseline:
+        # rmvd's "translation": scale by the ratio of true to predicted baseline (key to first source camera)
+        T = [sample.views[k].T_world_cam for k in (sample.keyview, sample.sources[0])]
+        baseline = float(np.linalg.norm(T[0][:3, 3] - T[1][:3, 3]))
+        scale = baseline / distance if distance else float("nan")  # no baseline: NaN depth, clipped, scored bad
+        pred, _ = align_depth(depth * scale, gt_scored, "none")
+    else:
+        pred, scale = align_depth(depth, gt_scored, alignment)
     metrics = depth_metrics(pred, gt_scored)
     return {
         "sample": sample.name,
@@ -491,8 +529,8 @@ def run_mvdepth(
                     raise
                 # Finished samples are safe on disk; record this one as failed (not scored) and go on.
                 logger.error("%s/%s failed: %s", reader.dataset, s.name, err)
-                rec = {"sample": s.name, "views": len(s.views), "rel": float("nan"), "tau": float("nan"),
-                       "pixels": 0, "seconds": 0.0, "failed": True, "error": f"{type(err).__name__}: {err}"}  # fmt: skip
+                rec = {"sample": s.name, "views": len(s.views), "rel": float("nan"), "tau": float("nan"), "pixels": 0,
+                       "seconds": 0.0, "failed": True, "error": f"{type(err).__name__}: {err}"}  # fmt: skip
             f.write(json.dumps(rec) + "\n")
             f.flush()
             os.fsync(f.fileno())
