@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -202,4 +203,94 @@ def mark_patch(image: np.ndarray, row: int, col: int, patch: int) -> np.ndarray:
     cyan = np.array([0, 255, 255], np.uint8)
     out[y0, x0 : x1 + 1] = out[y1, x0 : x1 + 1] = cyan
     out[y0 : y1 + 1, x0] = out[y0 : y1 + 1, x1] = cyan
+    return out
+
+
+# --- whole pictures (what the CLI writes and an app can show) ------------------------------------------------
+
+
+def _as_uint8(image: Tensor) -> np.ndarray:
+    """``[3, H, W]`` in [0, 1] -> ``[H, W, 3]`` uint8."""
+    return np.rint(image.detach().float().cpu().permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+@torch.no_grad()
+def feature_pictures(model, images: list[Tensor]) -> list[np.ndarray]:
+    """PCA-RGB pictures of the encoder's patch features of one or more images, on one shared basis.
+
+    Args:
+        model: a ``ReconModel`` (or anything with ``backbone`` and ``patch_size``).
+        images: ``[3, H_k, W_k]`` network images in [0, 1] (multiples of the patch size).
+
+    Returns:
+        One ``[H_k, W_k, 3]`` uint8 picture per image (each patch one colour).
+    """
+    p = int(model.patch_size)
+    device = next(model.backbone.parameters()).device
+    feats = [model.backbone(im[None].to(device))[0].float().cpu() for im in images]  # N_k D
+    rgb = pca_rgb(torch.cat(feats))
+    out, start = [], 0
+    for im, f in zip(images, feats, strict=True):
+        h, w = im.shape[-2] // p, im.shape[-1] // p
+        part = rgb[start : start + len(f)].reshape(h, w, 3)
+        start += len(f)
+        out.append(upsample(np.rint(part * 255).astype(np.uint8), p))
+    return out
+
+
+@dataclass
+class AttentionPictures:
+    """``query`` (view 1, query patch marked), ``self_attention`` (view 1 overlay), ``cross_attention`` (view 2
+    overlay, ``None`` without a second image) as ``[H, W, 3]`` uint8, and the cross-attention ``peak`` patch
+    ``(row, col)`` of view 2 (``None`` without a second image)."""
+
+    query: np.ndarray
+    self_attention: np.ndarray
+    cross_attention: np.ndarray | None = None
+    peak: tuple[int, int] | None = None
+
+
+def attention_pictures(model, image1: Tensor, image2: Tensor | None, query: tuple[int, int], block: int = -1):
+    """Encoder self-attention and (with ``image2``) decoder cross-attention of one query patch of view 1.
+
+    Args:
+        model: a ``ReconModel`` (a bare-encoder stand-in works without ``image2``).
+        image1, image2: ``[3, H, W]`` network images in [0, 1].
+        query: ``(row, col)`` on view 1's patch grid.
+        block: encoder and decoder block (default the last).
+
+    Returns:
+        ``AttentionPictures``.
+
+    Raises:
+        ValueError: query outside the grid, block out of range, or ``image2`` with a model without a decoder.
+    """
+    p = int(model.patch_size)
+    h, w = image1.shape[-2] // p, image1.shape[-1] // p
+    row, col = query
+    if not (0 <= row < h and 0 <= col < w):
+        raise ValueError(f"query {row},{col} is outside view 1's {h}x{w} patch grid")
+    limits = {"encoder": len(model.backbone.blocks)}
+    if image2 is not None:
+        if getattr(model, "decoder", None) is None:
+            raise ValueError("cross-attention needs a model with a decoder")
+        limits["decoder"] = len(model.decoder.dec_blocks)
+    for what, n in limits.items():
+        if not -n <= block < n:
+            raise ValueError(f"block {block} is outside the {what}'s {n} blocks")
+    device = next(model.backbone.parameters()).device
+    prefix = int(model.backbone.num_prefix_tokens)
+    weights = encoder_attention(model.backbone, image1[None].to(device), block)[0]
+    amap = query_map(weights, prefix + row * w + col, (h, w), prefix)
+    picture1 = _as_uint8(image1)
+    out = AttentionPictures(
+        query=mark_patch(picture1, row, col, p),
+        self_attention=mark_patch(overlay(picture1, upsample(colormap(amap), p)), row, col, p),
+    )
+    if image2 is not None:
+        cross = decoder_cross_attention(model, image1[None].to(device), image2[None].to(device), block)
+        cmap = query_map(cross, row * w + col, (image2.shape[-2] // p, image2.shape[-1] // p))
+        out.cross_attention = overlay(_as_uint8(image2), upsample(colormap(cmap), p))
+        r, c = np.unravel_index(int(np.argmax(cmap)), cmap.shape)
+        out.peak = (int(r), int(c))
     return out

@@ -51,7 +51,6 @@ def _run(args) -> int:
     from pathlib import Path
 
     import numpy as np
-    import torch
 
     from recon import viz
     from recon.cli import UserError
@@ -72,23 +71,13 @@ def _run(args) -> int:
         raise UserError(str(err)) from None
     if skipped or len(views) != len(files):
         raise UserError("cannot load " + "; ".join(f"{s[0]}: {s[1]}" for s in skipped))
-    device = next(model.parameters()).device
-    imgs = [v.image[None].to(device) for v in views]
-    pictures = [np.rint(v.image.permute(1, 2, 0).numpy() * 255).astype(np.uint8) for v in views]
-    grids = [(v.true_shape[0] // p, v.true_shape[1] // p) for v in views]
+    images = [v.image for v in views]
     out: dict[str, np.ndarray] = {}
-
     if args.viz_command == "features":
-        with torch.no_grad():
-            feats = [model.backbone(im)[0].float().cpu() for im in imgs]  # N D each
-        rgb = viz.pca_rgb(torch.cat(feats))
-        start = 0
-        for k, (h, w) in enumerate(grids):
-            part = rgb[start : start + h * w].reshape(h, w, 3)
-            start += h * w
-            out[f"features_{k}.png"] = viz.upsample(np.rint(part * 255).astype(np.uint8), p)
+        for k, picture in enumerate(viz.feature_pictures(model, images)):
+            out[f"features_{k}.png"] = picture
     else:
-        h, w = grids[0]
+        h, w = views[0].true_shape[0] // p, views[0].true_shape[1] // p
         if args.query:
             try:
                 row, col = (int(v) for v in args.query.split(","))
@@ -96,26 +85,14 @@ def _run(args) -> int:
                 raise UserError(f"--query must look like ROW,COL, got {args.query!r}") from None
         else:
             row, col = h // 2, w // 2
-        if not (0 <= row < h and 0 <= col < w):
-            raise UserError(f"--query {row},{col} is outside view 1's {h}x{w} patch grid")
-        limits = {"encoder": len(model.backbone.blocks)}
-        if args.image2:
-            limits["decoder"] = len(model.decoder.dec_blocks)
-        for what, n in limits.items():
-            if not -n <= args.block < n:
-                raise UserError(f"--block {args.block} is outside the {what}'s {n} blocks")
-        prefix = int(model.backbone.num_prefix_tokens)
-        weights = viz.encoder_attention(model.backbone, imgs[0], args.block)[0]
-        amap = viz.query_map(weights, prefix + row * w + col, (h, w), prefix)
-        heat = viz.upsample(viz.colormap(amap), p)
-        out["query.png"] = viz.mark_patch(pictures[0], row, col, p)
-        out["attention_self.png"] = viz.mark_patch(viz.overlay(pictures[0], heat), row, col, p)
-        if args.image2:
-            cross = viz.decoder_cross_attention(model, imgs[0], imgs[1], args.block)
-            cmap = viz.query_map(cross, row * w + col, grids[1])
-            out["attention_cross.png"] = viz.overlay(pictures[1], viz.upsample(viz.colormap(cmap), p))
-            peak = np.unravel_index(int(np.argmax(cmap)), cmap.shape)
-            print(f"cross-attention peak of patch ({row}, {col}): patch {tuple(int(v) for v in peak)} of view 2")
+        try:
+            pics = viz.attention_pictures(model, images[0], images[1] if args.image2 else None, (row, col), args.block)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        out["query.png"], out["attention_self.png"] = pics.query, pics.self_attention
+        if pics.cross_attention is not None:
+            out["attention_cross.png"] = pics.cross_attention
+            print(f"cross-attention peak of patch ({row}, {col}): patch {pics.peak} of view 2")
 
     folder = Path(args.out)
     existing = [n for n in out if (folder / n).exists()]

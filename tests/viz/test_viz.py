@@ -152,3 +152,16 @@ def test_cli_with_a_bare_encoder(tmp_path, capsys):
     assert main(["-q", "viz", "attention", str(tmp_path / "a.png"), *common]) == 0  # self-attention only
     assert main(["-q", "viz", "attention", str(tmp_path / "a.png"), str(tmp_path / "a.png"), *common]) == 2
     assert "needs a model with a decoder" in capsys.readouterr().err
+
+
+def test_picture_functions_and_their_errors():
+    model = _tiny("mast3r_vitl16")
+    im1, im2 = torch.rand(3, 32, 48), torch.rand(3, 48, 32)
+    pics = viz.attention_pictures(model, im1, im2, (1, 2))
+    assert pics.query.shape == pics.self_attention.shape == (32, 48, 3)
+    assert pics.cross_attention.shape == (48, 32, 3) and 0 <= pics.peak[0] < 3 and 0 <= pics.peak[1] < 2
+    assert [f.shape for f in viz.feature_pictures(model, [im1, im2])] == [(32, 48, 3), (48, 32, 3)]
+    with pytest.raises(ValueError, match="outside the encoder's 2 blocks"):
+        viz.attention_pictures(model, im1, None, (0, 0), block=2)
+    with pytest.raises(ValueError, match="outside view 1's 2x3 patch grid"):
+        viz.attention_pictures(model, im1, None, (2, 0))
