@@ -152,6 +152,10 @@ def test_resample_to_original_pixels():
     out, inside = to_original_pixels(net, A, (4, 6))
     assert inside.all()
     assert out[0, 0] == 0 and out[3, 5] == 5 and out[2, 1] == 3
+    crop = np.array([[1.0, 0, 2], [0, 1.0, 0], [0, 0, 1]])  # a centred crop: network x -> original x + 2
+    out, inside = to_original_pixels(net, crop, (2, 7))
+    np.testing.assert_array_equal(inside[0], [False, False, True, True, True, False, False])
+    np.testing.assert_array_equal(out[1, 2:5], [3, 4, 5])
 
 
 @pytest.mark.parametrize("dataset, alignment", [("scannet", "median"), ("kitti", "translation")])
