@@ -182,6 +182,8 @@ def _match(args) -> int:
         else:
             pairs = reader.pairs[: args.max_pairs] if args.max_pairs else reader.pairs
             test = [mp.load_pair(reader, p, size, patch) for p in pairs]
+            if not all(p.has_depth for p in train_reader.pairs):
+                raise UserError("every training pair needs depth0 / depth1 (the probe learns from true matches)")
             train = [mp.load_pair(train_reader, p, size, patch) for p in train_reader.pairs]
             n_val = max(1, len(train) // 10)
             result = {"variants": {}}

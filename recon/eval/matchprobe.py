@@ -27,6 +27,8 @@ Data: ``ROOT/pairs.json`` (``--pairs``), paths relative to ROOT::
         "image0": "...", "image1": "...", "depth0": "....npy", "depth1": "....npy",
         "K0": [[...]], "K1": [[...]], "T_world_cam0": [[...]], "T_world_cam1": [[...]]}]}
 
+``depth0`` / ``depth1`` may be left out (pose AUC only; the linear probe's training pairs need them), and
+``"T_1_0"`` (camera 0 -> 1) may replace the two ``T_world_cam`` (ScanNet-1500 ships relative poses).
 Depth: ``.npy`` / ``.npz`` / ``.pfm`` float32 metres, or 16-bit PNG millimetres (ScanNet's release format); MegaDepth's
 ``.h5`` depth and the LoFTR ``scene_info`` ``.npz`` files (pickled object arrays, which recon will not load) are
 converted to this list once (docs/evaluation.md).
@@ -61,13 +63,18 @@ VIEW_BINS = (0, 30, 60, 90, 120)
 
 @dataclass(frozen=True)
 class MatchPair:
-    """Two images with ground-truth depth (``[H, W]``, 0 = invalid, at the image's size), ``K`` and poses."""
+    """Two images, their ``K``, the relative pose ``T_1_0`` (camera 0 -> camera 1) and, where given, depth
+    paths (``None``: pose metrics only, as on the LoFTR ScanNet-1500 test pairs, which ship no depth)."""
 
     name: str
     image_paths: tuple[str, str]
-    depth_paths: tuple[str, str]
+    depth_paths: tuple[str | None, str | None]
     K: tuple[np.ndarray, np.ndarray]
-    T_world_cam: tuple[np.ndarray, np.ndarray]
+    T_1_0: np.ndarray
+
+    @property
+    def has_depth(self) -> bool:
+        return None not in self.depth_paths
 
 
 class MatchReader:
@@ -82,16 +89,23 @@ class MatchReader:
         self.pairs = []
         for n, rec in enumerate(data["pairs"]):
             where = f"{path}: pair {n}"
-            keys = ("image0", "image1", "depth0", "depth1")
-            if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in keys):
-                raise DatasetError(f"{where}: needs image0, image1, depth0, depth1 paths")
+            if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in ("image0", "image1")):
+                raise DatasetError(f"{where}: needs image0 and image1 paths")
+            depth = [rec.get(k) for k in ("depth0", "depth1")]
+            if any(d is not None and not isinstance(d, str) for d in depth) or (depth[0] is None) != (depth[1] is None):
+                raise DatasetError(f"{where}: give both depth0 and depth1 paths, or neither")
+            if "T_1_0" in rec:  # ScanNet-1500 ships relative poses
+                T_1_0 = _matrix(rec["T_1_0"], (4, 4), f"{where}, T_1_0")
+            else:
+                T0, T1 = (_matrix(rec.get(f"T_world_cam{k}"), (4, 4), f"{where}, T_world_cam{k}") for k in "01")
+                T_1_0 = np.linalg.inv(T1) @ T0
             self.pairs.append(
                 MatchPair(
                     str(rec.get("name", n)),
                     (str(self.root / rec["image0"]), str(self.root / rec["image1"])),
-                    (str(self.root / rec["depth0"]), str(self.root / rec["depth1"])),
+                    tuple(None if d is None else str(self.root / d) for d in depth),
                     tuple(_matrix(rec.get(f"K{k}"), (3, 3), f"{where}, K{k}") for k in "01"),
-                    tuple(_matrix(rec.get(f"T_world_cam{k}"), (4, 4), f"{where}, T_world_cam{k}") for k in "01"),
+                    T_1_0,
                 )
             )
 
@@ -176,17 +190,19 @@ def load_pair(reader: MatchReader, pair: MatchPair, size: int, patch_size: int) 
         raise DatasetError(f"pair {pair.name}: cannot load " + "; ".join(f"{s[0]}: {s[1]}" for s in skipped))
     depths, Ks = [], []
     for k, v in enumerate(views):
-        gt = reader.depth(pair, k)
         A = np.asarray(v.net_to_orig, dtype=np.float64)
+        Ks.append(np.linalg.inv(A) @ pair.K[k])
+        if not pair.has_depth:
+            depths.append(np.zeros(v.true_shape, np.float32))  # pose metrics only
+            continue
+        gt = reader.depth(pair, k)
         G = orig_to_grid(v.orig_size, gt.shape) @ A  # network pixel -> ground-truth pixel
         h, w = v.true_shape
         y, x = np.mgrid[0:h, 0:w].astype(np.float64)
         xg = np.clip(np.rint(G[0, 0] * x + G[0, 2]).astype(int), 0, gt.shape[1] - 1)
         yg = np.clip(np.rint(G[1, 1] * y + G[1, 2]).astype(int), 0, gt.shape[0] - 1)
         depths.append(gt[yg, xg])
-        Ks.append(np.linalg.inv(A) @ pair.K[k])
-    T_1_0 = np.linalg.inv(pair.T_world_cam[1]) @ pair.T_world_cam[0]
-    return PairGeometry((views[0].image, views[1].image), (depths[0], depths[1]), (Ks[0], Ks[1]), T_1_0)
+    return PairGeometry((views[0].image, views[1].image), (depths[0], depths[1]), (Ks[0], Ks[1]), pair.T_1_0)
 
 
 # --- features -------------------------------------------------------------------------------------------------------
@@ -318,6 +334,9 @@ def run_cosine(reader: MatchReader, feature_fns: dict[str, FeatureFn], size: int
         highest average recall (lowest EPE on ties).
     """
     pairs = reader.pairs[:max_pairs] if max_pairs else reader.pairs
+    missing = [p.name for p in pairs if not p.has_depth]
+    if missing:
+        raise DatasetError(f"the cosine protocol needs depth for both images; pairs without: {missing[:5]}")
     per: dict[str, list[dict]] = {k: [] for k in feature_fns}
     angles = []
     for pair in pairs:

@@ -86,8 +86,29 @@ class TestGroundTruth:
         with pytest.raises(DatasetError, match="unknown dataset"):
             mp.MatchReader(tmp_path, "hpatches")
         (tmp_path / "pairs.json").write_text(json.dumps({"pairs": [{"image0": "a.png"}]}))
-        with pytest.raises(DatasetError, match="needs image0, image1, depth0, depth1"):
+        with pytest.raises(DatasetError, match="needs image0 and image1"):
             mp.MatchReader(tmp_path, "navi")
+        (tmp_path / "pairs.json").write_text(json.dumps({"pairs": [{"image0": "a", "image1": "b", "depth0": "c"}]}))
+        with pytest.raises(DatasetError, match="both depth0 and depth1 paths, or neither"):
+            mp.MatchReader(tmp_path, "navi")
+
+    def test_pose_only_pairs_with_a_relative_pose(self, data, tmp_path):
+        views, reader, geoms = data
+        recs = json.loads((reader.root / "pairs.json").read_text())["pairs"]
+        for r in recs:  # ScanNet-1500 style: relative pose, no depth
+            T0, T1 = np.array(r.pop("T_world_cam0")), np.array(r.pop("T_world_cam1"))
+            r["T_1_0"] = (np.linalg.inv(T1) @ T0).tolist()
+            del r["depth0"], r["depth1"]
+        (tmp_path / "pairs.json").write_text(json.dumps({"dataset": "scannet1500", "pairs": recs}))
+        pose_only = mp.MatchReader(tmp_path, "scannet1500", tmp_path / "pairs.json")
+        pose_only.root = reader.root  # images live beside the original list
+        pose_only.pairs = [mp.MatchPair(p.name, q.image_paths, (None, None), p.K, p.T_1_0)
+                           for p, q in zip(pose_only.pairs, reader.pairs, strict=True)]  # fmt: skip
+        g = mp.load_pair(pose_only, pose_only.pairs[0], SIZE[0], 14)
+        np.testing.assert_allclose(g.T_1_0, geoms[14][0].T_1_0, atol=1e-12)
+        assert not g.depth[0].any()
+        with pytest.raises(DatasetError, match="cosine protocol needs depth"):
+            mp.run_cosine(pose_only, {"x": oracle_features(views)}, SIZE[0], 14)
 
 
 def test_pose_auc_hand_value():
