@@ -147,6 +147,17 @@ def register_match(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (match_<protocol>_<dataset>.json / .md)")
     p.set_defaults(func=_match)
 
+    c = sub.add_parser(
+        "match-pairs",
+        help="write pairs.json for `recon eval match` from release files (ScanNet-1500: LoFTR's test npz)",
+    )
+    c.add_argument("dataset", choices=("scannet1500",))
+    c.add_argument("--root", required=True, help="folder holding the scene folders (sceneXXXX_XX/color, pose)")
+    c.add_argument("--npz", required=True, help="LoFTR's test.npz (pair names)")
+    c.add_argument("--intrinsics", required=True, help="LoFTR's intrinsics.npz")
+    c.add_argument("--out", help="output file (default ROOT/pairs.json; never overwritten)")
+    c.set_defaults(func=_match_pairs)
+
 
 def _match(args) -> int:
     import json
@@ -212,4 +223,25 @@ def _match(args) -> int:
     table += "\n".join(lines) + "\n"
     write_text_atomic(stem.with_suffix(".md"), table)
     print(table, end="")
+    return 0
+
+
+def _match_pairs(args) -> int:
+    from pathlib import Path
+
+    from recon.cli import UserError
+    from recon.eval import matchprobe as mp
+    from recon.eval.data import DatasetError
+    from recon.fileio import write_json_atomic
+
+    out = Path(args.out) if args.out else Path(args.root) / "pairs.json"
+    if out.exists():
+        raise UserError(f"{out} exists; remove it or name another --out")
+    try:
+        data = mp.scannet1500_pairs(args.root, args.npz, args.intrinsics)
+    except DatasetError as err:
+        raise UserError(str(err)) from None
+    write_json_atomic(out, data)
+    with_depth = sum("depth0" in p for p in data["pairs"])
+    print(f"{out}: {len(data['pairs'])} pairs ({with_depth} with depth)")
     return 0

@@ -519,3 +519,56 @@ def probe_pose_errors(matcher: LinearMatcher, fn: FeatureFn, geoms: Sequence[Pai
         t = float(translation_error_deg(g.T_1_0[None, :3, 3], T[None, :3, 3])[0])
         errs.append(max(r, t))
     return errs
+
+
+# --- converters from release files --------------------------------------------------------------------------------
+
+
+def scannet1500_pairs(root: str | os.PathLike, npz: str | os.PathLike, intrinsics: str | os.PathLike) -> dict:
+    """``pairs.json`` content for the LoFTR ScanNet-1500 test pairs.
+
+    Facts of the release (LoFTR ``ScanNetDataset``): ``npz["name"]`` is ``[N, 4]`` integers (scene, sub-scene,
+    frame 0, frame 1); images are ``ROOT/scene{scene:04d}_{sub:02d}/color/{frame}.jpg``; ``intrinsics.npz`` maps
+    the scene folder name to a 3x3 ``K`` for 640x480 images (LoFTR resizes every image to that); poses are
+    camera-to-world 4x4 text files ``.../pose/{frame}.txt``. ``K`` is rescaled to each image's size on disk;
+    ``depth/{frame}.png`` is listed where it exists (the test release has none: pose AUC only).
+
+    Both ``.npz`` files are read with ``allow_pickle=False``: object arrays are refused.
+    """
+    from PIL import Image
+
+    root = Path(root)
+    try:
+        with np.load(npz, allow_pickle=False) as data:
+            names = np.asarray(data["name"])
+        with np.load(intrinsics, allow_pickle=False) as data:
+            Ks = {k: np.asarray(data[k], dtype=np.float64).reshape(3, 3) for k in data.files}
+    except (OSError, ValueError, KeyError) as err:
+        raise DatasetError(f"cannot read the ScanNet-1500 files {npz} / {intrinsics}: {err}") from None
+    if names.ndim != 2 or names.shape[1] != 4 or not np.issubdtype(names.dtype, np.integer):
+        raise DatasetError(f"{npz}: 'name' must be an [N, 4] integer array, got {names.dtype} {names.shape}")
+    pairs = []
+    for scene, sub, f0, f1 in names.tolist():
+        folder = f"scene{scene:04d}_{sub:02d}"
+        if folder not in Ks:
+            raise DatasetError(f"{intrinsics} has no intrinsics for {folder}")
+        rec = {"name": f"{folder}/{f0}_{f1}"}
+        for k, frame in enumerate((f0, f1)):
+            image = f"{folder}/color/{frame}.jpg"
+            pose = root / folder / "pose" / f"{frame}.txt"
+            try:
+                with Image.open(root / image) as im:
+                    W, H = im.size
+                T = np.loadtxt(pose, dtype=np.float64).reshape(4, 4)
+            except (OSError, ValueError) as err:
+                raise DatasetError(f"pair {rec['name']}: {err}") from None
+            K = np.diag([W / 640.0, H / 480.0, 1.0]) @ Ks[folder]  # K of 640x480 -> this image (pixel edges)
+            rec |= {f"image{k}": image, f"K{k}": K.tolist(), f"T_world_cam{k}": T.tolist()}
+            depth = f"{folder}/depth/{frame}.png"
+            if (root / depth).is_file():
+                rec[f"depth{k}"] = depth
+        if ("depth0" in rec) != ("depth1" in rec):
+            rec.pop("depth0", None)
+            rec.pop("depth1", None)
+        pairs.append(rec)
+    return {"dataset": "scannet1500", "pairs": pairs}

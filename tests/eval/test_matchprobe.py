@@ -198,3 +198,35 @@ def test_cli_cosine_and_linear_probe(data, tmp_path, capsys):
     out = json.loads((tmp_path / "o" / "match_linear-probe_navi.json").read_text())
     best = out["variants"][out["best"]]
     assert {"AUC@5", "AUC@10", "AUC@20"} <= set(best) and best["lr"] in (1e-2, 1e-3)
+
+
+def test_scannet1500_pairs_from_loftr_files(tmp_path, capsys):
+    from recon.cli import main
+
+    root = tmp_path / "scannet_test_1500"
+    rng = np.random.default_rng(0)
+    poses = {}
+    for frame in (15, 30):
+        folder = root / "scene0707_00"
+        (folder / "color").mkdir(parents=True, exist_ok=True)
+        (folder / "pose").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(folder / "color" / f"{frame}.jpg")
+        T = np.eye(4)
+        T[:3, 3] = rng.standard_normal(3)
+        np.savetxt(folder / "pose" / f"{frame}.txt", T)
+        poses[frame] = T
+    np.savez(tmp_path / "test.npz", name=np.array([[707, 0, 15, 30]]), rel_pose=np.zeros((1, 3, 4)))
+    K = np.array([[577.6, 0, 318.9], [0, 577.6, 242.7], [0, 0, 1.0]])
+    np.savez(tmp_path / "intrinsics.npz", scene0707_00=K)
+    args = ["eval", "match-pairs", "scannet1500", "--root", str(root), "--npz", str(tmp_path / "test.npz"),
+            "--intrinsics", str(tmp_path / "intrinsics.npz")]  # fmt: skip
+    assert main(args) == 0
+    reader = mp.MatchReader(root, "scannet1500")
+    (pair,) = reader.pairs
+    assert pair.name == "scene0707_00/15_30" and not pair.has_depth
+    np.testing.assert_allclose(pair.K[0], K)
+    np.testing.assert_allclose(pair.T_1_0, np.linalg.inv(poses[30]) @ poses[15])
+    assert main(args) == 2 and "exists" in capsys.readouterr().err  # never overwritten
+    np.savez(tmp_path / "obj.npz", name=np.array([["a", 1]], dtype=object))
+    assert main([*args[:6], str(tmp_path / "obj.npz"), *args[7:], "--out", str(tmp_path / "x.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
