@@ -13,7 +13,7 @@ import logging
 import sys
 
 # Order shown in ``recon --help``.
-COMMANDS = ("run", "synth", "weights", "bench", "eval", "app", "train")
+COMMANDS = ("run", "synth", "weights", "bench", "eval", "viz", "app", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:

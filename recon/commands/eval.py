@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from recon.commands import eval_protocols
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", required=True, help="dataset root folder")
@@ -83,6 +85,7 @@ def register(subparsers) -> None:
     p_sum = sub.add_parser("summarize", help="merge the results files of an output folder into summary.md/.csv")
     p_sum.add_argument("out", help="output folder of a run")
     p_sum.set_defaults(func=_summarize)
+    eval_protocols.register(sub)  # mvdepth, match
 
 
 def _build_predictor(args, dist):

@@ -5,4 +5,7 @@ Modules: ``metrics`` (pair errors, RRA/RTA, mAA), ``cameras`` (dataset -> ``T_wo
 ``predict(frames)`` protocol and the oracle), ``pairwise`` (essential-matrix relative poses from decoder
 outputs), ``model_predictors`` (network / pipeline adapters), ``runner`` (resumable JSON-lines results, shards,
 summaries), ``benchmark`` (one run end to end), ``distributed`` (torchrun). See docs/eval.md.
+
+Beyond pose: ``mvdepth`` (multi-view depth on the Robust MVD sets) and ``matchprobe`` (feature-matching probes of
+a frozen encoder); see docs/evaluation.md.
 """

@@ -51,3 +51,19 @@ class Interrupting:
             raise KeyboardInterrupt
         self.calls.append(frames[0].rel_path.split("/")[1])
         return self.inner.predict(frames)
+
+
+def tiny_model(name: str):
+    """A tiny random ``ReconModel`` of preset ``name`` (CroCo or DUNE backbone), in eval mode."""
+    import torch
+
+    from recon.model import DecoderConfig, HeadConfig, build_model
+
+    torch.manual_seed(0)
+    over = {"embed_dim": 32, "depth": 1, "num_heads": 2}
+    if name.startswith("dune"):
+        over["pos_embed_grid"] = 4
+    return build_model(
+        name, backbone_overrides=over, decoder=DecoderConfig(embed_dim=32, depth=10, num_heads=2),
+        head=HeadConfig(kind="catmlp+dpt", dpt_feature_dim=16, dpt_layer_dims=(8, 16, 24, 32)),
+    ).eval()  # fmt: skip
