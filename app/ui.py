@@ -47,6 +47,7 @@ from app.handlers import (
     stage_counts,
     summary_markdown,
 )
+from app.inspect import inspect_encoder
 from app.models import RANDOM_NOTE, ModelStore
 from app.uploads import UploadError, ingest, ingest_folder
 from app.workspace import Workspace, WorkspaceManager
@@ -174,6 +175,7 @@ def build_app(
     sizes = list(IMAGE_SIZES) if size_value in IMAGE_SIZES else [*IMAGE_SIZES, size_value]
     costs: dict[tuple, UnitCosts] = {}
     costs_lock = threading.Lock()
+    inspect_lock = threading.Lock()
 
     def unit_costs(key: str, settings: RunSettings) -> UnitCosts:
         model = store.get(key)
@@ -194,93 +196,113 @@ def build_app(
             "you close this tab."
         )
         banner = gr.Markdown(_banner(store, default_key, reason), elem_id="model-banner")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=320):
-                files = gr.File(
-                    label="Photos, a zip of photos, or one short video",
-                    file_count="multiple",
-                    file_types=sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS | {".zip"}),
-                    elem_id="upload",
-                )
-                gr.Markdown(
-                    f"At most {limits.max_images} images, {limits.max_file_mb:g} MB per photo, "
-                    f"{limits.max_upload_mb:g} MB in all.",
-                    elem_classes="hint",
-                )
-                upload_msg = gr.Markdown("", elem_id="upload-status")
-                if examples:
+        with gr.Tab("Reconstruct", id="reconstruct"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2, min_width=320):
+                    files = gr.File(
+                        label="Photos, a zip of photos, or one short video",
+                        file_count="multiple",
+                        file_types=sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS | {".zip"}),
+                        elem_id="upload",
+                    )
+                    gr.Markdown(
+                        f"At most {limits.max_images} images, {limits.max_file_mb:g} MB per photo, "
+                        f"{limits.max_upload_mb:g} MB in all.",
+                        elem_classes="hint",
+                    )
+                    upload_msg = gr.Markdown("", elem_id="upload-status")
+                    if examples:
+                        with gr.Row():
+                            gr.Markdown("Examples:")
+                            example_buttons = {
+                                name: gr.Button(name, size="sm", elem_id=f"example-{name}") for name in examples
+                            }
+                    else:
+                        example_buttons = {}
+                    gallery = gr.Gallery(label="Inputs", columns=6, height=150, elem_id="inputs", allow_preview=False)
+                    model_dd = gr.Dropdown(present, value=default_key, label="Model", elem_id="model")
+                    if absent:
+                        with gr.Accordion(f"Other models ({len(absent)} not downloaded)", open=False):
+                            gr.Markdown("\n".join(f"- **{o.label}**: {o.hint}" for o in absent))
+                    with gr.Accordion("Pipeline", open=False):
+                        graph = gr.Dropdown(
+                            list(dict.fromkeys([defaults.graph, *GRAPHS])),
+                            value=defaults.graph,
+                            allow_custom_value=True,
+                            label="Scene graph",
+                            info="swin-K: each photo with the next K (photos taken in order); auto: complete for few "
+                            "images, retrieval for many; or complete, logwin-K, oneref-I, retrieval-K",
+                        )
+                        align = gr.Radio(list(ALIGN_MODES), value=defaults.align, label="Alignment")
+                        image_size = gr.Dropdown(sizes, value=size_value, label="Network image size (long side)")
+                        niter = gr.Slider(
+                            10, 1000, value=defaults.niter, step=10, label="Alignment iterations (per phase)"
+                        )
+                        subsample = gr.Slider(2, 16, value=defaults.subsample, step=1, label="Match subsampling (px)")
+                        match_thr = gr.Slider(
+                            0.0, 10.0, value=defaults.match_conf_thr, step=0.1, label="Minimum match confidence"
+                        )
+                    with gr.Accordion("Camera priors", open=False):
+                        shared = gr.Checkbox(
+                            defaults.shared_intrinsics, label="All photos from one camera (shared intrinsics)"
+                        )
+                        focal = gr.Number(
+                            defaults.focal or 0,
+                            label="Known focal length (pixels of the original photos; 0 = estimate)",
+                            minimum=0,
+                        )
+                        exif = gr.Checkbox(defaults.use_exif, label="Use EXIF focal lengths")
+                        fix_focal = gr.Checkbox(defaults.fix_focal, label="Hold EXIF focal lengths fixed")
+                    plan_md = gr.Markdown("", elem_id="plan")
                     with gr.Row():
-                        gr.Markdown("Examples:")
-                        example_buttons = {
-                            name: gr.Button(name, size="sm", elem_id=f"example-{name}") for name in examples
-                        }
-                else:
-                    example_buttons = {}
-                gallery = gr.Gallery(label="Inputs", columns=6, height=150, elem_id="inputs", allow_preview=False)
-                model_dd = gr.Dropdown(present, value=default_key, label="Model", elem_id="model")
-                if absent:
-                    with gr.Accordion(f"Other models ({len(absent)} not downloaded)", open=False):
-                        gr.Markdown("\n".join(f"- **{o.label}**: {o.hint}" for o in absent))
-                with gr.Accordion("Pipeline", open=False):
-                    graph = gr.Dropdown(
-                        list(dict.fromkeys([defaults.graph, *GRAPHS])),
-                        value=defaults.graph,
-                        allow_custom_value=True,
-                        label="Scene graph",
-                        info="swin-K: each photo with the next K (photos taken in order); auto: complete for few "
-                        "images, retrieval for many; or complete, logwin-K, oneref-I, retrieval-K",
+                        run_btn = gr.Button("Reconstruct", variant="primary", elem_id="run", scale=3)
+                        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
+                    progress_box = gr.HTML("", elem_id="progress")
+                    status = gr.Markdown(_stage_log({}), elem_id="status")
+                with gr.Column(scale=3, min_width=420):
+                    view3d = gr.Model3D(
+                        label="3D view", elem_id="view3d", height=480, clear_color=(0.93, 0.93, 0.95, 1.0)
                     )
-                    align = gr.Radio(list(ALIGN_MODES), value=defaults.align, label="Alignment")
-                    image_size = gr.Dropdown(sizes, value=size_value, label="Network image size (long side)")
-                    niter = gr.Slider(10, 1000, value=defaults.niter, step=10, label="Alignment iterations (per phase)")
-                    subsample = gr.Slider(2, 16, value=defaults.subsample, step=1, label="Match subsampling (px)")
-                    match_thr = gr.Slider(
-                        0.0, 10.0, value=defaults.match_conf_thr, step=0.1, label="Minimum match confidence"
+                    with gr.Row():
+                        # The demos' scale and defaults (MASt3R 1.5 for the sparse aligners, DUSt3R 3 for the
+                        # dense ones); it follows the alignment choice below.
+                        conf = gr.Slider(
+                            0.0,
+                            20.0,
+                            value=DEFAULT_CONF_THR[defaults.align],
+                            step=0.1,
+                            label="Confidence threshold",
+                            elem_id="conf",
+                            scale=3,
+                        )
+                        clean = gr.Checkbox(True, label="Clean depth", elem_id="clean")
+                        # the MASt3R demo's TSDF_thresh slider: off by default, in scene units
+                        tsdf = gr.Slider(
+                            0.0, 1.0, value=0.0, step=0.01, label="TSDF threshold", elem_id="tsdf", scale=2
+                        )
+                        mesh = gr.Checkbox(False, label="Mesh", elem_id="mesh")
+                        cams = gr.Checkbox(True, label="Cameras", elem_id="cams")
+                    view_msg = gr.Markdown("", elem_id="view-status")
+                    downloads = gr.File(
+                        label="Downloads: GLB, PLY, COLMAP (zip), transforms.json",
+                        file_count="multiple",
+                        interactive=False,
+                        elem_id="downloads",
                     )
-                with gr.Accordion("Camera priors", open=False):
-                    shared = gr.Checkbox(
-                        defaults.shared_intrinsics, label="All photos from one camera (shared intrinsics)"
-                    )
-                    focal = gr.Number(
-                        defaults.focal or 0,
-                        label="Known focal length (pixels of the original photos; 0 = estimate)",
-                        minimum=0,
-                    )
-                    exif = gr.Checkbox(defaults.use_exif, label="Use EXIF focal lengths")
-                    fix_focal = gr.Checkbox(defaults.fix_focal, label="Hold EXIF focal lengths fixed")
-                plan_md = gr.Markdown("", elem_id="plan")
-                with gr.Row():
-                    run_btn = gr.Button("Reconstruct", variant="primary", elem_id="run", scale=3)
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
-                progress_box = gr.HTML("", elem_id="progress")
-                status = gr.Markdown(_stage_log({}), elem_id="status")
-            with gr.Column(scale=3, min_width=420):
-                view3d = gr.Model3D(label="3D view", elem_id="view3d", height=480, clear_color=(0.93, 0.93, 0.95, 1.0))
-                with gr.Row():
-                    # The demos' scale and defaults (MASt3R 1.5 for the sparse aligners, DUSt3R 3 for the dense ones);
-                    # it follows the alignment choice below.
-                    conf = gr.Slider(
-                        0.0,
-                        20.0,
-                        value=DEFAULT_CONF_THR[defaults.align],
-                        step=0.1,
-                        label="Confidence threshold",
-                        elem_id="conf",
-                        scale=3,
-                    )
-                    clean = gr.Checkbox(True, label="Clean depth", elem_id="clean")
-                    # the MASt3R demo's TSDF_thresh slider: off by default, in scene units
-                    tsdf = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="TSDF threshold", elem_id="tsdf", scale=2)
-                    mesh = gr.Checkbox(False, label="Mesh", elem_id="mesh")
-                    cams = gr.Checkbox(True, label="Cameras", elem_id="cams")
-                view_msg = gr.Markdown("", elem_id="view-status")
-                downloads = gr.File(
-                    label="Downloads: GLB, PLY, COLMAP (zip), transforms.json",
-                    file_count="multiple",
-                    interactive=False,
-                    elem_id="downloads",
-                )
-                table = gr.Dataframe(headers=TABLE_HEADERS, label="Per image", interactive=False, elem_id="table")
+                    table = gr.Dataframe(headers=TABLE_HEADERS, label="Per image", interactive=False, elem_id="table")
+        with gr.Tab("Inspect the encoder", id="inspect"):
+            gr.Markdown(
+                "What the model's encoder sees: the PCA of its patch features (first three components as colours) "
+                "and the attention of one patch. Click photo 1 to choose the patch; with a second photo, the "
+                "decoder's cross-attention of that patch should peak where the patch is seen in photo 2."
+            )
+            with gr.Row():
+                insp_img1 = gr.Image(type="filepath", label="Photo 1 (click a patch)", elem_id="inspect-1")
+                insp_img2 = gr.Image(type="filepath", label="Photo 2 (optional)", elem_id="inspect-2")
+            insp_btn = gr.Button("Show features and attention", elem_id="inspect-run")
+            insp_msg = gr.Markdown("", elem_id="inspect-status")
+            insp_gallery = gr.Gallery(label="Pictures", columns=3, height=360, elem_id="inspect-gallery")
+            insp_click = gr.State(None)
 
         knobs = [model_dd, graph, align, image_size, niter, subsample, match_thr, shared, focal, exif, fix_focal]
 
@@ -569,6 +591,29 @@ def build_app(
             box.input(
                 on_view, view_inputs, view_outputs, concurrency_limit=config.concurrency_limit, concurrency_id="export"
             )
+
+        def on_inspect_click(evt: gr.SelectData):
+            return tuple(evt.index) if evt.index is not None else None
+
+        def on_inspect(model_key, img1, img2, click):
+            if not img1:
+                return _error("choose photo 1 first"), []
+            try:
+                with inspect_lock:  # one inspection at a time: it runs outside the reconstruction queue's limits
+                    shown = inspect_encoder(store.get(model_key), img1, img2 or None, click)
+            except (RunError, KeyError) as err:
+                return _error(str(err)), []
+            return f"Query patch (row, col) = {shown.query}.", [(pic, caption) for pic, caption in shown.pictures]
+
+        insp_img1.select(on_inspect_click, None, [insp_click], queue=False)
+        insp_img1.change(lambda _: None, [insp_img1], [insp_click], queue=False)
+        insp_btn.click(
+            on_inspect,
+            [model_dd, insp_img1, insp_img2, insp_click],
+            [insp_msg, insp_gallery],
+            concurrency_limit=1,
+            concurrency_id="inspect",
+        )
 
         def on_unload(request: gr.Request):
             manager.release_session(_session(request))
