@@ -16,6 +16,7 @@ from recon.align.dust3r import Dust3rConfig, dust3r_align
 from recon.align.mast3r_sfm import Mast3rSfmConfig, mast3r_sfm_align
 from recon.align.pairwise import pairwise_align
 from recon.align.sparse import sparse_align
+from recon.feedforward.scene import FeedForwardPrediction, to_scene
 from recon.types import Matches, PairPrediction, Priors, Scene, View
 
 logger = logging.getLogger(__name__)
@@ -23,11 +24,11 @@ logger = logging.getLogger(__name__)
 
 def align(
     views: Sequence[View],
-    preds: Sequence[PairPrediction],
+    preds: Sequence[PairPrediction] | FeedForwardPrediction,
     matches: Sequence[Matches] | None = None,
     priors: Priors | None = None,
     *,
-    method: Literal["sparse", "dense", "mast3r-sfm", "dust3r"] = "sparse",
+    method: Literal["sparse", "dense", "mast3r-sfm", "dust3r", "feedforward"] = "sparse",
     config: SparseAlignConfig | DenseAlignConfig | Mast3rSfmConfig | Dust3rConfig | None = None,
     seed: int | None = None,
     two_view: Literal["pairwise", "optimise"] = "optimise",
@@ -45,6 +46,8 @@ def align(
             (``recon.align.mast3r_sfm``; matches computed from the descriptors when ``matches`` is None; runs for
             N == 2 too); ``"dust3r"``: DUSt3R's official ``PointCloudOptimizer`` reproduced
             (``recon.align.dust3r``; it ignores ``two_view``).
+            ``"feedforward"``: ``preds`` is the ``recon.feedforward.FeedForwardPrediction`` of all views, turned
+            into the scene as it is.
         config: the method's config (default settings when ``None``).
         seed: overrides ``config.seed``.
         two_view: for N == 2, ``"optimise"`` (default) runs the same alignment as for N views, as the official
@@ -58,6 +61,10 @@ def align(
     Raises:
         ValueError: unknown method, a config of the wrong type, or sparse alignment without matches.
     """
+    if method == "feedforward":
+        if not isinstance(preds, FeedForwardPrediction):
+            raise TypeError(f"method='feedforward' takes a FeedForwardPrediction, got {type(preds).__name__}")
+        return to_scene(views, preds)
     if method == "mast3r-sfm":
         return _mast3r_sfm(views, preds, matches, priors, config, official_knobs)
     if method == "dust3r":
@@ -65,7 +72,7 @@ def align(
     if official_knobs:
         raise TypeError(f"method={method!r} takes no keyword options {sorted(official_knobs)}; use config=")
     if method not in ("sparse", "dense"):
-        raise ValueError(f"method must be 'sparse', 'dense', 'mast3r-sfm' or 'dust3r', got {method!r}")
+        raise ValueError(f"method must be 'sparse', 'dense', 'mast3r-sfm', 'dust3r' or 'feedforward', got {method!r}")
     if two_view not in ("pairwise", "optimise"):
         raise ValueError(f"two_view must be 'pairwise' or 'optimise', got {two_view!r}")
     cls = SparseAlignConfig if method == "sparse" else DenseAlignConfig

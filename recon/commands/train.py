@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 # Order shown in ``recon train --help``; finetune and mum are added by their recipes.
-RECIPES = ("training.distill.cli", "training.finetune.cli", "training.mum.cli")
+RECIPES = ("training.distill.cli", "training.finetune.cli", "training.mum.cli", "training.feedforward.cli")
 
 
 def register(subparsers) -> None:

@@ -49,8 +49,9 @@ class FeedForwardConfig:
     """Feed-forward hidden width relative to C."""
     num_register_tokens: int = 4
     """Register tokens per frame (VGGT: 4)."""
-    layer_scale_init: float = 0.01
-    """LayerScale gain at initialisation (VGGT: 0.01)."""
+    layer_scale_init: float | None = 0.01
+    """LayerScale gain at initialisation (VGGT: 0.01); ``None``: no LayerScale (the small preset: its few blocks
+    must pass information between views from the first steps)."""
     camera_depth: int = 4
     """Transformer blocks of the camera head's trunk (VGGT: 4)."""
     camera_iterations: int = 4
@@ -74,7 +75,14 @@ class FeedForwardConfig:
 PRESETS = {
     # Trains on one CPU core in about a minute (tests, docs/feedforward.md figures).
     "small": FeedForwardConfig(
-        embed_dim=64, depth=4, num_heads=4, num_register_tokens=2, camera_depth=1, camera_iterations=2, head_hidden=64
+        embed_dim=64,
+        depth=4,
+        num_heads=4,
+        num_register_tokens=2,
+        layer_scale_init=None,
+        camera_depth=1,
+        camera_iterations=2,
+        head_hidden=64,
     ),
     # VGGT's aggregator and heads (1024-d, 24 + 24 blocks, 16 heads, 4 registers, 4-block camera trunk, 4 passes).
     "paper": FeedForwardConfig(),

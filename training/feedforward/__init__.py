@@ -1,0 +1,1 @@
+"""Training recipe of the feed-forward reconstruction heads (``recon train feedforward``); docs/feedforward.md."""

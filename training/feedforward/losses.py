@@ -1,8 +1,8 @@
 """Losses of the feed-forward recipe (MuM supplement, after VGGT): ``L = L_camera + L_depth + L_pmap``.
 
 - ``camera_loss``: Huber loss (delta 1) between predicted and ground-truth 9-d pose encodings of every frame
-  (``recon.feedforward.camera``), averaged over frames and the 9 numbers, summed over the refinement passes with
-  weights ``gamma ** (n - 1 - i)`` (VGGT weighs later passes more; gamma = 0.6).
+  (``recon.feedforward.camera``), summed over the 9 numbers and averaged over frames, summed over the refinement
+  passes with weights ``gamma ** (n - 1 - i)`` (VGGT weighs later passes more; gamma = 0.6).
 - ``conf_loss`` (DUSt3R's aleatoric loss): mean over valid pixels of ``c ||x - y|| - alpha log c``.
 - ``gradient_loss`` (VGGT's extra term): mean over horizontally / vertically adjacent valid pixel pairs of
   ``c |grad(x - y)|_1``, the finite differences of the error, weighted by the confidence of the first pixel.
@@ -40,9 +40,10 @@ class Targets:
 
 
 def camera_loss(pose_enc: list[Tensor], target: Tensor, gamma: float = 0.6) -> Tensor:
-    """Huber loss of every refinement pass ``[B, V, 9]`` against ``target [B, V, 9]``, weighted by ``gamma``."""
+    """Huber loss of every pass ``[B, V, 9]`` against ``target [B, V, 9]`` (summed over the 9, mean over frames)."""
     n = len(pose_enc)
-    return sum(gamma ** (n - 1 - i) * F.huber_loss(p, target, delta=1.0) for i, p in enumerate(pose_enc))
+    per_frame = [F.huber_loss(p, target, delta=1.0, reduction="none").sum(-1).mean() for p in pose_enc]
+    return sum(gamma ** (n - 1 - i) * loss for i, loss in enumerate(per_frame))
 
 
 def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
