@@ -1,0 +1,82 @@
+"""Feed-forward inference into a ``Scene``: ``predict`` + ``align(method="feedforward")``, exports, CLI recipe."""
+
+import numpy as np
+import pytest
+import torch
+
+import backbone
+from recon.align import align
+from recon.feedforward import FeedForwardPrediction, build_model, load_feedforward, predict, save_feedforward
+from recon.scene import check_scene, load_scene, save_scene
+from recon.types import View
+
+
+def views(n=3, hw=(28, 42)):
+    g = torch.Generator().manual_seed(0)
+    return [View(torch.rand(3, *hw, generator=g), i, f"v{i}") for i in range(n)]
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model(backbone.create("dune_vits14", depth=1, embed_dim=32, num_heads=2), "small")
+
+
+class TestPredict:
+    def test_scene_from_one_pass(self, tmp_path):
+        vs = views()
+        pred = predict(vs, tiny_model())
+        scene = align(vs, pred, method="feedforward")
+        check_scene(scene)
+        assert len(scene) == 3 and scene.depth[0].shape == (28, 42)
+        np.testing.assert_allclose(scene.T_world_cam[:, 3], np.tile([0, 0, 0, 1.0], (3, 1)))
+        np.testing.assert_allclose(scene.K[:, :2, 2], np.tile([20.5, 13.5], (3, 1)))
+        assert all((c > 1).all() for c in scene.conf)
+        np.testing.assert_array_equal(scene.colors[1], (vs[1].image.permute(1, 2, 0).numpy() * 255).round())
+        back = load_scene(save_scene(scene, tmp_path / "scene.npz"))
+        np.testing.assert_allclose(back.T_world_cam, scene.T_world_cam)
+
+    def test_mixed_aspect_refused(self):
+        vs = views(2) + [View(torch.rand(3, 42, 28), 2, "portrait")]
+        with pytest.raises(ValueError, match=r"all views at one size \(one aspect ratio\); got 28x42, 42x28"):
+            predict(vs, tiny_model())
+
+    def test_align_checks_the_prediction_type(self):
+        with pytest.raises(TypeError, match="takes a FeedForwardPrediction, got list"):
+            align(views(), [], method="feedforward")
+
+    def test_prediction_must_match_views(self):
+        p = FeedForwardPrediction(np.eye(4)[None], np.eye(3)[None], np.ones((1, 28, 42), np.float32),
+                                  np.ones((1, 28, 42), np.float32))  # fmt: skip
+        with pytest.raises(ValueError, match="prediction holds 1 views, 3 given"):
+            align(views(), p, method="feedforward")
+
+
+class TestCheckpoint:
+    def test_round_trip(self, tmp_path):
+        m = tiny_model().eval()
+        path = save_feedforward(m, tmp_path / "ff.pth")
+        assert (tmp_path / "ff_encoder.pth").is_file()
+        back = load_feedforward(path)
+        x = torch.rand(1, 2, 3, 28, 28)
+        torch.testing.assert_close(back(x).pose_enc[-1], m(x).pose_enc[-1])
+
+    def test_encoder_name_cannot_leave_the_folder(self, tmp_path):
+        from backbone.checkpoint import CheckpointError
+
+        path = save_feedforward(tiny_model(), tmp_path / "ff.pth")
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["encoder"] = "../elsewhere.pth"
+        torch.save(ckpt, path)
+        with pytest.raises(CheckpointError, match="must be a file name beside it"):
+            load_feedforward(path)
+
+
+def test_recipe_command_line(tmp_path, capsys):
+    from training.feedforward.cli import main
+
+    code = main(["--preset", "small", "--output-dir", str(tmp_path), "--set", "train.iterations=2",
+                 "--set", "train.warmup=1", "--set", 'data.datasets=[{"scenes": 1, "views": 3, "size": [28, 28]}]',
+                 "--set", "data.frame_budget=3", "--set", "data.views=[2, 3]"])  # fmt: skip
+    assert code == 0
+    assert "2 iterations" in capsys.readouterr().out
+    assert (tmp_path / "feedforward_final.pth").is_file() and (tmp_path / "encoder.pth").is_file()
