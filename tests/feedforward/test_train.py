@@ -101,8 +101,8 @@ class TestTraining:
 def test_small_preset_learns(tmp_path):
     """300 iterations of the ``small`` preset (about 25 s CPU) on 24 synthetic orbit scenes (90 degree arcs).
 
-    Held out: 6 other scenes of 8 views each, in a random order. Measured (one thread): initial rot 124 deg /
-    trans 1.78 / depth rel 0.73; trained 35.9 deg / 0.29 / 0.23; constant cameras: mean pose 50.3 deg / 0.40,
+    Held out: 6 other scenes of 8 views each, in a random order. Measured (one thread): initial rot 70.1 deg /
+    trans 1.87 / depth rel 0.68; trained 35.9 deg / 0.29 / 0.23; constant cameras: mean pose 50.3 deg / 0.40,
     identity 37.1 deg / 0.35. The thresholds leave margin around those figures; the trained model does NOT clearly
     beat the identity camera in rotation (it ties), which is why that comparison is on translation only.
     """
