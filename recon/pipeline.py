@@ -296,6 +296,10 @@ def reconstruct(
     from recon.pairs import choose_graph, make_pairs, parse_graph
 
     device = resolve_device(config.device)
+    if config.align == "feedforward":  # one pass of a feed-forward model replaces pairs, matching and alignment
+        from recon.feedforward.run import reconstruct_feedforward
+
+        return reconstruct_feedforward(images, model, config, device, progress)
     report = RunReport()
     model_name = None
     with _stage(report, "load", device, progress):

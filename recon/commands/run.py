@@ -33,9 +33,10 @@ def register(subparsers) -> None:
     g.add_argument(
         "--align",
         default="sparse",
-        choices=("sparse", "dense", "mast3r-sfm", "dust3r"),
+        choices=("sparse", "dense", "mast3r-sfm", "dust3r", "feedforward"),
         help="global alignment: sparse / dense = recon's own variants; mast3r-sfm / dust3r = the official "
-        "MASt3R-SfM sparse and DUSt3R dense aligners reproduced (docs/alignment.md)",
+        "MASt3R-SfM sparse and DUSt3R dense aligners reproduced (docs/alignment.md); feedforward = one pass of a "
+        "--checkpoint feedforward_final.pth (docs/feedforward.md)",
     )
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
     g.add_argument("--image-size", type=int, help="network input size (default: the model's native size)")

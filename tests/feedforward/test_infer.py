@@ -80,3 +80,28 @@ def test_recipe_command_line(tmp_path, capsys):
     assert code == 0
     assert "2 iterations" in capsys.readouterr().out
     assert (tmp_path / "feedforward_final.pth").is_file() and (tmp_path / "encoder.pth").is_file()
+
+
+def test_recon_run_align_feedforward(tmp_path):
+    """``recon run --align feedforward --checkpoint ff.pth`` writes a scene with one camera per photo."""
+    import subprocess
+    import sys
+
+    from recon.synth import render_scene, write_folder
+
+    write_folder(render_scene("orbit", 3, (56, 42), seed=2), tmp_path / "photos", image_format="png")
+    model = save_feedforward(tiny_model(), tmp_path / "ff.pth")
+    out = tmp_path / "scene.npz"
+    cmd = [sys.executable, "-m", "recon", "run", str(tmp_path / "photos"), "--align", "feedforward",
+           "--checkpoint", str(model), "--image-size", "56", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    scene = load_scene(out)
+    assert len(scene) == 3 and scene.depth[0].shape == (42, 56)
+
+
+def test_pipeline_needs_a_feedforward_model():
+    from recon.pipeline import ReconstructConfig, ReconstructionError, reconstruct
+
+    with pytest.raises(ReconstructionError, match="needs --checkpoint FILE"):
+        reconstruct(views(), None, config=ReconstructConfig(align="feedforward", device="cpu"))
