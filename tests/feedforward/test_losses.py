@@ -18,17 +18,18 @@ from training.feedforward.losses import (
 
 class TestCameraLoss:
     def test_huber_hand_value(self):
-        # Errors 0.5 (quadratic: 0.125) and 3 (linear: 3 - 0.5 = 2.5) among 18 numbers: mean 2.625 / 18.
+        # Frame 0: error 0.5 (quadratic: 0.125); frame 1: error 3 (linear: 3 - 0.5 = 2.5); summed over the 9
+        # numbers of a frame, averaged over the 2 frames.
         target = torch.zeros(1, 2, 9)
         pred = target.clone()
         pred[0, 0, 0], pred[0, 1, 8] = 0.5, -3.0
-        assert camera_loss([pred], target).item() == pytest.approx(2.625 / 18)
+        assert camera_loss([pred], target).item() == pytest.approx((0.125 + 2.5) / 2)
 
     def test_iterations_weighted_by_gamma(self):
         target = torch.zeros(1, 1, 9)
         coarse, fine = torch.full((1, 1, 9), 2.0), torch.full((1, 1, 9), 0.2)
-        # coarse: 1.5 per number, fine: 0.02 per number; weights 0.6 and 1.
-        assert camera_loss([coarse, fine], target, gamma=0.6).item() == pytest.approx(0.6 * 1.5 + 0.02)
+        # coarse: 1.5 per number, fine: 0.02 per number, 9 numbers; weights 0.6 and 1.
+        assert camera_loss([coarse, fine], target, gamma=0.6).item() == pytest.approx(0.6 * 9 * 1.5 + 9 * 0.02)
 
 
 class TestConfLoss:
@@ -78,7 +79,7 @@ class TestTotals:
         out = outputs(torch.full((1, 1, 2, 2), 2.0), torch.full((1, 1, 2, 2, 3), 1.0), torch.full((1, 1, 9), 0.5))
         total, parts = feedforward_loss(out, gt)
         c = 1.5
-        assert parts["camera"] == pytest.approx(0.125)
+        assert parts["camera"] == pytest.approx(9 * 0.125)
         assert parts["depth"] == pytest.approx(c * 1 - 0.2 * math.log(c))  # constant error: no gradient term
         assert parts["pmap"] == pytest.approx(c * math.sqrt(3) - 0.2 * math.log(c))
         assert total.item() == pytest.approx(parts["camera"] + parts["depth"] + parts["pmap"])
