@@ -119,3 +119,14 @@ def test_small_preset_learns(tmp_path):
     assert after.depth_rel < 0.5 * before.depth_rel
     assert after.rot_deg < 0.85 * mean_rot and after.trans < 0.85 * mean_trans
     assert after.trans < 0.9 * id_trans and after.rot_deg < id_rot + 3.0
+
+
+@pytest.mark.gpu
+def test_bf16_training_on_cuda(tmp_path):
+    """The bf16 autocast path: two iterations on CUDA (a non-finite loss would raise) and a loadable model."""
+    done = []
+    result = train(tiny_cfg(tmp_path, iterations=2, device="cuda", bf16=True),
+                   on_iteration=lambda it, trainer: done.append(it))  # fmt: skip
+    assert result.iterations == 2 and done == [1, 2]
+    out = load_feedforward(result.final, "cuda")(torch.rand(1, 2, 3, 28, 28, device="cuda"))
+    assert torch.isfinite(out.pose_enc[-1]).all() and torch.isfinite(out.depth).all()
