@@ -26,7 +26,9 @@ class SparseAlignConfig:
     opt_pp: bool = True
     """Refine the principal points in the fine stage (never where ``Priors.K`` is given)."""
     min_matches: int = 12
-    """Pairs with fewer (consistent) matches are not used; a view left without pairs is unregistered."""
+    """Pairs with fewer (consistent) matches do not use their matches: their predicted point maps tie the two views
+    instead (a regression loss on the anchor grid, as MASt3R-SfM falls back to DUSt3R's), so every view that any
+    pair connects is placed."""
     match_consistency: float = 0.1
     """Drop a match when its two pixels' points in the pair's own point maps are farther apart than this
     fraction of their depth (a free outlier test, since both points are in one frame); 0 disables it."""
@@ -38,6 +40,12 @@ class SparseAlignConfig:
     """Precision of the optimisation (initialisation is always float64)."""
     seed: int = 0
     """Seed of the (few) random choices: point sub-sampling of registrations."""
+    rel_tol: float = 1e-4
+    """Early stop: a stage ends when its loss fell by less than this fraction over the last 20 iterations
+    (``scene.info["iters_<stage>"]`` / ``["early_stop_<stage>"]`` report it); 0 runs every iteration."""
+    threads: int | None = 1
+    """Torch intra-op threads during the optimisation (restored after); its ops are small, so more threads mostly
+    wait for each other, badly so on a busy machine. ``None`` keeps the process setting."""
     progress: bool = False
     """Show tqdm progress bars."""
 
@@ -67,5 +75,9 @@ class DenseAlignConfig:
     """Precision of the optimisation."""
     seed: int = 0
     """Seed of the random choices (point sub-sampling of registrations)."""
+    rel_tol: float = 0.0
+    """Early stop: end when the loss fell by less than this fraction over the last 20 iterations; 0 runs all."""
+    threads: int | None = 1
+    """Torch intra-op threads during the optimisation (restored after); ``None`` keeps the process setting."""
     progress: bool = False
     """Show tqdm progress bars."""

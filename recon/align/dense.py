@@ -26,7 +26,15 @@ import torch
 from recon.align.config import DenseAlignConfig
 from recon.align.geometry import rotvec_to_matrix, umeyama
 from recon.align.init import chain_init, gauge_from_known_poses
-from recon.align.model import AnchorGrid, SceneModel, as_numpy_poses, densify_depth, run_stage
+from recon.align.model import (
+    AnchorGrid,
+    SceneModel,
+    as_numpy_poses,
+    autograd_step,
+    densify_depth,
+    intra_op_threads,
+    run_stage,
+)
 from recon.align.problem import build_problem, finish_scene
 from recon.types import PairPrediction, Priors, Scene, View
 
@@ -169,7 +177,19 @@ def dense_align(
     names = ["rot", "trans", "log_scale"] + (["delta"] if cfg.opt_depth else [])
     names += (["log_focal"] if cfg.opt_focal else []) + (["pp_off"] if cfg.opt_pp else [])
     params = model.parameter_groups(names) + [pw_rot, pw_trans, pw_log_s]
-    info.update(run_stage(loss_fn, params, cfg.lr, cfg.niter, "dense", cfg.progress, lr_min=cfg.lr * 1e-3))
+    with intra_op_threads(cfg.threads):
+        info.update(
+            run_stage(
+                autograd_step(loss_fn),
+                params,
+                cfg.lr,
+                cfg.niter,
+                "dense",
+                cfg.progress,
+                lr_min=cfg.lr * 1e-3,
+                rel_tol=cfg.rel_tol,
+            )
+        )
 
     T = as_numpy_poses(model)
     with torch.no_grad():

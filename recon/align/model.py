@@ -14,6 +14,7 @@ poses, known intrinsics, the gauge view) are masked, so their gradients are exac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -244,14 +245,64 @@ class Adam:
             p.addcdiv_(m / c1, (v / c2).sqrt_().add_(self.eps), value=-lr)
 
 
+@contextlib.contextmanager
+def intra_op_threads(n: int | None):
+    """Run the block with ``n`` torch intra-op threads (``None``: leave the setting alone), then restore it.
+
+    The alignments' ops are small (thousands of elements): more threads mostly wait on each other at every op's
+    barrier, and on a busy machine that wait is a scheduler time slice per op whenever one thread is
+    descheduled. Measured on 2 cores at load 5-10: the sparse alignment of a 5-view case took 82 CPU-s with 2
+    threads and 3 with 1 (docs/performance.md).
+    """
+    old = torch.get_num_threads()
+    if not n or n == old:
+        yield
+        return
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def autograd_step(loss_fn):
+    """A ``run_stage`` objective from a differentiable ``loss_fn()``: ``objective(grad)`` returns the loss and,
+    when ``grad``, fills the parameters' ``.grad`` by backpropagation."""
+
+    def objective(grad: bool = True) -> torch.Tensor:
+        if not grad:
+            with torch.no_grad():
+                return loss_fn()
+        loss = loss_fn()
+        if torch.isfinite(loss):
+            loss.backward()
+        return loss
+
+    return objective
+
+
 def run_stage(
-    loss_fn, params: list[torch.nn.Parameter], lr: float, niter: int, name: str, progress: bool, lr_min: float = 0.0
+    objective,
+    params: list[torch.nn.Parameter],
+    lr: float,
+    niter: int,
+    name: str,
+    progress: bool,
+    lr_min: float = 0.0,
+    rel_tol: float = 0.0,
+    window: int = 20,
 ) -> dict:
-    """Minimise ``loss_fn()`` over ``params`` with Adam (betas 0.9, 0.9 as the official aligners) and a cosine
-    schedule from ``lr`` to ``lr_min``; stops early on a non-finite loss.
+    """Minimise a loss over ``params`` with Adam (betas 0.9, 0.9 as the official aligners) and a cosine schedule
+    from ``lr`` to ``lr_min``; stops early on a non-finite loss, or (after at least a quarter of ``niter``) when
+    the last ``window`` iterations lowered the best loss so far by less than ``rel_tol`` (relative). The best loss,
+    not the last one: Adam's first steps and the start of a stage may raise the loss for a while.
+
+    Args:
+        objective: ``objective(grad: bool) -> loss`` (0-d tensor); with ``grad`` it also sets the ``.grad`` of
+            ``params`` (see ``autograd_step``).
 
     Returns:
-        ``{"loss_<name>_init", "loss_<name>_final", "t_<name>_s"}``.
+        ``{"loss_<name>_init", "loss_<name>_final", "t_<name>_s", "iters_<name>", "early_stop_<name>"}``.
     """
     import time
 
@@ -259,20 +310,35 @@ def run_stage(
 
     opt = Adam(params)
     first = last = float("nan")
+    history: list[float] = []
+    best_old = float("inf")  # best loss before the last ``window`` iterations
+    stopped = False
     t0 = time.perf_counter()
+    it = -1
     for it in tqdm(range(niter), desc=f"align {name}", disable=not progress, leave=False):
         opt.zero_grad()
-        loss = loss_fn()
+        loss = objective(True)
         if not torch.isfinite(loss):
             logger.warning("%s stage: non-finite loss at iteration %d; stopping the stage", name, it)
+            it -= 1
             break
-        loss.backward()
         opt.step(cosine_lr(it / max(niter, 1), lr, lr_min))
         last = float(loss.detach())
+        history.append(last)
         if it == 0:
             first = last
         step("alignment", it + 1, niter, name)
+        if len(history) > window:
+            best_old = min(best_old, history[-1 - window])
+            if rel_tol > 0 and it + 1 >= niter // 4 and best_old - min(history[-window:]) <= rel_tol * abs(best_old):
+                stopped = True
+                break
     if niter > 0 and np.isfinite(last):
-        with torch.no_grad():
-            last = float(loss_fn())
-    return {f"loss_{name}_init": first, f"loss_{name}_final": last, f"t_{name}_s": time.perf_counter() - t0}
+        last = float(objective(False))
+    return {
+        f"loss_{name}_init": first,
+        f"loss_{name}_final": last,
+        f"t_{name}_s": time.perf_counter() - t0,
+        f"iters_{name}": it + 1,
+        f"early_stop_{name}": stopped,
+    }

@@ -338,4 +338,12 @@ def finish_scene(prob: Problem, T, scale, intr, depth, reg, n_known: int, info: 
     conf = [prob.canon_conf[k] if reg[k] else None for k in range(prob.n)]
     info["t_total_s"] = time.perf_counter() - t_start
     info["n_registered"] = int(reg.sum())
+    info["unregistered"] = [prob.names[k] for k in range(prob.n) if not reg[k]]
+    if info["unregistered"] and prob.n > 1:
+        logger.warning(
+            "%d of %d views could not be placed (no pair ties them to the others): %s",
+            len(info["unregistered"]),
+            prob.n,
+            ", ".join(info["unregistered"]),
+        )
     return make_scene(prob, T, focal, pp, depth, conf, reg.copy(), info)

@@ -21,7 +21,8 @@ import torch
 
 from recon.align.config import SparseAlignConfig
 from recon.align.init import chain_init, gauge_from_known_poses
-from recon.align.model import AnchorGrid, SceneModel, as_numpy_poses, densify_depth, gamma_loss, run_stage
+from recon.align.match_loss import MatchLoss
+from recon.align.model import AnchorGrid, SceneModel, as_numpy_poses, densify_depth, intra_op_threads, run_stage
 from recon.align.problem import Problem, build_problem, finish_scene
 from recon.types import Matches, PairPrediction, Priors, Scene, View
 
@@ -98,6 +99,65 @@ def collect_matches(prob: Problem, matches: Sequence[Matches], cfg: SparseAlignC
     return MatchSet(va, vb, xa.astype(np.float64), xb.astype(np.float64), c, counts)
 
 
+def weak_pairs(prob: Problem, counts: np.ndarray) -> list[tuple[int, int]]:
+    """Unordered pairs ``(a, b)``, ``a < b``, with a prediction and canonical point maps but no usable matches."""
+    out = set()
+    for i, j in prob.pairs:
+        a, b = min(i, j), max(i, j)
+        if counts[a, b] == 0 and prob.canon[a] is not None and prob.canon[b] is not None:
+            out.add((a, b))
+    return sorted(out)
+
+
+def _regression_ends(prob: Problem, pair, grids: list[AnchorGrid], min_conf: float) -> tuple:
+    """Residuals that tie a weakly matched pair through its own point maps (the DUSt3R-regression fallback).
+
+    For every anchor pixel of view ``j = pair.j``, the pair predicts its 3D point in camera ``i``'s frame. That
+    point becomes the second end of a "match": a virtual pixel of camera ``i`` (its projection with the initial
+    intrinsics) at the predicted depth, brought to view ``i``'s canonical scale, with no anchor correction, so it
+    moves rigidly with camera ``i`` while the first end is view ``j``'s own anchor. Both losses then apply
+    unchanged. Weights: ``log(conf)`` of the predicted point, as the dense alignment.
+
+    Returns:
+        The arrays of ``sparse_align``'s match ends: ``(view_a, view_b, xy_a, xy_b, z_a, z_b, idx_a, idx_b, w_a,
+        w_b, conf)``, or ``None`` when the pair has no usable point.
+    """
+    i, j = pair.i, pair.j
+    zi, ci = pair.pts_i[..., 2].astype(np.float64), pair.conf_i
+    ok_i = (ci > min_conf) & (zi > 0) & (prob.canon_conf[i] > 1) & (prob.canon[i][..., 2] > 0)
+    px = grids[j].pixels()
+    x, y = px[:, 0], px[:, 1]
+    P = pair.pts_j[y, x].astype(np.float64)
+    w = np.log(np.clip(pair.conf_j[y, x].astype(np.float64), 1.0, None))
+    ok = (w > 0) & (pair.conf_j[y, x] > min_conf) & (P[:, 2] > 0) & (prob.canon_conf[j][y, x] > 1)
+    ok &= prob.canon[j][y, x, 2] > 0
+    if ok_i.sum() < 3 or not ok.any():
+        return None
+    k_scale = float(np.median(prob.canon[i][..., 2][ok_i] / zi[ok_i]))  # pair scale -> view i's canonical scale
+    P, x, y, w = P[ok], x[ok], y[ok], w[ok]
+    xy_v = prob.pp0[i] + prob.focal0[i] * P[:, :2] / P[:, 2:3]
+    # a point nearly in camera i's plane projects absurdly far: it carries no usable 2D information
+    H, W = prob.shapes[i]
+    sane = (np.abs(xy_v - prob.pp0[i]) < 4 * max(H, W)).all(1)
+    P, x, y, w, xy_v = P[sane], x[sane], y[sane], w[sane], xy_v[sane]
+    m = len(w)
+    xy_a = np.stack([x, y], 1).astype(np.float64)
+    idx_a, w_a = grids[j].bilinear(xy_a)
+    return (
+        np.full(m, j),
+        np.full(m, i),
+        xy_a,
+        xy_v,
+        prob.canon[j][y, x, 2],
+        P[:, 2] * k_scale,
+        idx_a,
+        np.full((m, 4), grids[i].offset, np.int64),
+        w_a,
+        np.zeros((m, 4)),
+        w,
+    )
+
+
 def sparse_align(
     views: Sequence[View],
     preds: Sequence[PairPrediction],
@@ -117,8 +177,9 @@ def sparse_align(
         config: ``SparseAlignConfig``.
 
     Returns:
-        A ``Scene``; ``info`` holds the losses, timings and the kinematic tree. Views that no usable pair
-        connects to the main component have ``registered = False``.
+        A ``Scene``; ``info`` holds the losses, iterations, timings, the kinematic tree and the pairs that fell
+        back to the regression loss (``fallback_pairs``). Views that no pair connects to the main component have
+        ``registered = False`` and are named in ``info["unregistered"]``.
 
     Raises:
         AlignmentError: inconsistent inputs or priors.
@@ -129,7 +190,14 @@ def sparse_align(
     t_start = time.perf_counter()
     prob = build_problem(views, preds, priors, cfg.min_conf)
     ms = collect_matches(prob, matches, cfg)
-    init = chain_init(prob, ms.counts, seed=cfg.seed)
+    weak = weak_pairs(prob, ms.counts)
+    # Pairs without enough matches still tie their views through their point maps; they rank below every matched
+    # pair in the spanning tree of the initialisation (scores < 1 <= min_matches).
+    scores = ms.counts.copy()
+    best = max((p.score for p in prob.pairs.values()), default=1.0) or 1.0
+    for a, b in weak:
+        scores[a, b] = scores[b, a] = 1e-3 * max(prob.best_pair(a, b).score / best, 1e-6)
+    init = chain_init(prob, scores, seed=cfg.seed)
     n_known = gauge_from_known_poses(init, prob.known_poses)
     reg = init.registered
     info: dict = {
@@ -141,7 +209,7 @@ def sparse_align(
     }
     keep = reg[ms.view_a] & reg[ms.view_b]
     va, vb = ms.view_a[keep], ms.view_b[keep]
-    if reg.sum() < 2 or len(va) == 0:
+    if reg.sum() < 2:
         logger.warning("sparse alignment: fewer than two views could be registered")
         return finish_scene(prob, init.T_world_cam, init.scale, None, [None] * prob.n, reg, n_known, info, t_start)
 
@@ -177,8 +245,8 @@ def sparse_align(
         device=dev,
     )
 
-    def _end(view: np.ndarray, xy: np.ndarray) -> dict:
-        """Tensors describing one end of every match: view, pixel, canonical depth, bilinear anchors."""
+    def _end(view: np.ndarray, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Canonical depth and bilinear anchors ``(z [P], idx [P, 4], w [P, 4])`` of matched pixels."""
         px = xy.astype(np.int64)
         z = np.zeros(len(view))
         idx, wts = np.zeros((len(view), 4), np.int64), np.zeros((len(view), 4))
@@ -186,52 +254,66 @@ def sparse_align(
             sel = view == k
             z[sel] = prob.canon[k][px[sel, 1], px[sel, 0], 2]
             idx[sel], wts[sel] = grids[k].bilinear(xy[sel])
-        return {
-            "view": torch.as_tensor(view, device=dev),
-            "xy": torch.as_tensor(xy, dtype=dtype, device=dev),
-            "canon_z": torch.as_tensor(z, dtype=dtype, device=dev),
-            "anchor_idx": torch.as_tensor(idx, device=dev),
-            "anchor_w": torch.as_tensor(wts, dtype=dtype, device=dev),
-        }
+        return z, idx, wts
 
-    end_a = _end(va, ms.xy_a[keep])
-    end_b = _end(vb, ms.xy_b[keep])
-    conf = torch.as_tensor(ms.conf[keep], dtype=dtype, device=dev)
-    conf = conf / conf.sum()
-    min_z = 1e-3 * scene_scale
+    za, ia, wa = _end(va, ms.xy_a[keep])
+    zb, ib, wb = _end(vb, ms.xy_b[keep])
+    ends = [(va, vb, ms.xy_a[keep], ms.xy_b[keep], za, zb, ia, ib, wa, wb, ms.conf[keep])]
+    fallback = [(a, b) for a, b in weak if reg[a] and reg[b]]
+    for a, b in fallback:
+        r = _regression_ends(prob, prob.best_pair(a, b), grids, cfg.min_conf)
+        if r is not None:
+            ends.append(r)
+    va, vb, xa, xb, za, zb, ia, ib, wa, wb, conf = (np.concatenate(c) for c in zip(*ends, strict=True))
+    info["fallback_pairs"] = fallback
+    info["n_regression"] = int(len(conf) - int(keep.sum()))
+    if not conf.sum() > 0:
+        logger.warning("sparse alignment: no usable match or point map between the registered views")
+        return finish_scene(prob, init.T_world_cam, init.scale, None, [None] * n, reg, n_known, info, t_start)
+    loss = MatchLoss(
+        np.concatenate([va, vb]),
+        np.concatenate([xa, xb]),
+        np.concatenate([za, zb]),
+        np.concatenate([ia, ib]),
+        np.concatenate([wa, wb]),
+        conf / conf.sum(),
+        n,
+        off,
+        1e-3 * scene_scale,
+        dtype=dtype,
+        device=dev,
+    )
 
-    def world_points():
-        table = model.camera_table()
-        out = []
-        for end in (end_a, end_b):
-            tab = table.index_select(0, end["view"])
-            z = end["canon_z"] * tab[:, 15] * model.depth_correction(end["anchor_idx"], end["anchor_w"])
-            out.append((tab, SceneModel.to_world(tab, end["xy"], z)))
-        return out
+    def make_step(loss_fn, with_delta: bool):
+        def step(grad: bool = True) -> torch.Tensor:
+            if not grad:
+                with torch.no_grad():
+                    return loss_fn(model.camera_table(), model.delta, grad=False)[0]
+            tab = model.camera_table()
+            value, g_tab, g_delta = loss_fn(tab.detach(), model.delta.detach())
+            if torch.isfinite(value):
+                # The N-row table carries the gradient to poses, scales and focals. A scalar backward: passing
+                # ``g_tab`` as the gradient would import torch.fx / sympy (a second) on the first call.
+                (tab * g_tab).sum().backward()
+                if with_delta:
+                    model.delta.grad = g_delta
+            return value
 
-    def loss_3d():
-        (tab_a, Xa), (tab_b, Xb) = world_points()
-        # Distances relative to the points' distances from their cameras: scale-invariant, so a scene pinned by
-        # known poses is not pulled smaller, and far matches do not dominate near ones.
-        ref = 0.5 * ((Xa - tab_a[:, 9:12]).norm(dim=-1) + (Xb - tab_b[:, 9:12]).norm(dim=-1))
-        d = (Xa - Xb).norm(dim=-1) / ref.clamp(min=min_z)
-        return (conf * gamma_loss(d, 1.5)).sum()
+        return step
 
-    def loss_2d():
-        (tab_a, Xa), (tab_b, Xb) = world_points()
-        ea = (SceneModel.project(tab_a, Xb, min_z).clamp(-1e4, 1e4) - end_a["xy"]).norm(dim=-1)
-        eb = (SceneModel.project(tab_b, Xa, min_z).clamp(-1e4, 1e4) - end_b["xy"]).norm(dim=-1)
-        return (conf * (gamma_loss(ea, 0.5) + gamma_loss(eb, 0.5))).sum() / 2
-
-    stages = [("coarse", loss_3d, ["rot", "trans", "log_scale"], cfg.lr_coarse, cfg.niter_coarse)]
+    stages = [("coarse", loss.loss_3d, ["rot", "trans", "log_scale"], cfg.lr_coarse, cfg.niter_coarse)]
     if cfg.opt_level != "coarse" and cfg.niter_fine > 0:
         names = ["rot", "trans", "log_scale", "log_focal", "pp_off"]
         if cfg.opt_level == "refine+depth":
             names.append("delta")
-        stages.append(("fine", loss_2d, names, cfg.lr_fine, cfg.niter_fine))
+        stages.append(("fine", loss.loss_2d, names, cfg.lr_fine, cfg.niter_fine))
     torch.manual_seed(cfg.seed)
-    for name, loss_fn, params, lr, niter in stages:
-        info.update(run_stage(loss_fn, model.parameter_groups(params), lr, niter, name, cfg.progress))
+    with intra_op_threads(cfg.threads):
+        for name, loss_fn, params, lr, niter in stages:
+            step = make_step(loss_fn, "delta" in params)
+            info.update(
+                run_stage(step, model.parameter_groups(params), lr, niter, name, cfg.progress, rel_tol=cfg.rel_tol)
+            )
 
     T = as_numpy_poses(model)
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""``recon bench model|pipeline``: print throughput and peak memory figures (never asserted in tests)."""
+"""``recon bench model|pipeline|align``: print throughput and peak memory figures (never asserted in tests)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 def register(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="benchmarks that print figures")
     sub = parser.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
-    for module_name in ("recon.bench.model", "recon.bench.pipeline"):
+    for module_name in ("recon.bench.model", "recon.bench.pipeline", "recon.bench.align"):
         import importlib
 
         try:

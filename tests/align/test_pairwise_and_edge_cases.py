@@ -7,7 +7,7 @@ import pytest
 
 from recon.align import AlignmentError, DenseAlignConfig, SparseAlignConfig, align, dense_align, sparse_align
 from recon.oracle import oracle_predictions
-from recon.types import Priors
+from recon.types import Matches, Priors
 
 from .helpers import FAST_DENSE, pose_metrics
 
@@ -70,29 +70,47 @@ def test_dispatcher_checks_and_two_view_optimise(orbit_gt):
     assert pose_metrics(gt, scene)["RRA@5"] == 100
 
 
-def test_views_without_pairs_or_matches_are_unregistered(orbit_gt):
+def test_weakly_matched_view_is_placed_and_isolated_views_are_named(orbit_gt):
     gt = orbit_gt[:5]
     pairs = [(i, j) for i in range(4) for j in range(4) if i != j]  # view 4 has no pair at all
     views, preds, matches = oracle_predictions(gt, pairs, n_matches=128, seed=2)
     views.append(views[0])  # a view with no prediction at all
     views[-1] = dataclasses.replace(views[-1], idx=5, name="orphan")
-    # view 3 keeps its pairs but loses its matches: sparse cannot place it, dense can.
-    no3 = [m for m in matches if 3 not in (m.i, m.j)]
-    s = sparse_align(views, preds, no3, None, QUICK_SPARSE)
-    assert s.registered.tolist() == [True, True, True, False, False, False]
-    assert (s.depth[3] == 0).all() and (s.conf[4] == 0).all()
-    np.testing.assert_array_equal(s.T_world_cam[3], np.eye(4))
+    # view 3 keeps its pairs but only 5 matches per pair (< min_matches): its pairs' point maps must place it.
+    weak = [dataclasses.replace(m, xy_i=m.xy_i[:5], xy_j=m.xy_j[:5], conf=m.conf[:5]) if 3 in (m.i, m.j) else m
+            for m in matches]  # fmt: skip
+    s = sparse_align(views, preds, weak, None, dataclasses.replace(QUICK_SPARSE, niter_coarse=100))
+    assert s.registered.tolist() == [True, True, True, True, False, False]
+    assert s.info["unregistered"] == [views[4].name, "orphan"]
+    assert sorted(s.info["fallback_pairs"]) == [(0, 3), (1, 3), (2, 3)] and s.info["n_regression"] > 0
+    m = pose_metrics(gt, s, idx=[0, 1, 2, 3])
+    assert m["RRA@5"] == 100 and m["RTA@5"] == 100, m
+    assert (s.depth[3] > 0).all() and (s.depth[4] == 0).all() and (s.conf[4] == 0).all()
+    np.testing.assert_array_equal(s.T_world_cam[4], np.eye(4))
     d = dense_align(views, preds, None, dataclasses.replace(FAST_DENSE, niter=20))
     assert d.registered.tolist() == [True, True, True, True, False, False]
+    assert d.info["unregistered"] == [views[4].name, "orphan"]
     assert len(d.depth) == 6 and d.names[-1] == "orphan"
 
 
-def test_nothing_to_align_is_reported_not_raised(orbit_gt):
+def test_no_or_garbage_matches_still_give_a_scene(orbit_gt):
     views, preds, matches = oracle_predictions(orbit_gt[:3], [(0, 1), (1, 0)], n_matches=64, seed=0)
-    s = sparse_align(views, preds, [], None, QUICK_SPARSE)  # no matches at all
-    assert not s.registered.any()
+    s = sparse_align(views, preds, [], None, QUICK_SPARSE)  # no matches at all: the pair's point maps place view 1
+    assert s.registered.tolist() == [True, True, False] and s.info["fallback_pairs"] == [(0, 1)]
+    assert pose_metrics(orbit_gt[:3], s, idx=[0, 1])["RRA@5"] == 100
+    # random weights: every match is a random pixel pair; the pair still yields a scene (the README's first run)
+    rng = np.random.default_rng(0)
+    views, preds, _ = oracle_predictions(orbit_gt[:3], [(i, j) for i in range(3) for j in range(3) if i != j])
+    H, W = views[0].true_shape
+    garbage = [
+        Matches(i, j, np.stack([rng.integers(0, W, 200), rng.integers(0, H, 200)], 1),
+                np.stack([rng.integers(0, W, 200), rng.integers(0, H, 200)], 1), np.ones(200, np.float32))
+        for i, j in [(0, 1), (0, 2), (1, 2)]
+    ]  # fmt: skip
+    s = sparse_align(views, preds, garbage, None, QUICK_SPARSE)
+    assert s.registered.all() and np.isfinite(s.T_world_cam).all() and s.info["unregistered"] == []
     s = dense_align(views, preds[:0], None, FAST_DENSE)  # no pairs at all
-    assert not s.registered.any() and s.T_world_cam.shape == (3, 4, 4)
+    assert not s.registered.any() and s.T_world_cam.shape == (3, 4, 4) and len(s.info["unregistered"]) == 3
 
 
 def test_single_known_pose_and_shared_intrinsics(orbit_gt, orbit_oracle):
