@@ -21,13 +21,15 @@ import math
 import numpy as np
 import torch
 
+from recon.threads import intra_op_threads
 from recon.types import Matches, PairPrediction
 
 logger = logging.getLogger(__name__)
 
-# 2**22 float32 similarities = 16 MiB per tile (the official GPU code uses 8192**2 = 256 MiB tiles); on CPU,
-# tiles that stay near the cache were measured faster than bigger ones.
-DEFAULT_MAX_TILE = 2**22
+# 2**18 float32 similarities = 1 MiB per tile (the official GPU code uses 8192**2 = 256 MiB tiles): on CPU the
+# [Q, D] x [D, N] product with D = 24 is bound by writing and re-reading the similarities, so a tile that stays in
+# cache is ~2x faster than a 16 MiB one (measured at 1 thread; docs/performance.md). Same matches at any size.
+DEFAULT_MAX_TILE = 2**18
 
 
 def _nearest(queries: torch.Tensor, db: torch.Tensor, dist: str, max_tile: int, db_sqnorm: torch.Tensor | None):
@@ -96,6 +98,7 @@ def fast_reciprocal_nn(
     max_iter: int = 10,
     dist: str = "dot",
     max_tile: int = DEFAULT_MAX_TILE,
+    threads: int | None = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reciprocal nearest neighbours between two dense descriptor maps, seeded on a grid of image 1.
 
@@ -107,6 +110,8 @@ def fast_reciprocal_nn(
         dist: ``"dot"`` (official sparse-GA / README setting) or ``"l2"`` (official KD-tree / cdist setting);
             identical rankings for unit-norm descriptors.
         max_tile: most similarity entries held in memory at once.
+        threads: torch intra-op threads of the search on CPU (``None``: the process setting); one is the most
+            CPU-efficient for these tiles and does not collapse on a busy machine (``recon.threads``).
 
     Returns:
         ``(xy1, xy2)``: ``[M, 2]`` int64 ``(x, y)`` = (column, row) pixel coordinates of mutually nearest
@@ -120,6 +125,12 @@ def fast_reciprocal_nn(
         raise ValueError(f"unknown dist={dist!r}; use 'dot' or 'l2'")
     if subsample < 1 or max_iter < 1:
         raise ValueError(f"subsample and max_iter must be >= 1, got {subsample} and {max_iter}")
+    with intra_op_threads(threads if desc1.device.type == "cpu" else None):
+        return _reciprocal_walk(desc1, desc2, subsample, max_iter, dist, max_tile)
+
+
+def _reciprocal_walk(desc1, desc2, subsample: int, max_iter: int, dist: str, max_tile: int):
+    """``fast_reciprocal_nn`` after its checks."""
     H1, W1, D = desc1.shape
     H2, W2, _ = desc2.shape
     device = desc1.device
@@ -172,6 +183,7 @@ def match_pair(
     dist: str = "dot",
     max_iter: int = 10,
     max_tile: int = DEFAULT_MAX_TILE,
+    threads: int | None = 1,
 ) -> Matches:
     """Correspondences between views ``pred.i`` and ``pred.j`` from their descriptor maps.
 
@@ -184,7 +196,7 @@ def match_pair(
             official sparse global alignment does with its four predictions (11-21 and 12-22).
         both_directions: also seed in image ``j`` (official sparse-GA does both).
         border: drop matches closer than this many pixels to an image border (the official README uses 3).
-        dist, max_iter, max_tile: see ``fast_reciprocal_nn``.
+        dist, max_iter, max_tile, threads: see ``fast_reciprocal_nn``.
 
     Returns:
         ``Matches`` with ``xy_i``, ``xy_j`` ``[M, 2]`` int64 ``(x, y)`` in network pixels, sorted by image-i linear
@@ -204,7 +216,7 @@ def match_pair(
         maps.append((reverse.desc_j, reverse.desc_i, reverse.desc_conf_j, reverse.desc_conf_i))
     H_i, W_i = pred.desc_i.shape[:2]
     H_j, W_j = pred.desc_j.shape[:2]
-    opts = dict(subsample=subsample, max_iter=max_iter, dist=dist, max_tile=max_tile)
+    opts = dict(subsample=subsample, max_iter=max_iter, dist=dist, max_tile=max_tile, threads=threads)
     all_i, all_j, confs = [], [], []
     for d_i, d_j, c_i, c_j in maps:
         d_j = d_j.to(d_i.device)

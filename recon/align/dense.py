@@ -32,10 +32,10 @@ from recon.align.model import (
     as_numpy_poses,
     autograd_step,
     densify_depth,
-    intra_op_threads,
     run_stage,
 )
 from recon.align.problem import build_problem, finish_scene
+from recon.threads import intra_op_threads
 from recon.types import PairPrediction, Priors, Scene, View
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ poses, known intrinsics, the gauge view) are masked, so their gradients are exac
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 
@@ -243,26 +242,6 @@ class Adam:
             m.mul_(self.b1).add_(p.grad, alpha=1 - self.b1)
             v.mul_(self.b2).addcmul_(p.grad, p.grad, value=1 - self.b2)
             p.addcdiv_(m / c1, (v / c2).sqrt_().add_(self.eps), value=-lr)
-
-
-@contextlib.contextmanager
-def intra_op_threads(n: int | None):
-    """Run the block with ``n`` torch intra-op threads (``None``: leave the setting alone), then restore it.
-
-    The alignments' ops are small (thousands of elements): more threads mostly wait on each other at every op's
-    barrier, and on a busy machine that wait is a scheduler time slice per op whenever one thread is
-    descheduled. Measured on 2 cores at load 5-10: the sparse alignment of a 5-view case took 82 CPU-s with 2
-    threads and 3 with 1 (docs/performance.md).
-    """
-    old = torch.get_num_threads()
-    if not n or n == old:
-        yield
-        return
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def autograd_step(loss_fn):

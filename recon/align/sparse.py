@@ -22,8 +22,9 @@ import torch
 from recon.align.config import SparseAlignConfig
 from recon.align.init import chain_init, gauge_from_known_poses
 from recon.align.match_loss import MatchLoss
-from recon.align.model import AnchorGrid, SceneModel, as_numpy_poses, densify_depth, intra_op_threads, run_stage
+from recon.align.model import AnchorGrid, SceneModel, as_numpy_poses, densify_depth, run_stage
 from recon.align.problem import Problem, build_problem, finish_scene
+from recon.threads import intra_op_threads
 from recon.types import Matches, PairPrediction, Priors, Scene, View
 
 logger = logging.getLogger(__name__)

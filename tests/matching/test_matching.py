@@ -90,9 +90,21 @@ class TestFastReciprocalNN:
     def test_tiling_does_not_change_result(self):
         d1, d2 = smooth_field(40, 56, seed=3), smooth_field(40, 56, seed=4)
         ref = fast_reciprocal_nn(d1, d2, 4)
-        for tile in (2000, 30000):
+        for tile in (2000, 30000, 2**22):
             out = fast_reciprocal_nn(d1, d2, 4, max_tile=tile)
             assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+
+    def test_thread_count_does_not_change_result_and_is_restored(self):
+        d1, d2 = smooth_field(40, 56, seed=3), smooth_field(40, 56, seed=4)
+        before = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            ref = fast_reciprocal_nn(d1, d2, 4, threads=None)
+            out = fast_reciprocal_nn(d1, d2, 4)  # 1 thread inside
+            assert torch.get_num_threads() == 2
+        finally:
+            torch.set_num_threads(before)
+        assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
 
     def test_one_iteration_keeps_only_converged(self):
         d1, d2 = smooth_field(40, 56, seed=5), smooth_field(40, 56, seed=6)
