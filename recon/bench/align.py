@@ -301,7 +301,8 @@ def run_method(case: Case, method: str, profile: bool = False) -> dict:
         row["cpu_s"] = time.process_time() - c0
     row["peak_rss_mb"] = mem.peak / 2**20
     row["iters"] = _iterations(scene.info)
-    row["early_stop"] = {k: v for k, v in scene.info.items() if k.startswith("stopped_")} or None
+    stopped = [k[len("early_stop_") :] for k, v in scene.info.items() if k.startswith("early_stop_") and v]
+    row["stopped"] = ",".join(stopped) or "no"
     row.update(scene_errors(scene, case))
     if prof:
         buf = io.StringIO()
@@ -324,6 +325,7 @@ def print_table(rows: list[dict]) -> None:
         ("matches", "matches", "d"),
         ("peak_rss_mb", "peak MB", ".0f"),
         ("iters", "iters", "d"),
+        ("stopped", "early stop", "s"),
         ("registered", "reg", "s"),
         ("rot_deg", "rot deg", ".3f"),
         ("tdir_deg", "tdir deg", ".3f"),
