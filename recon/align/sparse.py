@@ -308,12 +308,13 @@ def sparse_align(
         if cfg.opt_level == "refine+depth":
             names.append("delta")
         stages.append(("fine", loss.loss_2d, names, cfg.lr_fine, cfg.niter_fine))
+    tols = {"coarse": cfg.rel_tol, "fine": cfg.rel_tol_fine}
     torch.manual_seed(cfg.seed)
     with intra_op_threads(cfg.threads):
         for name, loss_fn, params, lr, niter in stages:
             step = make_step(loss_fn, "delta" in params)
             info.update(
-                run_stage(step, model.parameter_groups(params), lr, niter, name, cfg.progress, rel_tol=cfg.rel_tol)
+                run_stage(step, model.parameter_groups(params), lr, niter, name, cfg.progress, rel_tol=tols[name])
             )
 
     T = as_numpy_poses(model)
