@@ -117,6 +117,13 @@ def fast_reciprocal_nn(
         ``(xy1, xy2)``: ``[M, 2]`` int64 ``(x, y)`` = (column, row) pixel coordinates of mutually nearest
         pixels, unique and sorted by image-1 linear index ``y1 * W1 + x1`` (as official ``merge_corres``).
     """
+    _check(desc1, desc2, subsample, max_iter, dist)
+    with intra_op_threads(threads if desc1.device.type == "cpu" else None):
+        return _reciprocal_walks(desc1, desc2, subsample, max_iter, dist, max_tile, both=False)[0]
+
+
+def _check(desc1: torch.Tensor, desc2: torch.Tensor, subsample: int, max_iter: int, dist: str) -> None:
+    """The argument checks of ``fast_reciprocal_nn``."""
     if desc1.ndim != 3 or desc2.ndim != 3 or desc1.shape[-1] != desc2.shape[-1]:
         raise ValueError(
             f"expected descriptor maps [H1, W1, D] and [H2, W2, D], got {tuple(desc1.shape)} and {tuple(desc2.shape)}"
@@ -125,21 +132,30 @@ def fast_reciprocal_nn(
         raise ValueError(f"unknown dist={dist!r}; use 'dot' or 'l2'")
     if subsample < 1 or max_iter < 1:
         raise ValueError(f"subsample and max_iter must be >= 1, got {subsample} and {max_iter}")
-    with intra_op_threads(threads if desc1.device.type == "cpu" else None):
-        return _reciprocal_walk(desc1, desc2, subsample, max_iter, dist, max_tile)
 
 
-def _reciprocal_walk(desc1, desc2, subsample: int, max_iter: int, dist: str, max_tile: int):
-    """``fast_reciprocal_nn`` after its checks."""
+def _reciprocal_walks(desc1, desc2, subsample: int, max_iter: int, dist: str, max_tile: int, both: bool):
+    """The walks seeded in image 1 and, with ``both``, in image 2: ``[(xy1, xy2), ...]``, each sorted by its seed
+    image's linear index. Both walks share one nearest-neighbour cache per direction (the nearest neighbour of a
+    pixel does not depend on which walk asks), so the second walk only searches for pixels the first never
+    visited, and the descriptors are converted to float32 once."""
     H1, W1, D = desc1.shape
     H2, W2, _ = desc2.shape
-    device = desc1.device
     A = desc1.reshape(-1, D).float()  # H1W1 D
     B = desc2.reshape(-1, D).float()  # H2W2 D
     nn_1to2 = _CachedNN(A, B, dist, max_tile)
     nn_2to1 = _CachedNN(B, A, dist, max_tile)
+    out = [_walk(nn_1to2, nn_2to1, (H1, W1), (H2, W2), subsample, max_iter)]
+    if both:
+        xy2, xy1 = _walk(nn_2to1, nn_1to2, (H2, W2), (H1, W1), subsample, max_iter)
+        out.append((xy1, xy2))
+    return out
 
-    idx1 = seed_grid(H1, W1, subsample, device)
+
+def _walk(nn_ab: _CachedNN, nn_ba: _CachedNN, shape_a, shape_b, subsample: int, max_iter: int):
+    """Basin descent seeded on the grid of image a; ``(xy_a, xy_b)`` sorted by image-a linear index."""
+    (H1, W1), (H2, W2) = shape_a, shape_b
+    idx1 = seed_grid(H1, W1, subsample, nn_ab.src.device)
     idx2 = torch.full_like(idx1, -1)
     old1, old2 = idx1.clone(), idx2.clone()
     notyet = torch.ones_like(idx1, dtype=torch.bool)
@@ -147,10 +163,10 @@ def _reciprocal_walk(desc1, desc2, subsample: int, max_iter: int, dist: str, max
         if not notyet.any():
             break
         rows = notyet.nonzero().squeeze(1)
-        idx2[rows] = nn_1to2(idx1[rows])
-        notyet &= idx2 != old2  # the walk stopped in image 2: (idx1, idx2) is already reciprocal
+        idx2[rows] = nn_ab(idx1[rows])
+        notyet &= idx2 != old2  # the walk stopped in image b: (idx1, idx2) is already reciprocal
         rows = notyet.nonzero().squeeze(1)
-        idx1[rows] = nn_2to1(idx2[rows])
+        idx1[rows] = nn_ba(idx2[rows])
         notyet &= idx1 != old1  # came back to where it started: reciprocal
         old1.copy_(idx1)
         old2.copy_(idx2)
@@ -216,17 +232,13 @@ def match_pair(
         maps.append((reverse.desc_j, reverse.desc_i, reverse.desc_conf_j, reverse.desc_conf_i))
     H_i, W_i = pred.desc_i.shape[:2]
     H_j, W_j = pred.desc_j.shape[:2]
-    opts = dict(subsample=subsample, max_iter=max_iter, dist=dist, max_tile=max_tile, threads=threads)
     all_i, all_j, confs = [], [], []
     for d_i, d_j, c_i, c_j in maps:
         d_j = d_j.to(d_i.device)
-        a, b = fast_reciprocal_nn(d_i, d_j, **opts)
-        list_i, list_j = [a], [b]
-        if both_directions:
-            b2, a2 = fast_reciprocal_nn(d_j, d_i, **opts)
-            list_i.append(a2)
-            list_j.append(b2)
-        xy_i, xy_j = _merge(list_i, list_j, W_i, H_j * W_j, W_j)
+        _check(d_i, d_j, subsample, max_iter, dist)
+        with intra_op_threads(threads if d_i.device.type == "cpu" else None):
+            walks = _reciprocal_walks(d_i, d_j, subsample, max_iter, dist, max_tile, both=both_directions)
+        xy_i, xy_j = _merge([w[0] for w in walks], [w[1] for w in walks], W_i, H_j * W_j, W_j)
         if c_i is None or c_j is None:
             conf = torch.ones(len(xy_i), device=xy_i.device)
         else:
