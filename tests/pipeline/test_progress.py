@@ -26,7 +26,7 @@ def test_steps_reach_the_hook_of_this_thread_only():
 
 
 def test_a_raising_hook_stops_an_alignment_stage_between_iterations():
-    from recon.align.model import run_stage
+    from recon.align.model import autograd_step, run_stage
 
     x = torch.nn.Parameter(torch.tensor([3.0]))
     calls = []
@@ -37,5 +37,5 @@ def test_a_raising_hook_stops_an_alignment_stage_between_iterations():
             raise KeyboardInterrupt("stop")
 
     with step_hook(hook), pytest.raises(KeyboardInterrupt):
-        run_stage(lambda: (x**2).sum(), [x], lr=0.1, niter=100, name="coarse", progress=False)
+        run_stage(autograd_step(lambda: (x**2).sum()), [x], lr=0.1, niter=100, name="coarse", progress=False)
     assert calls[-1] == ("alignment", 5, 100, "coarse") and len(calls) == 5
