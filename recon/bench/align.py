@@ -230,11 +230,15 @@ def scene_errors(scene, case: Case) -> dict:
 
 
 def available_methods() -> list[str]:
-    """The methods ``recon.align.align`` accepts, read from its ``method`` annotation (a ``Literal``)."""
+    """The global aligners ``recon.align.align`` accepts, read from its ``method`` annotation (a ``Literal``).
+
+    Only the methods that align pair predictions are benchmarked (``KNOWN_METHODS``); ``"feedforward"`` takes
+    one prediction of all views from a different model instead.
+    """
     from recon.align import align
 
     hint = typing.get_type_hints(align).get("method")
-    names = [a for a in typing.get_args(hint) if isinstance(a, str)]
+    names = [a for a in typing.get_args(hint) if a in KNOWN_METHODS]
     return names or ["sparse", "dense"]
 
 
