@@ -17,6 +17,7 @@ from recon.align.mast3r_sfm import Mast3rSfmConfig, mast3r_sfm_align
 from recon.align.pairwise import pairwise_align
 from recon.align.sparse import sparse_align
 from recon.feedforward.scene import FeedForwardPrediction, to_scene
+from recon.threads import intra_op_threads
 from recon.types import Matches, PairPrediction, Priors, Scene, View
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,8 @@ def _mast3r_sfm(views, preds, matches, priors, config, knobs) -> Scene:
     if config is not None and not isinstance(config, Mast3rSfmConfig):
         raise TypeError(f"method='mast3r-sfm' takes a Mast3rSfmConfig, got {type(config).__name__}")
     cfg = Mast3rSfmConfig.from_kwargs(**{**dataclasses.asdict(config or Mast3rSfmConfig()), **knobs})
-    scene = mast3r_sfm_align(views, preds, cfg, priors, matches=matches)
+    with intra_op_threads(1 if str(cfg.device).startswith("cpu") else None):  # see recon.threads
+        scene = mast3r_sfm_align(views, preds, cfg, priors, matches=matches)
     scene.info.setdefault("conf_scale", CONF_SCALE["mast3r-sfm"])
     return scene
 
@@ -128,6 +130,7 @@ def _dust3r(views, preds, priors, config, seed, knobs) -> Scene:
     if unknown:
         raise TypeError(f"method='dust3r' has no option(s) {unknown}")
     cfg = dataclasses.replace(config or Dust3rConfig(), **knobs, **({} if seed is None else {"seed": int(seed)}))
-    scene = dust3r_align(views, preds, priors, cfg)
+    with intra_op_threads(1 if str(cfg.device).startswith("cpu") else None):  # see recon.threads
+        scene = dust3r_align(views, preds, priors, cfg)
     scene.info["conf_scale"] = CONF_SCALE["dust3r"]  # its conf is the official raw im_conf already
     return scene
