@@ -79,6 +79,11 @@ def registered_mask(scene: Scene) -> np.ndarray:
     return np.asarray(scene.registered, dtype=bool).copy()
 
 
+def unregistered_names(scene: Scene) -> list[str]:
+    """Names of the views the alignment could not place (exports leave them out and say so in their metadata)."""
+    return [str(n) for n, ok in zip(scene.names, registered_mask(scene), strict=True) if not ok]
+
+
 def resolve_conf_thr(scene: Scene, conf_thr: float | None) -> float:
     """``conf_thr``, or when ``None`` the default of the demo whose confidence scale ``scene.conf`` is in (MASt3R
     sparse 1.5, DUSt3R dense 3; ``recon.align.confidence``)."""

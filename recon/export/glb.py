@@ -27,7 +27,7 @@ from trimesh.visual.material import PBRMaterial
 
 from recon.export._atomic import write_bytes_atomic
 from recon.export.mesh import scene_mesh
-from recon.scene import gather_points, registered_mask
+from recon.scene import gather_points, registered_mask, unregistered_names
 from recon.types import Scene
 
 logger = logging.getLogger(__name__)
@@ -245,6 +245,7 @@ def build_glb_scene(
         "frame": frame,
         "cam_size": size,
         "names": [str(n) for n in scene.names],
+        "unregistered": unregistered_names(scene),  # views the alignment could not place: not in this file
         **(extras or {}),
     }
     return out

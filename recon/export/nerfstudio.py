@@ -32,7 +32,7 @@ import numpy as np
 from recon.export._atomic import export_dir
 from recon.export._images import check_sources, image_names, place_image
 from recon.export.ply import ply_bytes
-from recon.scene import registered_mask
+from recon.scene import registered_mask, unregistered_names
 from recon.types import Scene
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,9 @@ def transforms_dict(scene: Scene, file_paths: Sequence[str], ply_file_path: str 
     if ply_file_path is not None:
         out["ply_file_path"] = ply_file_path
     out["frames"] = frames
+    missing = unregistered_names(scene)
+    if missing:  # views the alignment could not place have no frame; say which (nerfstudio ignores extra keys)
+        out["unregistered"] = missing
     return out
 
 

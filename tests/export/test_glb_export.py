@@ -97,6 +97,7 @@ class TestPointCloud:
         # The first *registered* camera defines the frame.
         np.testing.assert_allclose(glb.metadata["recon"]["glb_from_world"], OPENGL @ np.linalg.inv(s.T_world_cam[1]))
         assert len(glb.geometry["points"].vertices) == 2 * s.depth[0].size
+        assert glb.metadata["recon"]["unregistered"] == [s.names[0]]  # named, not silently missing
 
     def test_depth_cleaning_applies(self, tmp_path, scene):
         scene.depth[0][12, 16] *= 0.5

@@ -85,3 +85,4 @@ def test_unregistered_view_is_left_out(tmp_path, synth):
     s = synth.make_scene(3, registered=np.array([True, True, False]))
     meta = _meta(export(s, tmp_path / "ns", "nerfstudio"))
     assert [f["file_path"] for f in meta["frames"]] == ["images/view_0.png", "images/view_1.png"]
+    assert meta["unregistered"] == [s.names[2]]
