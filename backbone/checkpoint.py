@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from backbone.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # The only non-tensor globals an official checkpoint may contain.
@@ -33,7 +35,7 @@ ALLOWED_GLOBALS = [argparse.Namespace]
 MAX_ABS_WEIGHT = 1e4
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint cannot be read or does not match the model; the message names the file or keys."""
 
 

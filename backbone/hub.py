@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from backbone.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 Kind = Literal["backbone", "model", "decoder"]
@@ -52,7 +54,7 @@ HOME_ENV = "RECON_HOME"
 # --------------------------------------------------------------------------------------------------------------
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """Base class of every error of this module; messages are one line and say what to do."""
 
 

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from recon.errors import UserError
 from recon.types import View
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class Skipped(NamedTuple):
     reason: str
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserError, ValueError):
     """The inputs cannot be used at all (missing path, missing optional package, too few usable images)."""
 
 

@@ -32,11 +32,12 @@ import math
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
+from recon.errors import UserError
 from recon.retrieval import DEMO_KEY_IMAGES, DEMO_NEIGHBOURS, fps_pairs
 
 logger = logging.getLogger(__name__)
@@ -286,10 +287,10 @@ def make_pairs(
         spec = parse_graph(name)
     if spec.kind == "complete":
         return [(i, j) for i in range(n) for j in range(i + 1, n)]
-    if spec.kind == "swin":
-        return _window(n, range(1, spec.k + 1), spec.cyclic)
+    if spec.kind == "swin":  # offsets >= n add nothing (k >= n - 1 is complete): bounded for any k
+        return _window(n, range(1, min(spec.k, n - 1) + 1), spec.cyclic)
     if spec.kind == "logwin":
-        offsets = [s * 2**e for e in range(spec.k) for s in (1, -1)]
+        offsets = [s * 2**e for e in range(_logwin_octaves(spec.k, n)) for s in (1, -1)]
         return _window(n, offsets, spec.cyclic)
     if spec.kind == "oneref":
         if not 0 <= spec.k < n:
@@ -319,3 +320,88 @@ def describe_graph(n: int, graph: str, pairs: Sequence[tuple[int, int]] | None =
     if pairs is not None:
         line += f": {len(pairs)} pairs, {2 * len(pairs)} decoder passes"
     return line
+
+
+# ------------------------------------------------------------------------------------------------ planning
+class GraphError(UserError, ValueError):
+    """A scene-graph name that cannot be used for this many images; the message lists the valid forms."""
+
+
+@dataclass(frozen=True)
+class PairPlan:
+    """What a scene graph costs for ``n`` images, computed without enumerating pairs.
+
+    Attributes:
+        graph: the graph name as given (``auto`` resolved to what it picks).
+        n_images: number of images planned for.
+        n_pairs: unordered pairs (exact, or an upper bound when ``exact`` is False: retrieval depends on the
+            images).
+        exact: whether ``n_pairs`` is exact.
+    """
+
+    graph: str
+    n_images: int
+    n_pairs: int
+    exact: bool = True
+
+    @property
+    def n_decodes(self) -> int:
+        """Decoder passes: every pair is decoded in both orders."""
+        return 2 * self.n_pairs
+
+    def stored_bytes(self, bytes_per_pair: int = BYTES_PER_PAIR_512) -> int:
+        """Bytes the pair predictions take once decoded (``bytes_per_pair`` per unordered pair)."""
+        return self.n_pairs * bytes_per_pair
+
+
+def _logwin_octaves(k: int, n: int) -> int:
+    """logwin offsets ``2^e`` for ``e < k`` that are below ``n`` (larger ones would only wrap onto smaller ones)."""
+    return min(k, (n - 1).bit_length())
+
+
+def _cyclic_pairs(n: int, distances: set[int]) -> int:
+    """Unordered pairs ``{i, i + d mod n}`` over the cyclic distances ``d`` (``1 <= d <= n // 2``)."""
+    return sum(n // 2 if 2 * d == n else n for d in distances)
+
+
+def plan_pairs(graph: str, n: int, *, memory_bytes: int | None = None) -> PairPlan:
+    """Count the pairs of ``graph`` over ``n`` images in O(log n), without enumerating them.
+
+    ``make_pairs(n, graph)`` returns exactly ``n_pairs`` pairs (retrieval: at most ``n_pairs``), so this is what a
+    front-end checks against its budget before any image is decoded.
+
+    Raises:
+        GraphError: unknown or malformed graph name, ``n < 2``, a reference image out of range.
+    """
+    try:
+        spec = parse_graph(graph)
+    except ValueError as err:  # also int() of a name with thousands of digits
+        raise GraphError(str(err)) from None
+    if n < 2:
+        raise GraphError(f"a scene graph needs at least 2 images, got {n}")
+    if spec.kind == "auto":
+        name, _ = choose_graph(n, has_tokens=True, memory_bytes=memory_bytes)
+        return replace(plan_pairs(name, n), graph=f"auto -> {name}")
+    complete = n * (n - 1) // 2
+    if spec.kind == "complete":
+        count = complete
+    elif spec.kind == "oneref":
+        if not 0 <= spec.k < n:
+            raise GraphError(
+                f"scene graph {graph!r}: reference image {spec.k} is out of range for {n} images (0..{n - 1})"
+            )
+        count = n - 1
+    elif spec.kind == "swin":
+        k = min(spec.k, n - 1)
+        count = _cyclic_pairs(n, set(range(1, min(k, n // 2) + 1))) if spec.cyclic else k * n - k * (k + 1) // 2
+    elif spec.kind == "logwin":
+        offsets = {2**e for e in range(_logwin_octaves(spec.k, n))}
+        if spec.cyclic:
+            count = _cyclic_pairs(n, {min(d, n - d) for d in offsets})
+        else:
+            count = sum(n - d for d in offsets)
+    else:  # retrieval: key images complete among themselves, each image to its nearest key and k neighbours
+        m = math.ceil(math.sqrt(n)) if spec.m is None else min(spec.m, n)
+        bound = m * (m - 1) // 2 + n * (min(spec.k, n - 1) + 1)
+        return PairPlan(spec.name, n, min(complete, bound), exact=spec.k >= n - 1)  # k >= n - 1: complete
+    return PairPlan(spec.name, n, count)

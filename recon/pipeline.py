@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recon.errors import UserError
 from recon.types import Matches, Priors, Scene, View
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ DEFAULT_MODEL = "mast3r_vitl16_512"
 ProgressFn = Callable[[str, float, str], None]
 
 
-class ReconstructionError(RuntimeError):
+class ReconstructionError(UserError, RuntimeError):
     """The input cannot be reconstructed (e.g. fewer than two usable images); the message says why."""
 
 

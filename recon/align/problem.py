@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from recon.align.geometry import weiszfeld_focal
+from recon.errors import UserError
 from recon.types import PairPrediction, Priors, Scene, View
 
 logger = logging.getLogger(__name__)
 
 
-class AlignmentError(ValueError):
+class AlignmentError(UserError, ValueError):
     """Inputs that no alignment can use (inconsistent shapes, bad indices, bad priors)."""
 
 

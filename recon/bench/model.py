@@ -39,21 +39,12 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, help="image width in pixels (default: the model's native size)")
     p.add_argument("--height", type=int, help="image height (default: = width, square images)")
     p.add_argument("--batch", type=int, default=1, help="pairs per forward")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="compute dtype")
+    p.add_argument("--device", default="auto", help="auto (cuda when available) | cpu | cuda | cuda:K")
     p.add_argument("--iters", type=int, default=3, help="timed iterations per stage")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations per stage (at least 1: counts FLOPs)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(func=run)
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False
 
 
 class _PeakMemory:
@@ -123,7 +114,7 @@ def _time(fn, device, iters: int, warmup: int) -> tuple[float, float]:
 def run(args) -> int:
     import torch
 
-    from recon.cli import UserError
+    from recon.errors import UserError
     from recon.model.flops import count_flops
     from recon.model.loading import cast_model
     from recon.model.presets import PRESETS, build_model
@@ -132,7 +123,8 @@ def run(args) -> int:
         raise UserError(f"unknown model {args.model!r}; known: {', '.join(sorted(PRESETS))}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is available")
     dtype = getattr(torch, args.dtype)

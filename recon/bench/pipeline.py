@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--n-images", type=int, nargs="+", default=[8], help="image counts to run (one run each)")
     p.add_argument("--graph", default="auto", help="scene graph")
-    p.add_argument("--align", default="sparse", choices=("sparse", "dense"))
+    p.add_argument("--align", default="sparse", choices=("sparse", "dense"), help="global alignment method")
     p.add_argument("--size", type=int, nargs=2, default=(512, 384), metavar=("W", "H"), help="image size")
     m = p.add_mutually_exclusive_group()
     m.add_argument("--model", help="weights name; default: a tiny random MASt3R")
@@ -32,11 +32,11 @@ def register(subparsers) -> None:
         action="store_true",
         help="ground-truth predictions instead of a network: realistic matching and alignment figures",
     )
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
+    p.add_argument("--batch-size", type=int, default=8, help="pairs per decoder call")
     p.add_argument("--cache-dir", help="spill pair predictions here")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the synthetic scene and the optimisers")
     p.set_defaults(func=run)
 
 

@@ -6,13 +6,7 @@ from __future__ import annotations
 def register(subparsers) -> None:
     parser = subparsers.add_parser("bench", help="benchmarks that print figures")
     sub = parser.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
-    for module_name in ("recon.bench.model", "recon.bench.pipeline", "recon.bench.align"):
-        import importlib
+    from recon.bench import align, model, pipeline
 
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name == module_name:
-                continue
-            raise
+    for module in (model, pipeline, align):
         module.register(sub)

@@ -45,13 +45,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--oracle-trans-noise", type=float, default=0.0, metavar="F", help="oracle centre noise std (x spread)"
     )
-    p.add_argument("--oracle-seed", type=int, default=0)
+    p.add_argument("--oracle-seed", type=int, default=0, help="seed of the oracle noise")
     p.add_argument("--seed", type=int, help="sampling seed for a new sampling file (default 0)")
     p.add_argument("--recipe", choices=("pd", "vggt"), help="sampling recipe for a new sampling file (default pd)")
     p.add_argument("--num-frames", type=int, default=10, help="frames per sequence (default 10)")
     p.add_argument("--sampling", help="sampling file: read if it exists, else written (default OUT/sampling.json)")
     p.add_argument("--convention", choices=("pd", "vggt"), default="pd", help="pair direction of the translation error")
-    p.add_argument("--rotation-numerics", choices=("exact", "pd"), default="exact")
+    p.add_argument(
+        "--rotation-numerics",
+        choices=("exact", "pd"),
+        default="exact",
+        help="rotation error: exact (atan2 form) or pd (PyTorch3D's acos extrapolation: 0.41 deg for equal rotations)",
+    )
     p.add_argument("--shard", help="evaluate only shard I of N (I/N); under torchrun the rank decides")
     p.add_argument("--out", required=True, help="output folder (results.jsonl, summary.md/.csv, sampling.json)")
     p.add_argument(
@@ -89,7 +94,7 @@ def register(subparsers) -> None:
 
 
 def _build_predictor(args, dist):
-    from recon.cli import UserError
+    from recon.errors import UserError
     from recon.eval.predictors import OraclePredictor
 
     if args.oracle:
@@ -111,7 +116,7 @@ def _build_predictor(args, dist):
 
 
 def _run(args) -> int:
-    from recon.cli import UserError
+    from recon.errors import UserError
     from recon.eval.benchmark import BenchmarkOptions, run_benchmark
     from recon.eval.data import DatasetError
     from recon.eval.distributed import init_from_env
@@ -163,7 +168,7 @@ def _run(args) -> int:
 def _summarize(args) -> int:
     from pathlib import Path
 
-    from recon.cli import UserError
+    from recon.errors import UserError
     from recon.eval.data import DatasetError
     from recon.eval.runner import format_markdown, summarize
     from recon.eval.sampling import Sampling

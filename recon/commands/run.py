@@ -87,7 +87,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import time
 
-    from recon.cli import UserError
+    from recon.errors import UserError
     from recon.pipeline import ReconstructConfig, ReconstructionError, UserPriors, reconstruct
 
     out: Path = args.out

@@ -77,7 +77,7 @@ def _options(args) -> dict:
 def handler(args) -> int:
     from tqdm import tqdm
 
-    from recon.cli import UserError
+    from recon.errors import UserError
 
     out: Path = args.out
     if out.exists() and not out.is_dir():

@@ -1,7 +1,7 @@
 """``recon train <recipe>``: training recipes, one module ``training.<recipe>.cli`` each.
 
-A recipe module exposes ``register(subparsers)`` adding its subcommand (and setting ``func``); recipes whose
-module is absent from this installation are simply not listed. Registration imports no torch.
+A recipe module exposes ``register(subparsers)`` adding its subcommand (and setting ``func``); registration
+imports no torch.
 """
 
 from __future__ import annotations
@@ -16,10 +16,4 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train backbones and decoders (DUNE distillation, ...)")
     sub = parser.add_subparsers(dest="train_command", metavar="RECIPE", required=True)
     for module_name in RECIPES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name is not None and module_name.startswith(err.name):
-                continue  # recipe not part of this build
-            raise
-        module.register(sub)
+        importlib.import_module(module_name).register(sub)

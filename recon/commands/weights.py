@@ -58,7 +58,7 @@ def _human(n: int | None) -> str:
 def _check_names(names: list[str]):
     """Resolve every name first, so a typo fails before anything is downloaded."""
     from backbone import hub
-    from recon.cli import UserError
+    from recon.errors import UserError
 
     try:
         return [hub.find(n) for n in names]
@@ -70,7 +70,7 @@ def _list(args) -> int:
     import os
 
     from backbone import hub
-    from recon.cli import UserError
+    from recon.errors import UserError
 
     if args.family is not None and args.family not in hub.FAMILIES:
         raise UserError(f"unknown family {args.family!r}; choose from {', '.join(hub.FAMILIES)}")
@@ -109,7 +109,7 @@ def _verify(args) -> int:
     from pathlib import Path
 
     from backbone import hub
-    from recon.cli import UserError
+    from recon.errors import UserError
 
     targets: list[str] = list(args.names)
     if not targets:

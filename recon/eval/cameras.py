@@ -12,6 +12,8 @@ import logging
 
 import numpy as np
 
+from recon.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # PyTorch3D -> OpenCV camera axes: x and y flip, z stays.
@@ -19,7 +21,7 @@ _F = np.diag([-1.0, -1.0, 1.0])
 INTRINSICS_FORMATS = ("ndc_isotropic", "ndc_norm_image_bounds")
 
 
-class CameraFormatError(ValueError):
+class CameraFormatError(UserError, ValueError):
     """A camera record that cannot be converted (unknown format, wrong shape, non-finite values)."""
 
 

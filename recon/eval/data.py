@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recon.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset on disk is missing files or holds records that cannot be read; the message names the path."""
 
 

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from recon.errors import UserError
 from recon.eval.data import EvalFrame
 from recon.eval.metrics import all_pairs
 from recon.eval.pairwise import intrinsics_from_focal, pair_relative_pose, star_poses
@@ -27,7 +28,7 @@ from recon.types import Matches, PairPrediction, View
 logger = logging.getLogger(__name__)
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(UserError, RuntimeError):
     """A model-backed predictor cannot be built (missing weights, model without descriptors, ...)."""
 
 

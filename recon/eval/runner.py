@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recon.errors import UserError
 from recon.eval.data import DatasetError
 from recon.eval.metrics import METRIC_KEYS, aggregate, all_pairs, pair_errors, pooled_metrics
 from recon.eval.predictors import as_prediction
@@ -34,7 +35,7 @@ RUN_FILE = "run.json"
 RESULTS_GLOB = "results*.jsonl"
 
 
-class RunMismatchError(ValueError):
+class RunMismatchError(UserError, ValueError):
     """The output folder holds results of a different run."""
 
 

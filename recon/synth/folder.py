@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recon.errors import UserError
 from recon.fileio import write_bytes_atomic, write_json_atomic
 from recon.synth.io_utils import IMAGE_FORMATS, write_image_atomic
 from recon.synth.render import SynthView
@@ -43,7 +44,7 @@ CONVENTION = (
 )
 
 
-class CamerasFileError(ValueError):
+class CamerasFileError(UserError, ValueError):
     """A ``cameras.json`` that is missing, malformed or inconsistent with its images."""
 
 

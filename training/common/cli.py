@@ -40,20 +40,15 @@ def load_attr(path: str) -> Any:
 
 def _user_error(message: str) -> Exception:
     """The exception that makes the CLI print ``error: <message>`` and exit with 2."""
-    try:
-        from recon.cli import UserError
-    except ImportError:  # the recipe can run without the recon CLI
-        return SystemExit(f"error: {message}")
+    from recon.errors import UserError
+
     return UserError(message)
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    """What ``main`` reports as a user error: ``recon.cli.UserError``, or nothing when the recon CLI is absent
-    (``_user_error`` then raises ``SystemExit``, which prints its message by itself)."""
-    try:
-        from recon.cli import UserError
-    except ImportError:
-        return ()
+    """What ``main`` reports as a user error: ``recon.errors.UserError`` (config and data errors derive from it)."""
+    from recon.errors import UserError
+
     return (UserError,)
 
 
@@ -128,7 +123,7 @@ class Recipe:
         """Resolve the config and train (or list the fields, or print the config). Returns an exit code.
 
         Raises:
-            UserError: (``recon.cli``) a config or data error, worded for the user.
+            UserError: (``recon.errors``) a config or data error, worded for the user.
         """
         from training.common.config import ConfigError, describe, to_dict
 

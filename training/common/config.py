@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from recon import fileio
+from recon.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration file or override does not match the config classes; the message names the field."""
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
+from recon.errors import UserError
 from training.common.data import RobustImageDataset, list_image_folder, read_file_list, split_item
 from training.datasets.images import bedlam_loader
 from training.distill.augment import DuneTrainTransform
@@ -75,7 +76,7 @@ PAPER_DATASETS: dict[str, PaperDataset] = {
 }
 
 
-class DataConfigError(ValueError):
+class DataConfigError(UserError, ValueError):
     """A dataset name, root or domain is missing or wrong; the message says which and how to fix it."""
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from recon.errors import UserError
 from training.common.data import InfiniteDistributedSampler, sample_seed
 from training.finetune.geometry import (
     Frame,
@@ -55,7 +56,7 @@ RESOLUTIONS: dict[str, tuple[tuple[int, int], ...]] = {
 }
 
 
-class DataConfigError(ValueError):
+class DataConfigError(UserError, ValueError):
     """A dataset source cannot be built (missing folder, empty split, bad resolution); the message says which."""
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from recon.errors import UserError
 from recon.model.formats import DUNE_MAST3R, official_name
 from recon.model.recon_model import ReconModel
 from training.common.checkpoint import atomic_torch_save
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 RELEASE_DPT = (256, (96, 192, 384, 768))
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """The model cannot be written in the requested layout (the message says why)."""
 
 
