@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 
 # Order shown in ``recon --help``.
@@ -42,6 +44,16 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line (``error: recon run: ...``) like every other user error.
+
+    Subparsers inherit the class (``add_subparsers`` builds them with ``type(self)``).
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def _subparsers(parser: argparse.ArgumentParser):
     """Every parser below ``parser`` (depth first), with ``parser`` itself first."""
     yield parser
@@ -54,7 +66,7 @@ def _subparsers(parser: argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from recon import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="recon",
         description="3D reconstruction from photos with a swappable vision backbone. Start with "
         "`recon run demo_data/orbit --model random:mast3r_tiny ...` (README) to check the install, then "
@@ -81,15 +93,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from recon.errors import UserError  # imports torch (through backbone): only once a command runs
 
+    # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so temporary files and folders are removed on the way out
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `recon weights list | head`: the reader left; say nothing more
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (interpreter shutdown flushes stdout once more)
+        return 141
     except UserError as err:
         message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt  # handled in ``main`` after every ``finally`` on the way has run
 
 
 def __getattr__(name: str):

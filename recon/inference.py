@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
@@ -45,6 +46,8 @@ class InferenceConfig:
         max_ram_bytes: predictions beyond this budget are written to ``cache_dir`` (if given) instead of RAM.
         cache_dir: folder for spilled / resumable predictions; ``None`` keeps everything in RAM.
         autocast: run the network under bf16 autocast on CUDA (heads stay float32, as official).
+        spill_dir: without ``cache_dir``, predictions beyond ``max_ram_bytes`` go to a private temporary folder
+            made inside this one, removed by ``PairStore.close()``; ``None`` keeps everything in RAM.
     """
 
     batch_size: int = 8
@@ -53,6 +56,7 @@ class InferenceConfig:
     max_ram_bytes: int = 4 << 30
     cache_dir: Path | None = None
     autocast: bool = True
+    spill_dir: Path | None = None
 
 
 def _pair_nbytes(pred: PairPrediction) -> int:
@@ -66,9 +70,17 @@ class PairStore(Sequence[PairPrediction]):
         cache_dir: where spilled pairs go (a sub-folder per fingerprint); ``None`` = RAM only.
         fingerprint: identifies model + images; files of another fingerprint are never read.
         max_ram_bytes: RAM budget for predictions held in memory.
+        spill_dir: without ``cache_dir``: pairs beyond the budget go to a temporary folder made in it on first
+            need (and nothing is written while the budget holds); ``close()`` removes that folder.
     """
 
-    def __init__(self, cache_dir: Path | None = None, fingerprint: str = "default", max_ram_bytes: int = 4 << 30):
+    def __init__(
+        self,
+        cache_dir: Path | None = None,
+        fingerprint: str = "default",
+        max_ram_bytes: int = 4 << 30,
+        spill_dir: Path | None = None,
+    ):
         self._items: list[PairPrediction | Path] = []
         self._index: dict[tuple[int, int], int] = {}
         self._ram_bytes = 0
@@ -76,6 +88,20 @@ class PairStore(Sequence[PairPrediction]):
         self.folder = Path(cache_dir) / fingerprint if cache_dir is not None else None
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
+        self._spill_parent = Path(spill_dir) if spill_dir is not None and self.folder is None else None
+        self._spill: tempfile.TemporaryDirectory | None = None
+
+    def close(self) -> None:
+        """Remove the temporary spill folder (if one was made); spilled pairs can no longer be read."""
+        if self._spill is not None:
+            self._spill.cleanup()
+            self._spill = None
+
+    def __enter__(self) -> PairStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -130,8 +156,10 @@ class PairStore(Sequence[PairPrediction]):
 
     def append(self, pred: PairPrediction) -> None:
         """Store ``pred``: written through to disk when there is a cache folder, kept in RAM within budget."""
-        path = self._write(pred) if self.folder is not None else None
         nbytes = _pair_nbytes(pred)
+        path = self._write(pred) if self.folder is not None else None
+        if path is None and self._spill_parent is not None and self._ram_bytes + nbytes > self.max_ram_bytes:
+            path = self._write(pred, self._spill_folder())
         if path is not None and self._ram_bytes + nbytes > self.max_ram_bytes:
             self._register(pred.i, pred.j, path)
         else:
@@ -144,11 +172,17 @@ class PairStore(Sequence[PairPrediction]):
         self._index[(i, j)] = len(self._items)
         self._items.append(item)
 
-    def _write(self, pred: PairPrediction) -> Path:
+    def _spill_folder(self) -> Path:
+        if self._spill is None:
+            self._spill = tempfile.TemporaryDirectory(prefix="recon-spill-", dir=self._spill_parent)
+            logger.info("pair predictions beyond the RAM budget go to %s (removed at the end)", self._spill.name)
+        return Path(self._spill.name)
+
+    def _write(self, pred: PairPrediction, folder: Path | None = None) -> Path:
         from safetensors.torch import save_file
 
         tensors = {f: getattr(pred, f).contiguous() for f in _FIELDS if getattr(pred, f) is not None}
-        path = self._path(pred.i, pred.j)
+        path = self._path(pred.i, pred.j) if folder is None else folder / f"pair_{pred.i:05d}_{pred.j:05d}.safetensors"
         tmp = path.with_suffix(".tmp")
         save_file(tensors, str(tmp), metadata={"i": str(pred.i), "j": str(pred.j)})
         os.replace(tmp, path)  # a killed run never leaves a half-written pair behind
@@ -292,7 +326,7 @@ def run_inference(
     ordered = [p for i, j in pairs for p in ((i, j), (j, i))]
     # hashing every image (and the weights) only matters when a cache folder is keyed by them
     key = fingerprint(model_key(model, config, config.cache_dir), views) if config.cache_dir is not None else "default"
-    store = PairStore(config.cache_dir, key, config.max_ram_bytes)
+    store = PairStore(config.cache_dir, key, config.max_ram_bytes, spill_dir=config.spill_dir)
     todo = [(i, j) for i, j in ordered if not store.cached(i, j)]
     if len(todo) < len(ordered):
         logger.info(

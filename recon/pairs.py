@@ -364,6 +364,16 @@ def _cyclic_pairs(n: int, distances: set[int]) -> int:
     return sum(n // 2 if 2 * d == n else n for d in distances)
 
 
+def check_graph(graph: str) -> GraphSpec:
+    """``parse_graph`` for user input: a name of bounded length, and a ``GraphError`` (a ``UserError``) if bad."""
+    if not isinstance(graph, str) or len(graph) > 40:
+        raise GraphError(f"scene graph {str(graph)[:40]!r}... is not a graph name; valid: {', '.join(GRAPHS)}")
+    try:
+        return parse_graph(graph)
+    except ValueError as err:
+        raise GraphError(str(err)) from None
+
+
 def plan_pairs(graph: str, n: int, *, memory_bytes: int | None = None) -> PairPlan:
     """Count the pairs of ``graph`` over ``n`` images in O(log n), without enumerating them.
 
@@ -373,10 +383,7 @@ def plan_pairs(graph: str, n: int, *, memory_bytes: int | None = None) -> PairPl
     Raises:
         GraphError: unknown or malformed graph name, ``n < 2``, a reference image out of range.
     """
-    try:
-        spec = parse_graph(graph)
-    except ValueError as err:  # also int() of a name with thousands of digits
-        raise GraphError(str(err)) from None
+    spec = check_graph(graph)
     if n < 2:
         raise GraphError(f"a scene graph needs at least 2 images, got {n}")
     if spec.kind == "auto":

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import resource
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -60,6 +61,11 @@ class UserPriors:
     use_exif: bool = True
     fix_focal: bool = False
 
+    def __post_init__(self):
+        from recon.plan import check_priors
+
+        check_priors(self)
+
 
 @dataclass(frozen=True)
 class ReconstructConfig:
@@ -88,6 +94,11 @@ class ReconstructConfig:
         two_view: with two images, ``optimise`` runs the same alignment as for N; ``pairwise`` the closed form.
         retrieval_model: the released ``*_retrieval_trainingfree.pth`` (its ``*_codebook.pkl`` beside it): a
             ``retrieval`` graph then ranks images with its ASMK scores (``recon.asmk``) instead of pooled tokens.
+        max_decodes: refuse (``ReconstructionError``) a graph that plans more decoder passes for the loaded images;
+            ``None`` = no limit.
+
+    Raises:
+        UserError: a field out of its range (``recon.plan.check_config``), at construction.
     """
 
     graph: str = "auto"
@@ -105,6 +116,12 @@ class ReconstructConfig:
     precision: str = "float16"
     two_view: str = "optimise"
     retrieval_model: Path | None = None
+    max_decodes: int | None = None
+
+    def __post_init__(self):
+        from recon.plan import check_config
+
+        check_config(self)
 
 
 @dataclass
@@ -142,10 +159,20 @@ class RunReport:
 
 
 def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else the CPU; ``cpu``, ``cuda``, ``cuda:K`` only when present."""
+    from recon.plan import check_device
+
+    check_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ReconstructionError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ReconstructionError(f"device {device} was asked for but torch sees no CUDA device; use cpu or auto")
+        index = torch.device(device).index or 0
+        if index >= torch.cuda.device_count():
+            raise ReconstructionError(
+                f"device {device} does not exist: torch sees {torch.cuda.device_count()} CUDA device(s)"
+            )
     return torch.device(device)
 
 
@@ -170,6 +197,10 @@ def _stage(report: RunReport, name: str, device: torch.device, progress: Progres
         progress(name, 1.0, f"{name} done")
 
 
+# A camera file larger than this is not a camera file (one record is ~300 bytes: 64 MiB ~ 200k images).
+MAX_CAMERA_FILE_BYTES = 64 << 20
+
+
 def read_camera_file(path: Path) -> dict[str, dict[str, np.ndarray]]:
     """Read per-image cameras from JSON, keyed by image file name (with or without extension).
 
@@ -177,11 +208,22 @@ def read_camera_file(path: Path) -> dict[str, dict[str, np.ndarray]]:
     ``{name: record}``. A record may hold ``"K"`` (3x3) or ``"fx", "fy", "cx", "cy"`` (or ``"focal"``) in original
     pixels, and ``"T_world_cam"`` (4x4 camera-to-world, OpenCV). ``cameras.json`` written by ``recon synth``
     and by ``recon.synth.write_folder`` is in this format.
+
+    Every value is checked: finite numbers, positive focal lengths, ``K``'s last row ``[0, 0, 1]``, poses with a
+    rotation (orthonormal, determinant +1: no reflection, no scale) and last row ``[0, 0, 0, 1]``.
+
+    Raises:
+        ReconstructionError: unreadable, too large, not JSON (or NaN / Infinity in it, or nested too deeply),
+            or a record that breaks one of the rules above; the message names the file and the record.
     """
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ReconstructionError(f"cannot read camera file {path}: {err}") from None
+        if path.stat().st_size > MAX_CAMERA_FILE_BYTES:
+            raise ReconstructionError(f"camera file {path} is larger than {MAX_CAMERA_FILE_BYTES >> 20} MiB")
+        data = json.loads(path.read_text(), parse_constant=_refuse_constant)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        reason = "nested too deeply" if isinstance(err, RecursionError) else str(err).splitlines()[0]
+        raise ReconstructionError(f"cannot read camera file {path}: {reason}") from None
     if isinstance(data, dict) and isinstance(data.get("frames"), list):
         records = data["frames"]
     elif isinstance(data, dict) and isinstance(data.get("views"), list):
@@ -194,24 +236,81 @@ def read_camera_file(path: Path) -> dict[str, dict[str, np.ndarray]]:
         raise ReconstructionError(f"{path}: expected a JSON list or mapping of per-image cameras")
     out: dict[str, dict[str, np.ndarray]] = {}
     for rec in records:
+        if not isinstance(rec, dict):
+            raise ReconstructionError(f"{path}: every camera record must be a JSON object, got {_short(rec)}")
         name = rec.get("name") or rec.get("file_path") or rec.get("image")
-        if not name:
-            raise ReconstructionError(f"{path}: a camera record has no 'name' / 'file_path'")
-        cam: dict[str, np.ndarray] = {}
-        if "K" in rec:
-            cam["K"] = np.asarray(rec["K"], dtype=np.float64).reshape(3, 3)
-        elif "fx" in rec or "focal" in rec:
-            fx = float(rec.get("fx", rec.get("focal")))
-            fy = float(rec.get("fy", fx))
-            if "cx" in rec and "cy" in rec:
-                cam["K"] = np.array([[fx, 0, rec["cx"]], [0, fy, rec["cy"]], [0, 0, 1]], dtype=np.float64)
-            else:
-                cam["focal"] = np.array([fx, fy])
-        if "T_world_cam" in rec:
-            cam["T_world_cam"] = np.asarray(rec["T_world_cam"], dtype=np.float64).reshape(4, 4)
-        out[Path(str(name)).name] = cam
-        out[Path(str(name)).stem] = cam
+        if not name or not isinstance(name, str):
+            raise ReconstructionError(f"{path}: a camera record has no 'name' / 'file_path' string: {_short(rec)}")
+        try:
+            cam = _camera_record(rec)
+        except ValueError as err:
+            raise ReconstructionError(f"{path}, camera {name!r}: {err}") from None
+        out[Path(name).name] = cam
+        out[Path(name).stem] = cam
     return out
+
+
+def _refuse_constant(token: str):
+    raise ValueError(f"{token} is not a valid camera value")
+
+
+def _short(value, limit: int = 60) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _number(rec: dict, key: str) -> float:
+    value = rec[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise ValueError(f"{key!r} must be a finite number, got {_short(value)}")
+    return float(value)
+
+
+def _matrix(rec: dict, key: str, n: int) -> np.ndarray:
+    """``rec[key]`` as a finite ``[n, n]`` float64 matrix (given nested or flat)."""
+    try:
+        M = np.asarray(rec[key], dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{key!r} must be a {n}x{n} matrix of numbers, got {_short(rec[key])}") from None
+    if M.size != n * n or M.ndim not in (1, 2):
+        raise ValueError(f"{key!r} must be {n}x{n}, got shape {list(M.shape)}")
+    M = M.reshape(n, n)
+    if not np.isfinite(M).all():
+        raise ValueError(f"{key!r} holds NaN or infinite values")
+    return M
+
+
+def _camera_record(rec: dict) -> dict[str, np.ndarray]:
+    """One record's ``K`` / ``focal`` / ``T_world_cam``, checked (see ``read_camera_file``)."""
+    cam: dict[str, np.ndarray] = {}
+    if "K" in rec:
+        K = _matrix(rec, "K", 3)
+        if not np.allclose(K[2], [0, 0, 1]) or K[1, 0] != 0:
+            raise ValueError(f"'K' must be [[fx, s, cx], [0, fy, cy], [0, 0, 1]], got {K.tolist()}")
+        if K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise ValueError(f"focal lengths must be > 0, got fx={K[0, 0]:g}, fy={K[1, 1]:g}")
+        cam["K"] = K
+    elif "fx" in rec or "focal" in rec:
+        fx = _number(rec, "fx" if "fx" in rec else "focal")
+        fy = _number(rec, "fy") if "fy" in rec else fx
+        if fx <= 0 or fy <= 0:
+            raise ValueError(f"focal lengths must be > 0, got fx={fx:g}, fy={fy:g}")
+        if "cx" in rec and "cy" in rec:
+            cam["K"] = np.array([[fx, 0, _number(rec, "cx")], [0, fy, _number(rec, "cy")], [0, 0, 1]])
+        else:
+            cam["focal"] = np.array([fx, fy])
+    if "T_world_cam" in rec:
+        T = _matrix(rec, "T_world_cam", 4)
+        R = T[:3, :3]
+        if not np.allclose(T[3], [0, 0, 0, 1]):
+            raise ValueError(f"'T_world_cam' must end with the row [0, 0, 0, 1], got {T[3].tolist()}")
+        if not np.allclose(R.T @ R, np.eye(3), atol=1e-3) or np.linalg.det(R) <= 0:
+            raise ValueError(
+                "'T_world_cam' must be rigid: its 3x3 block a rotation (orthonormal, determinant +1; no scale, "
+                f"no reflection), got determinant {np.linalg.det(R):.3g}"
+            )
+        cam["T_world_cam"] = T
+    return cam
 
 
 def build_priors(views: Sequence[View], user: UserPriors) -> Priors:
@@ -290,11 +389,9 @@ def reconstruct(
     Raises:
         ReconstructionError: fewer than two usable images, unreadable prior files, unknown device.
     """
-    from recon.align import AlignmentError, align
-    from recon.correspondences import match_unordered_pairs
     from recon.images import load_images
     from recon.inference import InferenceConfig, encode_views, run_inference
-    from recon.pairs import choose_graph, make_pairs, parse_graph
+    from recon.pairs import choose_graph, make_pairs, parse_graph, plan_pairs
 
     device = resolve_device(config.device)
     if config.align == "feedforward":  # one pass of a feed-forward model replaces pairs, matching and alignment
@@ -338,6 +435,12 @@ def reconstruct(
             (logger.info if graph == "complete" else logger.warning)(
                 "scene graph auto -> %s: %s", graph, report.graph_reason
             )
+        plan = plan_pairs(graph, len(views))  # counted, not enumerated: refuse before any decoder pass
+        if config.max_decodes is not None and plan.n_decodes > config.max_decodes:
+            raise ReconstructionError(
+                f"graph {plan.graph} over {len(views)} images plans {plan.n_decodes} decoder passes (more than "
+                f"{config.max_decodes}); choose a sparser graph (e.g. swin-3, logwin-3, retrieval-20-10)"
+            )
         sim = None
         if config.retrieval_model is not None and parse_graph(graph).kind == "retrieval":
             from recon.asmk import retrieval_similarity
@@ -354,6 +457,7 @@ def reconstruct(
             cache_dir=config.cache_dir,
             max_ram_bytes=int(config.max_ram_gb * 2**30),
             storage_dtype=getattr(torch, config.precision),
+            spill_dir=Path(tempfile.gettempdir()),  # used only without cache_dir, removed below on every exit
         )
         if feats is None:
             feats = encode_views(model, views, progress=config.progress)
@@ -362,6 +466,21 @@ def reconstruct(
             model, views, pairs, inf_cfg, model_id=_model_id(model, model_name), progress=config.progress, feats=feats
         )
         del feats
+    with preds:  # removes the temporary spill folder, whatever happens next
+        scene = _match_and_align(views, preds, user_priors, config, report, device, progress)
+
+    # exports that ship the photos (COLMAP, nerfstudio) copy them from here
+    scene.info.setdefault("image_paths", [v.path for v in views])
+    report.registered = int(np.sum(scene.registered)) if scene.registered is not None else len(scene)
+    confs = [c[c > 0].mean() for c in scene.conf if (c > 0).any()]
+    report.mean_conf = float(np.mean(confs)) if confs else float("nan")
+    return scene, report
+
+
+def _match_and_align(views, preds, user_priors, config, report, device, progress) -> Scene:
+    """The matching and alignment stages of ``reconstruct``."""
+    from recon.align import AlignmentError, align
+    from recon.correspondences import match_unordered_pairs
 
     matches: list[Matches] = []
     with _stage(report, "matching", device, progress):
@@ -392,10 +511,4 @@ def reconstruct(
             raise ReconstructionError(str(err)) from None
         if config.align == "mast3r-sfm":
             report.n_matches = sum(scene.info.get("n_matches", {}).values())
-
-    # exports that ship the photos (COLMAP, nerfstudio) copy them from here
-    scene.info.setdefault("image_paths", [v.path for v in views])
-    report.registered = int(np.sum(scene.registered)) if scene.registered is not None else len(scene)
-    confs = [c[c > 0].mean() for c in scene.conf if (c > 0).any()]
-    report.mean_conf = float(np.mean(confs)) if confs else float("nan")
-    return scene, report
+    return scene

@@ -1,11 +1,28 @@
-"""``recon run IMAGES... --out PATH``: reconstruct a scene from photos and export it."""
+"""``recon run IMAGES... --out PATH``: reconstruct a scene from photos and export it.
+
+Order of work, so that a mistake costs seconds, not an hour:
+
+1. every argument, the output path and the prior files are checked and the cost is planned
+   (``recon.plan.plan_run``: images counted, pairs and decoder passes computed from the graph name, memory
+   estimated) before any image is decoded or any model is loaded; a plan over the budget is refused unless
+   ``--yes``;
+2. the reconstruction runs; the export is written atomically (a temporary name renamed on success).
+
+Earlier outputs: when a run fails and ``--out`` holds a file that recon wrote earlier (recognised by its content:
+the ``recon`` extras of a ``.glb``, the ``written by recon3r`` comment of a ``.ply``, the scene format tag of an
+``.npz``), that file is renamed ``<stem>.previous<suffix>`` so it is not mistaken for this run's result. A file
+recon did not write is never renamed or deleted; the error then says it is not this run's output.
+"""
 
 from __future__ import annotations
 
-import argparse
+import os
+import zipfile
 from pathlib import Path
 
 FORMATS = ("glb", "ply", "colmap", "nerfstudio", "npz")
+FOLDER_FORMATS = ("colmap", "nerfstudio")
+REAL_MODEL_HINT = "for a real reconstruction: recon run PHOTOS --out scene.glb (released weights; recon weights list)"
 
 
 def register(subparsers) -> None:
@@ -14,16 +31,22 @@ def register(subparsers) -> None:
         help="reconstruct a scene from photos",
         description="Reconstruct cameras and a coloured point cloud from photos (a folder, files, or a video). "
         "The output format follows --out's extension (.glb .ply .npz) or --format (colmap and nerfstudio "
-        "write a folder).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "write a folder). Every input is checked and the cost is planned before any image is decoded; a plan "
+        "above the budget is refused unless --yes. `--model random:mast3r_tiny` needs no download (seeded "
+        "random weights: checks the install, the geometry is meaningless).",
     )
     p.add_argument("images", nargs="+", help="a folder of images, image files, or a video")
     p.add_argument("--out", required=True, type=Path, help="output file or folder")
     p.add_argument("--format", choices=FORMATS, help="output format (default: from --out's extension)")
     m = p.add_mutually_exclusive_group()
-    m.add_argument("--model", help="weights name (see `recon weights list`); default: MASt3R ViT-L 512")
+    m.add_argument(
+        "--model",
+        help="weights name (see `recon weights list`), or random:NAME[@SEED] (no download, meaningless "
+        "geometry); default: MASt3R ViT-L 512",
+    )
     m.add_argument("--checkpoint", type=Path, help="a checkpoint file (any supported format); no network needed")
     p.add_argument("--backbone", help="encoder for a DUNE-MASt3R decoder checkpoint (name or path)")
+    p.add_argument("--yes", action="store_true", help="run a plan above the budget (decoder passes, disk) anyway")
     g = p.add_argument_group("pipeline")
     g.add_argument(
         "--graph",
@@ -39,11 +62,17 @@ def register(subparsers) -> None:
         "--checkpoint feedforward_final.pth (docs/feedforward.md)",
     )
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
-    g.add_argument("--image-size", type=int, help="network input size (default: the model's native size)")
+    g.add_argument("--image-size", type=int, help="network input size, long side in pixels (default: the model's)")
     g.add_argument("--batch-size", type=int, default=8, help="pairs per decoder call")
     g.add_argument("--cache-dir", type=Path, help="cache pair predictions here (large sets; makes reruns resume)")
-    g.add_argument("--max-ram-gb", type=float, default=4.0, help="RAM for pair predictions before spilling")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--max-ram-gb",
+        type=float,
+        default=4.0,
+        help="RAM for pair predictions; beyond it they go to --cache-dir, or to a temporary folder removed at "
+        "the end (default: 4.0)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seeds the retrieval graph and the optimisers")
     g.add_argument(
         "--retrieval-model",
         type=Path,
@@ -73,15 +102,96 @@ def register(subparsers) -> None:
         "MASt3R demo, 3 for dense as DUSt3R)",
     )
     o.add_argument("--no-clean-depth", action="store_true", help="keep points occluded in other views")
+    o.add_argument("--mesh", action="store_true", help="export a mesh instead of a point cloud (.glb)")
+    o.add_argument("--no-cameras", action="store_true", help="leave camera frustums out of the .glb")
     o.add_argument(
         "--tsdf-thresh",
         type=float,
         default=0.0,
         help="refine depth maps with a fused TSDF of this truncation (scene units; 0 = off, as the MASt3R demo)",
     )
-    o.add_argument("--mesh", action="store_true", help="export a mesh instead of a point cloud (.glb)")
-    o.add_argument("--no-cameras", action="store_true", help="leave camera frustums out of the .glb")
     p.set_defaults(func=run)
+
+
+def check_output(out: Path, fmt_flag: str | None) -> str:
+    """The output format, after checking that ``out`` can be written as it.
+
+    Raises:
+        InputError: unknown format, missing or unwritable parent folder, a folder where a file goes or the reverse.
+    """
+    from recon.plan import InputError, writable
+
+    fmt = fmt_flag or out.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise InputError(f"cannot tell the output format from --out {out.name!r}; use .glb/.ply/.npz or --format")
+    parent = out.parent
+    if not parent.is_dir():
+        raise InputError(f"output folder {parent} does not exist; create it or choose another --out")
+    if not writable(parent):
+        raise InputError(f"output folder {parent} is not writable; choose another --out")
+    if fmt in FOLDER_FORMATS and out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, but {fmt} writes a folder; choose a folder path")
+    if fmt not in FOLDER_FORMATS and out.is_dir():
+        raise InputError(f"--out {out} is a folder, but {fmt} writes a file; choose a file path such as scene.{fmt}")
+    return fmt
+
+
+def written_by_recon(path: Path, fmt: str) -> bool:
+    """Whether the file at ``path`` is an earlier recon export of format ``fmt`` (read from its content)."""
+    try:
+        if fmt == "glb":
+            with path.open("rb") as f:
+                head = f.read(20)
+                if len(head) < 20 or head[:4] != b"glTF" or head[16:20] != b"JSON":
+                    return False
+                size = int.from_bytes(head[12:16], "little")
+                return b'"glb_from_world"' in f.read(min(size, 64 << 20))
+        if fmt == "ply":
+            with path.open("rb") as f:
+                return b"comment written by recon3r" in f.read(4096).split(b"end_header")[0]
+        if fmt == "npz":
+            from recon.scene import SCENE_FORMAT
+
+            with zipfile.ZipFile(path) as z, z.open("format.npy") as f:
+                return SCENE_FORMAT.encode("utf-32-le") in f.read(4096)  # numpy stores str arrays as UTF-32
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False
+    return False
+
+
+def retire_previous_output(out: Path, fmt: str) -> str:
+    """After a failed run: move recon's earlier output out of ``out``'s name; returns a note for the user."""
+    if not out.exists():
+        return ""
+    if fmt in FOLDER_FORMATS:
+        return f"{out} holds an earlier export, not this run's"
+    if not written_by_recon(out, fmt):
+        return f"{out} was not written by this run"
+    previous = out.with_name(f"{out.stem}.previous{out.suffix}")
+    if previous.exists() and not written_by_recon(previous, fmt):
+        return f"{out} is from an earlier run (not renamed: {previous.name} exists and is not recon's)"
+    os.replace(out, previous)
+    return f"the earlier {out.name} was renamed {previous.name} so it is not taken for this run's result"
+
+
+def no_camera_message(*, random_model: str | None, n_images: int, align: str, graph: str, complete: bool) -> str:
+    """Why no camera was registered, likeliest cause first, and only advice the user has not already tried."""
+    causes = []
+    if random_model:
+        causes.append(f"the model has random weights ({random_model}), whose predictions rarely agree")
+    if n_images < 3:
+        causes.append(f"only {n_images} usable images")
+    causes.append("the photos may not overlap")
+    advice = []
+    if random_model:
+        advice.append(REAL_MODEL_HINT)
+    if align not in ("dense", "dust3r"):
+        advice.append("--align dense")
+    if not complete:
+        advice.append(f"a denser --graph than {graph} (e.g. complete)")
+    if n_images < 3 or not random_model:
+        advice.append("more photos that overlap")
+    return f"no camera could be registered: likely {'; or '.join(causes)}. Try: {'; '.join(advice)}"
 
 
 def run(args) -> int:
@@ -89,27 +199,15 @@ def run(args) -> int:
 
     from recon.errors import UserError
     from recon.pipeline import ReconstructConfig, ReconstructionError, UserPriors, reconstruct
+    from recon.plan import DEFAULT_MAX_DECODES, InputError, check_finite, plan_run
 
+    t0 = time.perf_counter()
     out: Path = args.out
-    if not out.parent.exists():  # fail before any work, not after an hour of inference
-        raise UserError(f"output folder {out.parent} does not exist; create it or choose another --out")
-    fmt = args.format or out.suffix.lstrip(".").lower()
-    if fmt not in FORMATS:
-        raise UserError(f"cannot tell the output format from {out.name!r}; use .glb/.ply/.npz or --format")
-    import math
-
-    for name, value in (("--tsdf-thresh", args.tsdf_thresh), ("--conf-thr", args.conf_thr)):
-        if value is not None and not (math.isfinite(value) and value >= 0):
-            raise UserError(f"{name} must be a number >= 0, got {value}")
-    from recon.pairs import parse_graph
-
-    try:
-        parse_graph(args.graph)  # before any work: a bad graph name is a one-line error
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    for path in (args.intrinsics, args.poses, args.retrieval_model):
-        if path is not None and not path.is_file():
-            raise UserError(f"file not found: {path}")
+    fmt = check_output(out, args.format)
+    check_finite("--conf-thr", args.conf_thr, minimum=0)
+    check_finite("--tsdf-thresh", args.tsdf_thresh, minimum=0)
+    if args.retrieval_model is not None and not args.retrieval_model.is_file():
+        raise InputError(f"--retrieval-model file not found: {args.retrieval_model}")
     images = args.images[0] if len(args.images) == 1 else args.images
     config = ReconstructConfig(
         graph=args.graph,
@@ -122,6 +220,7 @@ def run(args) -> int:
         seed=args.seed,
         precision=args.precision,
         retrieval_model=args.retrieval_model,
+        max_decodes=None if args.yes else DEFAULT_MAX_DECODES,
     )
     priors = UserPriors(
         focal=args.focal,
@@ -132,41 +231,55 @@ def run(args) -> int:
         fix_focal=args.fix_focal,
     )
     model = str(args.checkpoint) if args.checkpoint else args.model
-    t0 = time.perf_counter()
-    from backbone.checkpoint import CheckpointError
-
-    try:
-        scene, report = reconstruct(images, model, config=config, priors=priors, backbone=args.backbone)
-    except (ReconstructionError, CheckpointError, FileNotFoundError) as err:
-        raise UserError(str(err)) from None
-    except Exception as err:  # weights missing offline: the hub's error already says where to put the file
-        if type(err).__name__ == "WeightsUnavailableError":
-            raise UserError(str(err)) from None
-        raise
+    plan = plan_run(images, model, config, priors)
+    random_model = plan.model.name if plan.model.random else None
+    if random_model:
+        print(f"{random_model}: random weights: this checks the install; the geometry is meaningless", flush=True)
+    print(plan.summary(), flush=True)
+    refusal = None if args.yes else plan.refusal(DEFAULT_MAX_DECODES)
+    if refusal:
+        raise InputError(refusal)
 
     from recon.export import export
 
-    if report.registered == 0 and fmt != "npz":  # an .npz still records what the run produced
-        raise UserError(
-            "no camera could be registered (too few consistent matches); try --align dense, a denser --graph "
-            "(e.g. complete), or check that the photos overlap"
+    try:
+        scene, report = reconstruct(images, model, config=config, priors=priors, backbone=args.backbone)
+        if report.registered == 0 and fmt != "npz":  # an .npz still records what the run produced
+            raise ReconstructionError(
+                no_camera_message(
+                    random_model=random_model,
+                    n_images=report.n_images,
+                    align=args.align,
+                    graph=report.graph,
+                    complete=report.n_pairs == report.n_images * (report.n_images - 1) // 2,
+                )
+            )
+        t1 = time.perf_counter()
+        photos = scene.info.get("image_paths")
+        if fmt not in FOLDER_FORMATS or not photos or not all(photos):
+            photos = None  # video frames have no source file: views are then named without copying photos
+        written = export(
+            scene,
+            out,
+            format=fmt,
+            conf_thr=args.conf_thr,
+            clean_depth=not args.no_clean_depth,
+            as_mesh=args.mesh,
+            show_cameras=not args.no_cameras,
+            images=photos,
+            tsdf_thresh=args.tsdf_thresh,
         )
-    t1 = time.perf_counter()
-    photos = scene.info.get("image_paths")
-    if fmt not in ("colmap", "nerfstudio") or not photos or not all(photos):
-        photos = None  # video frames have no source file: views are then named without copying photos
-    written = export(
-        scene,
-        out,
-        format=fmt,
-        conf_thr=args.conf_thr,
-        clean_depth=not args.no_clean_depth,
-        as_mesh=args.mesh,
-        show_cameras=not args.no_cameras,
-        images=photos,
-        tsdf_thresh=args.tsdf_thresh,
-    )
+    except BaseException as err:
+        note = retire_previous_output(out, fmt)
+        if note and isinstance(err, UserError):
+            raise UserError(f"{err} ({note})") from None
+        if note:
+            print(f"note: {note}", flush=True)
+        raise
     report.stage_seconds["export"] = time.perf_counter() - t1
     print(report.summary())
-    print(f"wrote {written} in {time.perf_counter() - t0:.1f}s total")
+    done = f"wrote {written} in {time.perf_counter() - t0:.1f}s total"
+    if random_model:
+        done += f" from RANDOM weights ({random_model}): the geometry is meaningless; {REAL_MODEL_HINT}"
+    print(done)
     return 0

@@ -1,6 +1,7 @@
 """``recon weights list|download|verify``: the named pretrained weights and their local cache.
 
-- ``recon weights list [--kind K] [--family F]``: one line per release (name, kind, family, size, cached?, URL);
+- ``recon weights list [--kind K] [--family F]``: one line per release (name, kind, family, size, cached?, URL),
+  then the ``random:`` architectures that need no download;
 - ``recon weights download NAME... [--force] [--no-progress]``: fetch into the cache with a progress bar
   (resumes a partial download; ``RECON_WEIGHTS_MIRROR`` replaces the official location);
 - ``recon weights verify [NAME|PATH ...]``: size / hash when known, safe load, top-level keys; without
@@ -44,9 +45,12 @@ def register(subparsers) -> None:
     p_verify.set_defaults(func=_verify)
 
 
+UNKNOWN_SIZE = "-"  # explained once under the table
+
+
 def _human(n: int | None) -> str:
     if n is None:
-        return "?"
+        return UNKNOWN_SIZE
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
@@ -82,10 +86,19 @@ def _list(args) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    if any(row[3] == UNKNOWN_SIZE for row in rows):
+        print(f"SIZE {UNKNOWN_SIZE}: not recorded in the weights table; known once the file is downloaded")
     print(f"\ncache: {hub.weights_dir()}")
     if os.environ.get(hub.MIRROR_ENV):
         print(f"mirror: {os.environ[hub.MIRROR_ENV]} (files are fetched from <mirror>/<file name>)")
     print("licences differ and most are non-commercial: see docs/weights.md")
+    if args.kind in (None, "model") and args.family is None:
+        from recon.model.presets import PRESETS
+
+        print(
+            "\nno download needed: --model random:NAME[@SEED] builds an architecture with seeded random weights "
+            "(checks the install; the geometry is meaningless): " + ", ".join(f"random:{name}" for name in PRESETS)
+        )
     return 0
 
 

@@ -82,8 +82,9 @@ def load_model(
 
     Args:
         path_or_name: a file or folder, or a name of the weights table (``recon weights list``), which is
-            downloaded into the cache on first use, or ``random:<preset>`` (e.g. ``random:mast3r_tiny``): an
-            architecture of ``recon.model.presets`` with random weights, for smoke tests and benchmarks only.
+            downloaded into the cache on first use, or ``random:<preset>[@seed]`` (e.g. ``random:mast3r_tiny``): an
+            architecture of ``recon.model.presets`` with seeded random weights (``parse_random_name``), for
+            smoke tests and benchmarks only.
         backbone: only for DUNE-MASt3R decoder checkpoints (which hold no encoder): a DUNE checkpoint path or
             weights name, or an already built backbone module. Default: the encoder the file names in
             ``dune_backbone_name``.
@@ -100,11 +101,9 @@ def load_model(
     if isinstance(path_or_name, str) and path_or_name.startswith(RANDOM_PREFIX):
         if backbone is not None:
             raise CheckpointError("`backbone=` is only for DUNE-MASt3R decoder checkpoints, not random models")
-        from recon.model.presets import build_model
-
-        name = path_or_name[len(RANDOM_PREFIX) :]
-        logger.warning("model %s has RANDOM weights: outputs are meaningless (smoke tests, benchmarks)", name)
-        return cast_model(build_model(name, device=device).eval(), dtype)
+        name, seed = parse_random_name(path_or_name)
+        logger.warning("model %s has RANDOM weights (seed %d): outputs are meaningless (smoke tests)", name, seed)
+        return cast_model(build_random_model(name, seed).to(device).eval(), dtype)
     path = _resolve(path_or_name)
     ckpt, hf_config = _read(path)
     fmt = detect_format(ckpt, hf_config)
@@ -149,6 +148,40 @@ def _content_files(path: Path, fmt: str, model: ReconModel) -> tuple[Path, ...] 
             return None
         files += list(encoder_files)
     return tuple(f.resolve() for f in files)
+
+
+def parse_random_name(text: str) -> tuple[str, int]:
+    """``"random:NAME[@SEED]"`` -> ``(NAME, SEED)``; without ``@SEED`` the seed is 0.
+
+    So ``random:mast3r_tiny`` is the same model on every run and every machine (``build_random_model``).
+
+    Raises:
+        CheckpointError: not a ``random:`` name, an unknown preset (the message lists them) or a bad seed.
+    """
+    from recon.model.presets import PRESETS
+
+    if not text.startswith(RANDOM_PREFIX):
+        raise CheckpointError(f"{text!r} is not a {RANDOM_PREFIX}NAME[@SEED] model name")
+    name, at, seed_text = text[len(RANDOM_PREFIX) :].partition("@")
+    if name not in PRESETS:
+        raise CheckpointError(f"unknown random model {name!r}; known: {', '.join(RANDOM_PREFIX + p for p in PRESETS)}")
+    if not at:
+        return name, 0
+    if not (seed_text.isascii() and seed_text.isdigit() and len(seed_text) <= 10 and int(seed_text) < 2**32):
+        raise CheckpointError(f"{text!r}: the seed after '@' must be an integer in [0, 2^32), got {seed_text!r}")
+    return name, int(seed_text)
+
+
+def build_random_model(name: str, seed: int) -> ReconModel:
+    """The preset ``name`` with random weights drawn from ``seed``, on the CPU (same weights on every device).
+
+    The global RNG state is left as it was (``fork_rng``), so seeding a model does not change anything else.
+    """
+    from recon.model.presets import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(name, device="cpu")
 
 
 def save_model(model: ReconModel, path: str | os.PathLike) -> Path:

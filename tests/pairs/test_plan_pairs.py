@@ -54,7 +54,7 @@ def test_auto_names_what_it_picks():
     [
         ("swin-0", 5, "window size must be >= 1"),
         ("star", 5, "valid: complete"),
-        ("swin-" + "9" * 5000, 5, ""),  # int() refuses > 4300 digits: still a one-line user error
+        ("swin-" + "9" * 5000, 5, "is not a graph name"),  # bounded before int() parses it
         ("oneref-7", 5, "out of range for 5 images"),
         ("complete", 1, "at least 2 images"),
     ],
