@@ -150,11 +150,13 @@ def written_by_recon(path: Path, fmt: str) -> bool:
             with path.open("rb") as f:
                 return b"comment written by recon3r" in f.read(4096).split(b"end_header")[0]
         if fmt == "npz":
+            import numpy as np
+
             from recon.scene import SCENE_FORMAT
 
-            with zipfile.ZipFile(path) as z, z.open("format.npy") as f:
-                return SCENE_FORMAT.encode("utf-32-le") in f.read(4096)  # numpy stores str arrays as UTF-32
-    except (OSError, KeyError, zipfile.BadZipFile):
+            with np.load(path, allow_pickle=False) as z:  # reads only the member asked for
+                return "format" in z.files and z["format"].shape == () and str(z["format"]) == SCENE_FORMAT
+    except (OSError, ValueError, zipfile.BadZipFile):
         return False
     return False
 
