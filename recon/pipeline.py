@@ -391,8 +391,9 @@ def reconstruct(
     """
     from recon.images import load_images
     from recon.inference import InferenceConfig, encode_views, run_inference
-    from recon.pairs import choose_graph, make_pairs, parse_graph, plan_pairs
+    from recon.pairs import check_graph, choose_graph, make_pairs, parse_graph, plan_pairs
 
+    check_graph(config.graph)  # a typo fails now, not after the model and the images are loaded
     device = resolve_device(config.device)
     if config.align == "feedforward":  # one pass of a feed-forward model replaces pairs, matching and alignment
         from recon.feedforward.run import reconstruct_feedforward

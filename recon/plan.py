@@ -67,10 +67,11 @@ def check_device(device: str) -> None:
 
 
 def check_config(config: ReconstructConfig) -> None:
-    """Validate every field of a ``ReconstructConfig`` (called by its ``__post_init__``)."""
-    from recon.pairs import check_graph
+    """Validate the fields of a ``ReconstructConfig`` (called by its ``__post_init__``).
 
-    check_graph(config.graph)
+    The graph name is checked by ``reconstruct`` itself before any work (``recon.pairs.check_graph``), and by
+    ``plan_run`` against the image count.
+    """
     if config.align not in ("sparse", "dense"):
         raise InputError(f"alignment {config.align!r} is not supported; use sparse or dense")
     check_int("image size", config.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
