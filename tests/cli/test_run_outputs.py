@@ -191,3 +191,32 @@ class TestSpill:
         scene, report = reconstruct(views, OracleModel(gt), config=config)
         assert report.n_pairs == 3
         assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_removes_the_spill_folder(tmp_path):
+    """A run killed with SIGTERM while it decodes unwinds: its temporary spill folder is gone, exit code 130."""
+    import os
+    import signal
+    import time
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for src in sorted(DEMO.glob("*.jpg"))[:4]:
+        shutil.copy(src, photos)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recon", "-q", "run", str(photos), "--model", "random:mast3r_tiny", "--graph",
+         "complete", "--image-size", "64", "--max-ram-gb", "0", "--out", str(tmp_path / "x.glb")],
+        env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(tmp.glob("recon-spill-*/*.safetensors")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it spilled anything"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert list(tmp.iterdir()) == []
+    assert not (tmp_path / "x.glb").exists()
