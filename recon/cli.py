@@ -15,7 +15,6 @@ import argparse
 import importlib
 import logging
 import os
-import signal
 import sys
 
 # Order shown in ``recon --help``.
@@ -92,11 +91,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from recon.errors import UserError  # imports torch (through backbone): only once a command runs
+    from recon.fileio import sigterm_as_exit
 
-    # SIGTERM (a scheduler, `kill`) unwinds like Ctrl-C, so temporary files and folders are removed on the way out
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # SIGTERM (a scheduler, `kill`) unwinds (exit code 143), so temporary files and folders are removed on the way
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_exit():
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -107,12 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
         return 2
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _terminate(signum, frame):
-    raise KeyboardInterrupt  # handled in ``main`` after every ``finally`` on the way has run
 
 
 def __getattr__(name: str):

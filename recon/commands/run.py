@@ -8,16 +8,15 @@ Order of work, so that a mistake costs seconds, not an hour:
    ``--yes``;
 2. the reconstruction runs; the export is written atomically (a temporary name renamed on success).
 
-Earlier outputs: when a run fails and ``--out`` holds a file that recon wrote earlier (recognised by its content:
+Earlier outputs: a ``--out`` file that recon did not write is refused before any work (``recon.export`` never
+overwrites one). When a run fails and ``--out`` holds a file that recon wrote earlier (recognised by its content:
 the ``recon`` extras of a ``.glb``, the ``written by recon3r`` comment of a ``.ply``, the scene format tag of an
-``.npz``), that file is renamed ``<stem>.previous<suffix>`` so it is not mistaken for this run's result. A file
-recon did not write is never renamed or deleted; the error then says it is not this run's output.
+``.npz``), that file is renamed ``<stem>.previous<suffix>`` so it is not mistaken for this run's result.
 """
 
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 FORMATS = ("glb", "ply", "colmap", "nerfstudio", "npz")
@@ -117,7 +116,8 @@ def check_output(out: Path, fmt_flag: str | None) -> str:
     """The output format, after checking that ``out`` can be written as it.
 
     Raises:
-        InputError: unknown format, missing or unwritable parent folder, a folder where a file goes or the reverse.
+        InputError: unknown format, missing or unwritable parent folder.
+        OverwriteRefusedError: a folder where a file goes or the reverse, or a file recon did not write.
     """
     from recon.plan import InputError, writable
 
@@ -129,36 +129,23 @@ def check_output(out: Path, fmt_flag: str | None) -> str:
         raise InputError(f"output folder {parent} does not exist; create it or choose another --out")
     if not writable(parent):
         raise InputError(f"output folder {parent} is not writable; choose another --out")
-    if fmt in FOLDER_FORMATS and out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file, but {fmt} writes a folder; choose a folder path")
-    if fmt not in FOLDER_FORMATS and out.is_dir():
-        raise InputError(f"--out {out} is a folder, but {fmt} writes a file; choose a file path such as scene.{fmt}")
+    from recon.export import check_destination
+
+    check_destination(out, fmt)  # a file where a folder goes, or a file recon did not write: refused now
     return fmt
 
 
 def written_by_recon(path: Path, fmt: str) -> bool:
-    """Whether the file at ``path`` is an earlier recon export of format ``fmt`` (read from its content)."""
-    try:
-        if fmt == "glb":
-            with path.open("rb") as f:
-                head = f.read(20)
-                if len(head) < 20 or head[:4] != b"glTF" or head[16:20] != b"JSON":
-                    return False
-                size = int.from_bytes(head[12:16], "little")
-                return b'"glb_from_world"' in f.read(min(size, 64 << 20))
-        if fmt == "ply":
-            with path.open("rb") as f:
-                return b"comment written by recon3r" in f.read(4096).split(b"end_header")[0]
-        if fmt == "npz":
-            import numpy as np
+    """Whether the file at ``path`` is an earlier recon export of format ``fmt`` (``recon.export`` reads its marker)."""
+    from recon.export import OverwriteRefusedError, check_destination
 
-            from recon.scene import SCENE_FORMAT
-
-            with np.load(path, allow_pickle=False) as z:  # reads only the member asked for
-                return "format" in z.files and z["format"].shape == () and str(z["format"]) == SCENE_FORMAT
-    except (OSError, ValueError, zipfile.BadZipFile):
+    if not path.is_file():
         return False
-    return False
+    try:
+        check_destination(path, fmt)  # refuses exactly the files recon did not write
+    except (OverwriteRefusedError, OSError, ValueError):
+        return False
+    return True
 
 
 def retire_previous_output(out: Path, fmt: str) -> str:

@@ -20,11 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from recon import fileio
+from recon.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 
-class OverwriteRefusedError(FileExistsError):
+class OverwriteRefusedError(UserError, FileExistsError):
     """An export would overwrite a file recon did not write (or needs a folder where a file is); nothing changed."""
 
 

@@ -179,12 +179,18 @@ class TestInputsAndOutput:
     def test_existing_folder_for_a_file_format(self, work, capsys):
         (work / "scene.glb").mkdir()
         err = run_bad(work, capsys, "photos", *MODEL, "--out", "scene.glb")
-        assert "is a folder, but glb writes a file" in err
+        assert "scene.glb exists and is not a regular file" in err
+
+    def test_a_file_recon_did_not_write_is_refused(self, work, capsys):
+        (work / "scene.glb").write_bytes(b"the user's own model")
+        err = run_bad(work, capsys, "photos", *MODEL, "--out", "scene.glb")
+        assert "scene.glb exists and was not written by recon" in err
+        assert (work / "scene.glb").read_bytes() == b"the user's own model"
 
     def test_existing_file_for_a_folder_format(self, work, capsys):
         (work / "colmap").write_text("mine")
         err = run_bad(work, capsys, "photos", *MODEL, "--format", "colmap", "--out", "colmap")
-        assert "is a file, but colmap writes a folder" in err
+        assert "colmap exists and is not a folder" in err
 
     def test_missing_output_folder(self, work, capsys):
         assert "output folder nope does not exist" in run_bad(work, capsys, "photos", *MODEL, "--out", "nope/x.glb")
