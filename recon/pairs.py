@@ -374,7 +374,9 @@ def check_graph(graph: str) -> GraphSpec:
         raise GraphError(str(err)) from None
 
 
-def plan_pairs(graph: str, n: int, *, memory_bytes: int | None = None) -> PairPlan:
+def plan_pairs(
+    graph: str, n: int, *, memory_bytes: int | None = None, bytes_per_pair: int = BYTES_PER_PAIR_512
+) -> PairPlan:
     """Count the pairs of ``graph`` over ``n`` images in O(log n), without enumerating them.
 
     ``make_pairs(n, graph)`` returns exactly ``n_pairs`` pairs (retrieval: at most ``n_pairs``), so this is what a
@@ -387,7 +389,7 @@ def plan_pairs(graph: str, n: int, *, memory_bytes: int | None = None) -> PairPl
     if n < 2:
         raise GraphError(f"a scene graph needs at least 2 images, got {n}")
     if spec.kind == "auto":
-        name, _ = choose_graph(n, has_tokens=True, memory_bytes=memory_bytes)
+        name, _ = choose_graph(n, has_tokens=True, memory_bytes=memory_bytes, bytes_per_pair=bytes_per_pair)
         return replace(plan_pairs(name, n), graph=f"auto -> {name}")
     complete = n * (n - 1) // 2
     if spec.kind == "complete":
@@ -407,8 +409,10 @@ def plan_pairs(graph: str, n: int, *, memory_bytes: int | None = None) -> PairPl
             count = _cyclic_pairs(n, {min(d, n - d) for d in offsets})
         else:
             count = sum(n - d for d in offsets)
-    else:  # retrieval: key images complete among themselves, each image to its nearest key and k neighbours
-        m = math.ceil(math.sqrt(n)) if spec.m is None else min(spec.m, n)
-        bound = m * (m - 1) // 2 + n * (min(spec.k, n - 1) + 1)
-        return PairPlan(spec.name, n, min(complete, bound), exact=spec.k >= n - 1)  # k >= n - 1: complete
+    else:  # retrieval (fps_pairs): Na key images complete among themselves, every other image to its nearest
+        # key image, every image to its k nearest (itself usually among them); k >= n or Na >= n is complete
+        m = min(DEMO_KEY_IMAGES if spec.m is None else spec.m, n)
+        k = min(n - 1, DEMO_NEIGHBOURS) if spec.k is None else spec.k
+        bound = m * (m - 1) // 2 + (n - m) + n * min(k, n - 1)
+        return PairPlan(spec.name, n, min(complete, bound), exact=k >= n or m >= n or bound <= 0)
     return PairPlan(spec.name, n, count)

@@ -226,7 +226,7 @@ class RunPlan:
         if max_decodes is not None and self.pairs.n_decodes > max_decodes:
             return (
                 f"graph {self.pairs.graph} over {self.n_images} images plans {self.pairs.n_decodes} decoder passes "
-                f"(more than {max_decodes}); choose a sparser --graph (e.g. swin-3, logwin-3, retrieval-10) or "
+                f"(more than {max_decodes}); choose a sparser --graph (e.g. swin-3, logwin-3, retrieval-20-10) or "
                 "pass --yes to run it anyway"
             )
         if self.spills:
@@ -285,5 +285,5 @@ def plan_run(
     budget = int(config.max_ram_gb * 2**30)
     if count is None:
         return RunPlan(None, None, size, info, None, budget, spill)
-    pairs = plan_pairs(config.graph, count)
+    pairs = plan_pairs(config.graph, count, bytes_per_pair=pair_bytes(size))
     return RunPlan(count, pairs, size, info, pairs.stored_bytes(pair_bytes(size)), budget, spill)

@@ -20,7 +20,7 @@ def test_count_equals_make_pairs(graph, n):
 
 
 @pytest.mark.parametrize("n", [3, 9, 20])
-@pytest.mark.parametrize("graph", ["retrieval-2", "retrieval-3-2", "retrieval-50"])
+@pytest.mark.parametrize("graph", ["retrieval", "retrieval-2-3", "retrieval-3-2", "retrieval-1-50", "retrieval-0-4"])
 def test_retrieval_is_an_upper_bound(graph, n):
     gen = torch.Generator().manual_seed(n)
     tokens = [torch.randn(5, 8, generator=gen) for _ in range(n)]
