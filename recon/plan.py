@@ -35,6 +35,7 @@ MAX_SEED = 2**32 - 1  # numpy and torch both accept it; larger seeds are not por
 # The CLI refuses larger plans without --yes: 2000 decoder passes are ~30 min of a ViT-L on a laptop GPU.
 DEFAULT_MAX_DECODES = 2000
 DEVICE_FORMS = "auto, cpu, cuda or cuda:K"
+ALIGN_METHODS = ("sparse", "dense", "mast3r-sfm", "dust3r")  # recon.align.align's methods
 _DEVICE = re.compile(r"auto|cpu|cuda(?::(\d{1,3}))?")
 
 
@@ -72,8 +73,8 @@ def check_config(config: ReconstructConfig) -> None:
     The graph name is checked by ``reconstruct`` itself before any work (``recon.pairs.check_graph``), and by
     ``plan_run`` against the image count.
     """
-    if config.align not in ("sparse", "dense"):
-        raise InputError(f"alignment {config.align!r} is not supported; use sparse or dense")
+    if config.align not in ALIGN_METHODS:
+        raise InputError(f"alignment {config.align!r} is not supported; use {', '.join(ALIGN_METHODS)}")
     check_int("image size", config.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
     check_int("batch size", config.batch_size, 1, MAX_BATCH_SIZE)
     check_int("seed", config.seed, 0, MAX_SEED)
