@@ -47,10 +47,11 @@ def check_finite(name: str, value: float | None, *, minimum: float | None = None
     """Refuse NaN, infinities and values below ``minimum`` (or at it, when ``strict``)."""
     if value is None:
         return
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
+    finite = isinstance(value, (int, float)) and math.isfinite(value)
+    if minimum is None and not finite:
         raise InputError(f"{name} must be a finite number, got {value!r}")
-    if minimum is not None and (value <= minimum if strict else value < minimum):
-        raise InputError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {value:g}")
+    if minimum is not None and not (finite and (value > minimum if strict else value >= minimum)):
+        raise InputError(f"{name} must be a number {'>' if strict else '>='} {minimum:g}, got {value!r}")
 
 
 def check_int(name: str, value: int | None, lo: int, hi: int) -> None:
