@@ -34,7 +34,9 @@ def register(sub) -> None:
         description="Depth of each key view from its (key, source) pairs, fused with confidence weights, "
         "median-aligned, scored with rel and τ@1.03. Resumable; OUT/summary.md covers every set run into OUT.",
     )
-    p.add_argument("--dataset", required=True, choices=("kitti", "dtu", "eth3d", "tanks", "scannet"))
+    p.add_argument(
+        "--dataset", required=True, choices=("kitti", "dtu", "eth3d", "tanks", "scannet"), help="Robust MVD set"
+    )
     p.add_argument("--root", required=True, help="the set's root folder (holding samples.json)")
     p.add_argument("--samples", help="sample list (default ROOT/samples.json; layout in docs/evaluation.md)")
     add_model_args(p)
@@ -132,8 +134,8 @@ def register_match(sub) -> None:
         "encoder's final LayerNorm (the better is reported); linear-probe: a square projection trained on frozen "
         "features + kernel-softmax matcher, pose AUC@5/10/20. See docs/evaluation.md.",
     )
-    p.add_argument("--protocol", required=True, choices=("cosine", "linear-probe"))
-    p.add_argument("--dataset", required=True, choices=("navi", "megadepth1500", "scannet1500"))
+    p.add_argument("--protocol", required=True, choices=("cosine", "linear-probe"), help="probe (see the description)")
+    p.add_argument("--dataset", required=True, choices=("navi", "megadepth1500", "scannet1500"), help="pair set")
     p.add_argument("--root", required=True, help="the set's root folder (holding pairs.json)")
     p.add_argument("--pairs", help="pair list (default ROOT/pairs.json)")
     add_model_args(p, encoder=True)
@@ -151,7 +153,7 @@ def register_match(sub) -> None:
         "match-pairs",
         help="write pairs.json for `recon eval match` from release files (ScanNet-1500: LoFTR's test npz)",
     )
-    c.add_argument("dataset", choices=("scannet1500",))
+    c.add_argument("dataset", choices=("scannet1500",), help="the set whose release files are read")
     c.add_argument("--root", required=True, help="folder holding the scene folders (sceneXXXX_XX/color, pose)")
     c.add_argument("--npz", required=True, help="LoFTR's test.npz (pair names)")
     c.add_argument("--intrinsics", required=True, help="LoFTR's intrinsics.npz")

@@ -44,7 +44,7 @@ def test_defaults_that_say_something_are_shown(monkeypatch):
 
 
 @pytest.mark.parametrize("args", [[], ["run"], ["weights"], ["weights", "list"], ["bench", "model"], ["eval", "co3d"],
-                                  ["app"], ["train"], ["synth"]])  # fmt: skip
+                                  ["app"], ["train"], ["synth"], ["viz"], ["eval", "match"]])  # fmt: skip
 def test_help_imports_no_torch(args):
     # -X importtime lists every module imported, one per line, on stderr
     proc = subprocess.run(
