@@ -55,7 +55,7 @@ def register(subparsers) -> None:
     p.add_argument("--load", type=int, default=0, help="busy processes to run alongside (a loaded machine)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own choice)")
     p.add_argument("--json", type=Path, help="write every row to this file")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the synthetic cases")
     p.set_defaults(func=run)
 
 
