@@ -156,14 +156,13 @@ class RunResult:
 
 
 def unregistered_names(scene) -> list[str]:
-    """The views of ``scene`` without a camera: ``scene.info["unregistered"]`` when the aligner lists them, else
-    the names whose ``scene.registered`` is False."""
+    """The views of ``scene`` without a camera: those the aligner lists in ``scene.info["unregistered"]`` and
+    those whose ``scene.registered`` is False (either alone may be filled), each once, in order."""
     named = scene.info.get("unregistered") if isinstance(scene.info, dict) else None
-    if named is not None:
-        return [str(n) for n in named]
-    if scene.registered is None:
-        return []
-    return [n for n, r in zip(scene.names, scene.registered, strict=True) if not r]
+    names = [str(n) for n in named or []]
+    if scene.registered is not None:
+        names += [str(n) for n, r in zip(scene.names, scene.registered, strict=True) if not r]
+    return list(dict.fromkeys(names))
 
 
 def pairs_wording(n_pairs: int) -> str:

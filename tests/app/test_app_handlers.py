@@ -234,8 +234,8 @@ class TestHonesty:
         assert partial.unregistered == ["0001_view_001.jpg"]
         assert "not registered" in summary_markdown(partial) and "0001_view_001.jpg" in summary_markdown(partial)
         assert stage_counts(partial)["alignment"][0] == WARN
-        scene.info = {**scene.info, "unregistered": ["named_by_aligner.jpg"]}  # the aligner's own list wins
-        assert partial.unregistered == ["named_by_aligner.jpg"]
+        scene.info = {**scene.info, "unregistered": ["named_by_aligner.jpg"]}  # the aligner's own list counts too
+        assert partial.unregistered == ["named_by_aligner.jpg", "0001_view_001.jpg"]
 
     @pytest.mark.parametrize(
         "change, stage, message",
