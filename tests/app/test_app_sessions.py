@@ -110,7 +110,10 @@ class TestGradioWiring:
 
         import gradio as gr
 
-        (state,) = [b for b in demo.blocks.values() if isinstance(b, gr.State)]
+        # the session's workspace state (the one with a delete callback; the inspect tab has a plain one)
+        states = [b for b in demo.blocks.values() if isinstance(b, gr.State)]
+        assert all(math.isinf(b.time_to_live) for b in states)
+        (state,) = [b for b in states if b.delete_callback.__name__ != "default_delete_callback"]
         # Gradio's state TTL and cache sweep count from creation / upload and would delete a session mid-run:
         # both are off, and the manager's own sweeper counts inactivity.
         assert math.isinf(state.time_to_live) and demo.delete_cache is None
