@@ -10,6 +10,7 @@ finished page is written to ``tests/app/artifacts/app_finished.png`` (git-ignore
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -38,13 +39,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _missing(reason: str):
+    """Skip locally, fail in CI (CI=true): .ci/run installs Chromium, so a missing browser there is a defect."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must run the browser tests: {reason}")
+    pytest.skip(reason)
+
+
 def _playwright():
     if not CHROMIUM.exists():
-        pytest.skip("Debian's Chromium is not installed (apt-get install chromium): /usr/bin/chromium is absent")
+        _missing("Debian's Chromium is not installed (apt-get install chromium): /usr/bin/chromium is absent")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.skip("the playwright Python package is not installed (pip install playwright)")
+        _missing("the playwright Python package is not installed (pip install playwright)")
     return sync_playwright
 
 
