@@ -37,7 +37,7 @@ RECIPE = Recipe(
     config_class="training.distill.config:DistillConfig",
     resolver="training.distill.config:resolve_config",
     train="training.distill.train:train",
-    user_errors=("training.distill.datasets:DataConfigError",),
+    user_errors=("training.distill.datasets:DataConfigError", "training.common.run:TrainingDiverged"),
     summary=summary,
 )
 add_arguments, resolve, run, register, main = (

@@ -307,6 +307,14 @@ PRESETS: dict[str, FinetuneConfig] = {
         ),  # fmt: skip
     ),
 }
+# The smoke run at the release's DPT widths (256 / 96-768), so it writes the official DUNE-MASt3R layout. From a
+# random init a wide head needs the release's lr: at the narrow smoke's 2e-3 the first Adam steps move every weight
+# by ~lr, the fan-in of 9 x 256 turns that into a raw depth past 88 and exp overflows to inf at step 2.
+PRESETS["smoke_release"] = replace_sections(
+    PRESETS["smoke"],
+    model={"dpt_feature_dim": 256, "dpt_layer_dims": (96, 192, 384, 768)},
+    train={"output_dir": "runs/finetune_smoke_release", "lr": 1e-4},
+)
 
 
 def resolve_config(preset: str = "dune_vitb14_448", data: dict | None = None) -> FinetuneConfig:

@@ -38,7 +38,7 @@ RECIPE = Recipe(
     config_class="training.mum.config:MuMConfig",
     resolver="training.mum.config:resolve_config",
     train="training.mum.train:train",
-    user_errors=("training.mum.sequences:DataConfigError",),
+    user_errors=("training.mum.sequences:DataConfigError", "training.common.run:TrainingDiverged"),
     summary=summary,
 )
 add_arguments, resolve, run, register, main = (
