@@ -45,6 +45,7 @@ RECIPE = Recipe(
         "dinov2_vitb14",
         "smoke",
         "smoke_release",
+        "tiny",
     ),
     example_overrides="train.lr=1e-4 --set model.init_from=PATH",
     config_class="training.finetune.config:FinetuneConfig",
