@@ -8,13 +8,16 @@ reconstruction images), how data positions resume and what a checkpoint holds. S
 - ``wrap_ddp``: DistributedDataParallel when a process group runs, the module itself otherwise;
 - ``all_ranks_finite``: the collective "is the loss finite everywhere" test that aborts a diverging run on
   every rank at the same iteration (a rank that raised alone would leave the others waiting in a collective);
-- ``agreed_digests``: the end-of-run check that every rank holds the same weights.
+- ``agreed_digests``: the end-of-run check that every rank holds the same weights;
+- ``TrainingDiverged``: the user error a non-finite loss raises (step, loss terms, likely cause, remedy and the
+  last good checkpoint in one line).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +84,34 @@ def agreed_digests(digest: str) -> list[str]:
     if len(set(digests)) != 1:
         raise RuntimeError(f"ranks ended with different weights: {digests}")
     return digests
+
+
+DIVERGENCE_REMEDY = (
+    "lower train.lr (e.g. halve it) or lengthen train.warmup_fraction, clip gradients (--set train.clip_grad=1.0) "
+    "or turn bf16 off (--set train.bf16=false)"
+)
+"""What to change when a run diverges (every recipe has these fields)."""
+
+
+class TrainingDiverged(FloatingPointError):
+    """A non-finite loss stopped the run. ``str()`` is one line for the user: the step, the loss terms, the likely
+    cause, the remedy and, when the loop saved it, the checkpoint holding the last good weights.
+
+    Args:
+        step: the optimizer step whose loss was not finite (its update was not applied).
+        terms: the step's loss terms (``loss``, ``loss_regr``, ...), as logged.
+        cause: the likely cause, worded for the recipe.
+        checkpoint: the checkpoint of the weights before that step (``with_checkpoint``).
+    """
+
+    def __init__(self, step: int, terms: Mapping[str, float], cause: str, checkpoint: Path | None = None) -> None:
+        self.step, self.terms, self.cause, self.checkpoint = step, dict(terms), cause, checkpoint
+        values = ", ".join(f"{k} {v:.4g}" for k, v in self.terms.items())
+        saved = f"; the last good weights are in {checkpoint} (the run resumes from them)" if checkpoint else ""
+        super().__init__(
+            f"the loss is not finite at step {step} ({values}): likely {cause}; remedy: {DIVERGENCE_REMEDY}{saved}"
+        )
+
+    def with_checkpoint(self, checkpoint: Path | None) -> TrainingDiverged:
+        """The same error naming ``checkpoint`` as the last good state."""
+        return TrainingDiverged(self.step, self.terms, self.cause, checkpoint)

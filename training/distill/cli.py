@@ -32,12 +32,12 @@ RECIPE = Recipe(
     description=DESCRIPTION,
     help="DUNE multi-teacher distillation",
     default_preset="dune_vitb14_336",
-    presets=("dune_vitb14_336", "dune_vits14_336", "dune_vitb14_448", "dune_vits14_448", "smoke"),
+    presets=("dune_vitb14_336", "dune_vits14_336", "dune_vitb14_448", "dune_vits14_448", "smoke", "tiny"),
     example_overrides="train.lr=1e-4 --set student.arch=vit_small",
     config_class="training.distill.config:DistillConfig",
     resolver="training.distill.config:resolve_config",
     train="training.distill.train:train",
-    user_errors=("training.distill.datasets:DataConfigError",),
+    user_errors=("training.distill.datasets:DataConfigError", "training.common.run:TrainingDiverged"),
     summary=summary,
 )
 add_arguments, resolve, run, register, main = (

@@ -56,7 +56,7 @@ class TeacherConfig:
     name: str = "dino2reg_vitlarge_14"
     """Projector / statistics key in the student (official names: dino2reg_vitlarge_14, mast3r_vitlarge_16,
     multihmr_vitlarge_14_672)."""
-    kind: Literal["dinov2", "mast3r", "multihmr"] = "dinov2"
+    kind: Literal["dinov2", "mast3r", "multihmr", "mum"] = "dinov2"
     """``dinov2``: DINOv2 ViT-L/14 with registers (cls + patch targets); ``mast3r``: the MASt3R ViT-L/16 encoder
     (patch targets, input upsampled by 16/14); ``multihmr``: the Multi-HMR ViT-L/14 encoder (patch targets)."""
     checkpoint: str | None = None
@@ -202,6 +202,7 @@ class DistillConfig:
 
 
 _RANDOM_TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2}
+_MUM_TINY = {"embed_dim": 128, "depth": 4, "num_heads": 4}  # the encoder of training.mum's ``tiny`` preset
 
 PRESETS: dict[str, DistillConfig] = {
     # Paper stage 1: ViT-B/14 at 336 px, 100 epochs (supplementary Table 2).
@@ -233,6 +234,24 @@ PRESETS: dict[str, DistillConfig] = {
             log_every=5,
             device="cpu",
         ),
+    ),
+    # recon-tiny stage (b), sized for 2 CPU cores: a 128-d x 4 ViT/14 student at 112 px distilled from the MuM-tiny
+    # encoder of stage (a) (``teachers[0].checkpoint``: its ``mum_backbone.pth``; random here) on images of
+    # ``recon.synth`` scenes (the chain points ``data`` at rendered folders; synthetic patterns otherwise).
+    "tiny": DistillConfig(
+        student=StudentConfig(arch="custom", embed_dim=128, depth=4, num_heads=4, image_size=112),
+        teachers=(TeacherConfig("mum_tiny", "mum", random_overrides=_MUM_TINY, seed=1),),
+        data=DataConfig(source="synthetic", synthetic_images=256, synthetic_domains=("mast3r",), num_workers=0),
+        train=TrainConfig(
+            output_dir="runs/dune_tiny",
+            batch_size_per_gpu=16,
+            iterations=1000,
+            lr=1e-3,
+            warmup_fraction=0.1,
+            checkpoint_every=200,
+            log_every=20,
+            device="cpu",
+        ),  # fmt: skip
     ),
 }
 

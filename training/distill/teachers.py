@@ -8,6 +8,8 @@ kind           architecture                         checkpoint                ta
                                                                                          upsampled by 16/14
 ``multihmr``   Multi-HMR's DINOv2 ViT-L/14          ``model_state_dict`` with patch      ``backbone.encoder.*``
                                                     ``backbone.encoder.*``               keys, no registers
+``mum``        a MuM encoder (any size, RoPE)       recon backbone file       patch      recon-tiny's own teacher
+                                                    (``training.mum``)                   (input resized as mast3r)
 =============  ===================================  ========================  =========  ==========================
 
 Facts from reference/dune_mum.md §5: teachers run in inference mode on the same images as the student; the
@@ -53,6 +55,8 @@ TEACHER_KINDS: dict[str, TeacherKind] = {
     "dinov2": TeacherKind("dinov2_vitl14_reg", ("cls", "patch"), "dinov2"),
     "mast3r": TeacherKind("croco_vitl16", ("patch",), "mast3r"),
     "multihmr": TeacherKind("dinov2_vitl14", ("patch",), "multihmr"),
+    # recon's own: a MuM encoder trained by ``training.mum`` (its ``mum_backbone.pth``); multi-view 3D data.
+    "mum": TeacherKind("mum_vitl16", ("patch",), "mast3r"),
 }
 # DUNE's DINOv2 copy (teachers/dinov2) resamples position embeddings this way for both DINOv2-based teachers.
 DUNE_DINOV2_INTERPOLATION = {"interpolate_antialias": False, "interpolate_offset": 0.1}
@@ -148,7 +152,7 @@ def load_teacher_model(kind: str, path: str | os.PathLike) -> VisionTransformer:
     ckpt = safe_load(path)
     if isinstance(ckpt, Mapping) and ckpt.get("format") == backbone.formats.RECON_FORMAT:
         return backbone.load(ckpt)
-    if kind == "mast3r":
+    if kind in ("mast3r", "mum"):
         return backbone.load(ckpt)
     if kind == "multihmr":
         return _load_dinov2_like(multihmr_encoder_state(ckpt), f"Multi-HMR encoder ({path})")
@@ -167,7 +171,7 @@ def build_teacher(cfg, device: torch.device | str = "cpu") -> Teacher:
         logger.info("teacher %s: %s from %s", cfg.name, model.spec.name, cfg.checkpoint)
     else:
         overrides = dict(cfg.random_overrides)
-        if cfg.kind != "mast3r":
+        if cfg.kind not in ("mast3r", "mum"):
             overrides = {**DUNE_DINOV2_INTERPOLATION, **overrides}
         with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream untouched
             torch.manual_seed(cfg.seed)

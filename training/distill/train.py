@@ -32,7 +32,7 @@ from training.common.data import InfiniteDistributedSampler
 from training.common.distributed import DistInfo
 from training.common.logging import TrainLogger
 from training.common.optim import build_adamw, clip_grad_per_param
-from training.common.run import agreed_digests, all_ranks_finite, start_run, wrap_ddp
+from training.common.run import TrainingDiverged, agreed_digests, all_ranks_finite, start_run, wrap_ddp
 from training.common.schedule import WarmupCosine
 from training.distill.config import DistillConfig
 from training.distill.datasets import BalancedCollate, build_train_dataset, items_per_batch
@@ -103,7 +103,7 @@ class DistillTrainer:
             image, comparable across iterations), per-teacher terms, ``lr``, ``tnorm_momentum``, grad-norm stats.
 
         Raises:
-            FloatingPointError: the loss is not finite on some rank.
+            TrainingDiverged: the loss is not finite on some rank (no update applied).
         """
         t = self.cfg.train
         self.model.train()
@@ -126,7 +126,8 @@ class DistillTrainer:
         )
         loss = (coeffs.detach() * losses).sum()
         if not all_ranks_finite(torch.isfinite(loss), self.info):
-            raise FloatingPointError(f"non-finite loss at iteration {it} (on this rank: {loss.item()})")
+            cause = "a learning rate too high (or a bf16 overflow), or a teacher whose features are not finite"
+            raise TrainingDiverged(it, {"loss": loss.item()}, cause)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         metrics.update(loss=loss.item(), loss_all=losses.mean().item(), lr=lr, tnorm_momentum=momentum)

@@ -45,6 +45,9 @@ class NetConfig:
     """Decoder attention heads."""
     desc_dim: int = 24
     """Local descriptor width."""
+    head_mlp_ratio: float = 4.0
+    """Hidden width factor of the local-feature MLP (MASt3R: 4). Its output is ``(desc_dim + 1) x patch^2`` wide,
+    so at patch 14 it holds most of a small model's weights; recon-tiny uses 1."""
     dpt_feature_dim: int = 256
     """DPT fusion width (256 in every release; smaller only for tiny test models)."""
     dpt_layer_dims: tuple[int, int, int, int] = (96, 192, 384, 768)
@@ -307,6 +310,43 @@ PRESETS: dict[str, FinetuneConfig] = {
         ),  # fmt: skip
     ),
 }
+# The smoke run at the release's DPT widths (256 / 96-768), so it writes the official DUNE-MASt3R layout. From a
+# random init a wide head needs the release's lr: at the narrow smoke's 2e-3 the first Adam steps move every weight
+# by ~lr, the fan-in of 9 x 256 turns that into a raw depth past 88 and exp overflows to inf at step 2.
+PRESETS["smoke_release"] = replace_sections(
+    PRESETS["smoke"],
+    model={"dpt_feature_dim": 256, "dpt_layer_dims": (96, 192, 384, 768)},
+    train={"output_dir": "runs/finetune_smoke_release", "lr": 1e-4},
+)
+
+# recon-tiny stage (c), sized for 2 CPU cores: the frozen DUNE-tiny student of training.distill's ``tiny`` preset
+# (128-d x 4, patch 14; ``model.backbone_checkpoint``: its DUNE file, random here) under a 64-d x 10 decoder, narrow
+# DPT heads and a 1x local-feature MLP (the release widths alone are ~40 M parameters; recon-tiny must stay <= ~10 MB
+# in float16: ~5 M parameters), so the layout is recon's. Pairs of ``recon.synth`` orbits and room walks at three
+# aspect ratios; scene seeds 2000+ / 3000+ / 4000+ (validation) are disjoint from MuM-tiny's, from the chain's
+# held-out scenes (>= 900_000) and from demo_data (real photos).
+_TINY_RENDER = (168, 126)
+PRESETS["tiny"] = FinetuneConfig(
+    model=NetConfig(
+        backbone="dune_vits14", backbone_overrides={"embed_dim": 128, "depth": 4, "num_heads": 4},
+        decoder_embed_dim=64, decoder_depth=10, decoder_num_heads=4, desc_dim=16, head_mlp_ratio=1.0,
+        dpt_feature_dim=48, dpt_layer_dims=(24, 48, 64, 96), output_format="recon",
+    ),
+    data=DataConfig(
+        sources=(
+            SourceConfig(name="orbit", layout="orbit", scenes=24, render_size=_TINY_RENDER, seed=2000),
+            SourceConfig(name="room", layout="room_walk", scenes=24, render_size=_TINY_RENDER, seed=3000),
+        ),
+        resolutions=((112, 84), (112, 112), (112, 56)), n_corres=256, num_workers=0,
+        val_sources=(SourceConfig(name="val_orbit", scenes=2, views_per_scene=8, render_size=_TINY_RENDER, seed=4000),),
+        val_pairs=8,
+    ),
+    loss=LossConfig(blocksize=256),
+    train=TrainConfig(
+        output_dir="runs/finetune_tiny", batch_size_per_gpu=4, accum_iter=1, iterations=2000, lr=5e-4,
+        warmup_fraction=0.05, clip_grad=1.0, checkpoint_every=200, val_every=500, log_every=20, device="cpu",
+    ),
+)  # fmt: skip
 
 
 def resolve_config(preset: str = "dune_vitb14_448", data: dict | None = None) -> FinetuneConfig:

@@ -89,6 +89,7 @@ def build_model(cfg, image_size: int | None = None) -> ReconModel:
             kind="catmlp+dpt",
             desc_dim=cfg.desc_dim,
             two_confs=True,
+            mlp_ratio=cfg.head_mlp_ratio,
             dpt_feature_dim=cfg.dpt_feature_dim,
             dpt_layer_dims=tuple(cfg.dpt_layer_dims),
         ),  # fmt: skip

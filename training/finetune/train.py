@@ -34,7 +34,7 @@ from training.common.data import InfiniteDistributedSampler
 from training.common.distributed import DistInfo
 from training.common.logging import TrainLogger
 from training.common.optim import build_adamw
-from training.common.run import agreed_digests, all_ranks_finite, start_run, wrap_ddp
+from training.common.run import TrainingDiverged, agreed_digests, all_ranks_finite, start_run, wrap_ddp
 from training.common.schedule import WarmupCosine
 from training.finetune.config import DataConfig, FinetuneConfig, SourceConfig
 from training.finetune.datasets import (
@@ -160,6 +160,13 @@ def ground_truth(batch, symmetrize: bool) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------- trainer
+DIVERGED_CAUSE = (
+    "a learning rate too high for the head widths: Adam moves every weight by about lr, so a wide DPT head "
+    "(fan-in 9 x dpt_feature_dim) shifts its raw depth far more than a narrow one and the exp depth / confidence "
+    "overflows (the release's DPT widths need lr <= ~3e-4 from a random init)"
+)
+
+
 class FinetuneTrainer:
     """Model, optimizer and schedule of a run; ``step`` performs one optimizer step.
 
@@ -214,7 +221,7 @@ class FinetuneTrainer:
             Scalars: ``loss`` (mean over micro-batches), its terms, ``lr``, and ``grad_norm`` when clipping.
 
         Raises:
-            FloatingPointError: the loss is not finite on some rank.
+            TrainingDiverged: the loss is not finite on some rank (the weights are left as they were).
         """
         t = self.cfg.train
         self.net.train()
@@ -232,7 +239,7 @@ class FinetuneTrainer:
             for key, value in {"loss": float(loss.detach()), **details}.items():
                 sums[key] = sums.get(key, 0.0) + value / len(batches)
         if not all_ranks_finite(finite, self.info):
-            raise FloatingPointError(f"non-finite loss at step {it} (on this rank: {sums.get('loss')})")
+            raise TrainingDiverged(it, sums, DIVERGED_CAUSE)
         if t.clip_grad > 0:
             sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, t.clip_grad))
         self.optimizer.step()
@@ -375,7 +382,11 @@ def train(cfg: FinetuneConfig, *, on_iteration: Callable[[int, FinetuneTrainer],
                 pending.append(to_device(batch, info.device))
                 if len(pending) < accum:
                     continue
-                metrics = trainer.step(pending, it)
+                try:
+                    metrics = trainer.step(pending, it)
+                except TrainingDiverged as err:
+                    save(it)  # the weights before the bad step (it applied no update)
+                    raise err.with_checkpoint(manager.path_for(it) if info.is_main else None) from None
                 pending = []
                 now = time.perf_counter()
                 metrics["pairs_per_s"] = trainer.pairs_per_step / max(now - t_last, 1e-9)

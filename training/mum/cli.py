@@ -33,12 +33,12 @@ RECIPE = Recipe(
     description=DESCRIPTION,
     help="MuM multi-view masked image modelling",
     default_preset="mum_vitl16",
-    presets=("mum_vitl16", "mum_vitb16", "smoke"),
+    presets=("mum_vitl16", "mum_vitb16", "smoke", "tiny"),
     example_overrides="train.iterations=1000 --set data.frame_budget=64",
     config_class="training.mum.config:MuMConfig",
     resolver="training.mum.config:resolve_config",
     train="training.mum.train:train",
-    user_errors=("training.mum.sequences:DataConfigError",),
+    user_errors=("training.mum.sequences:DataConfigError", "training.common.run:TrainingDiverged"),
     summary=summary,
 )
 add_arguments, resolve, run, register, main = (

@@ -261,6 +261,48 @@ PRESETS: dict[str, MuMConfig] = {
             device="cpu",
         ),
     ),  # fmt: skip
+    # recon-tiny stage (a), sized for 2 CPU cores: 128-d x 4 ViT/16 + 96-d x 2 decoder on 128-px frames of
+    # ``recon.synth`` orbits and room walks. Scene seeds are ``train.seed * 1000 + i``: seed 1 gives 1000..1023,
+    # disjoint from the held-out chain scenes (seeds >= 900_000) and from demo_data (real photos).
+    "tiny": MuMConfig(
+        model=ModelConfig(
+            encoder="custom",
+            embed_dim=128,
+            depth=4,
+            num_heads=4,
+            patch_size=16,
+            decoder_embed_dim=96,
+            decoder_depth=2,
+            decoder_num_heads=4,
+        ),
+        data=DataConfig(
+            datasets=(
+                DatasetConfig(
+                    name="synthetic",
+                    kind="synthetic",
+                    synthetic_scenes=24,
+                    synthetic_views=8,
+                    synthetic_size=160,
+                    synthetic_layout="mixed",
+                ),
+            ),
+            frame_budget=16,
+            views=(2, 4),
+            image_size=128,
+            num_workers=0,
+        ),
+        train=TrainConfig(
+            output_dir="runs/mum_tiny",
+            iterations=2000,
+            warmup=100,
+            lr=1e-3,
+            checkpoint_every=200,
+            log_every=20,
+            image_every=0,
+            device="cpu",
+            seed=1,
+        ),
+    ),  # fmt: skip
 }
 
 

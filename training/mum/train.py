@@ -34,7 +34,7 @@ from training.common.data import sample_seed
 from training.common.distributed import DistInfo
 from training.common.logging import TrainLogger
 from training.common.optim import build_adamw
-from training.common.run import agreed_digests, all_ranks_finite, start_run, wrap_ddp
+from training.common.run import TrainingDiverged, agreed_digests, all_ranks_finite, start_run, wrap_ddp
 from training.common.schedule import WarmupCosine
 from training.mum.batches import IterationSampler, MultiViewBatches
 from training.mum.config import MuMConfig, mixture_datasets
@@ -90,7 +90,7 @@ class MuMTrainer:
             (``pred``, ``mask``) for visualisation.
 
         Raises:
-            FloatingPointError: the loss is not finite on some rank.
+            TrainingDiverged: the loss is not finite on some rank (no update applied).
         """
         self.ddp.train()
         lr = self.lr_schedule.apply(self.optimizer, it)
@@ -98,7 +98,7 @@ class MuMTrainer:
             out = self.ddp(images, self.cfg.model.mask_ratio, generator=generator or self.mask_generator(it))
         loss = out["loss"].float()
         if not all_ranks_finite(torch.isfinite(loss), self.info):
-            raise FloatingPointError(f"non-finite loss at iteration {it} (on this rank: {loss.item()})")
+            raise TrainingDiverged(it, {"loss": loss.item()}, "a learning rate too high (or a bf16 overflow)")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = self.cfg.train.clip_grad if self.cfg.train.clip_grad > 0 else math.inf
