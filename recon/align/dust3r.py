@@ -47,7 +47,7 @@ import numpy as np
 import roma
 import torch
 
-from recon.align.problem import AlignmentError
+from recon.align.problem import AlignmentError, view_colors
 from recon.progress import step
 from recon.types import PairPrediction, Priors, Scene, View
 
@@ -759,16 +759,12 @@ def dust3r_align(
         conf_all[k] = im_conf[m].cpu().numpy().astype(np.float32)
     registered = np.array([k in local for k in range(n)])
     info.update(unregistered=left_out, n_registered=int(registered.sum()))
-    colors = [
-        (v.image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-        for v in views
-    ]
     scene = Scene(
         T_world_cam=T_all,
         K=K_all,
         depth=depth_all,
         conf=conf_all,
-        colors=colors,
+        colors=view_colors(views),
         names=[v.name for v in views],
         net_to_orig=[np.asarray(v.net_to_orig, np.float64) for v in views],
         orig_sizes=[v.orig_size if v.orig_size is not None else v.true_shape for v in views],

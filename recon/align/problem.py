@@ -136,6 +136,14 @@ def canonical_pointmap(pairs: list[Pair], min_conf: float) -> tuple[np.ndarray, 
     return canon, conf
 
 
+def view_colors(views: Sequence[View]) -> list[np.ndarray]:
+    """Per view ``[H, W, 3]`` uint8 RGB of the network image (the colours every aligner's ``Scene`` carries)."""
+    return [
+        (v.image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        for v in views
+    ]
+
+
 def build_problem(
     views: Sequence[View], preds: Sequence[PairPrediction], priors: Priors | None, min_conf: float
 ) -> Problem:
@@ -247,14 +255,10 @@ def build_problem(
             w = np.array([c.mean() if c is not None else 0.0 for c in canon_conf])
             focal0[:] = float((w * focal0).sum() / w.sum()) if w.sum() > 0 else float(np.median(focal0))
 
-    colors = [
-        (v.image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-        for v in views
-    ]
     return Problem(
         shapes=shapes,
         names=[v.name for v in views],
-        colors=colors,
+        colors=view_colors(views),
         pairs=pairs,
         canon=canon,
         canon_conf=canon_conf,

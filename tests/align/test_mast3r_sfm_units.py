@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from recon.align.dust3r import clean_pointcloud
 from recon.align.mast3r_sfm.canonical import anchor_offsets, canonical_view, weiszfeld_focal
 from recon.align.mast3r_sfm.config import Mast3rSfmConfig
 from recon.align.mast3r_sfm.correspondences import extract_correspondences, reciprocal_nn
-from recon.align.mast3r_sfm.dense import clean_pointcloud
 from recon.align.mast3r_sfm.optimise import gamma_loss, schedule_lr
 from recon.align.mast3r_sfm.tree import hclust_tree, kinematic_tree
 

@@ -26,13 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recon.align.dust3r import clean_pointcloud
 from recon.align.mast3r_sfm.canonical import anchor_offsets, canonical_view, weiszfeld_focal
 from recon.align.mast3r_sfm.config import Mast3rSfmConfig
 from recon.align.mast3r_sfm.correspondences import PairMatches, extract_correspondences
-from recon.align.mast3r_sfm.dense import clean_pointcloud, densify
+from recon.align.mast3r_sfm.dense import densify
 from recon.align.mast3r_sfm.optimise import Anchored, SparseModel, Terms, optimise
 from recon.align.mast3r_sfm.tree import kinematic_tree
-from recon.align.problem import AlignmentError
+from recon.align.problem import AlignmentError, view_colors
 from recon.types import Matches, PairPrediction, Priors, Scene, View
 
 logger = logging.getLogger(__name__)
@@ -367,16 +368,12 @@ def mast3r_sfm_align(
         "t_total_s": time.perf_counter() - t0,
         "n_registered": int(registered.sum()),
     }
-    colors = [
-        (v.image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-        for v in views
-    ]
     return Scene(
         T_world_cam=T_out,
         K=K_out,
         depth=depth_out,
         conf=conf_out,
-        colors=colors,
+        colors=view_colors(views),
         names=[v.name for v in views],
         net_to_orig=[np.asarray(v.net_to_orig, np.float64) for v in views],
         orig_sizes=[v.orig_size if v.orig_size is not None else v.true_shape for v in views],
