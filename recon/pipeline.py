@@ -207,7 +207,7 @@ def read_camera_file(path: Path) -> dict[str, dict[str, np.ndarray]]:
     Accepted layouts: ``{"frames": [{"file_path"|"name": ..., ...}, ...]}``, a list of such records, or a mapping
     ``{name: record}``. A record may hold ``"K"`` (3x3) or ``"fx", "fy", "cx", "cy"`` (or ``"focal"``) in original
     pixels, and ``"T_world_cam"`` (4x4 camera-to-world, OpenCV). ``cameras.json`` written by ``recon synth``
-    and by ``recon.synth.write_folder`` is in this format.
+    and by ``tools.synth.write_folder`` is in this format.
 
     Every value is checked: finite numbers, positive focal lengths, ``K``'s last row ``[0, 0, 1]``, poses with a
     rotation (orthonormal, determinant +1: no reflection, no scale) and last row ``[0, 0, 0, 1]``.

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from recon.cli import build_parser, main
+from cli import build_parser, main
 
 
 def test_help_lists_subcommands(capsys):

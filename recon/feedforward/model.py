@@ -9,7 +9,7 @@ MuM, DINOv3 or CroCo v2 as the frozen encoder).
 2. The aggregator projects them to its width and prepends, per frame, one camera token and ``R`` register
    tokens. The first frame gets its own learned camera / register tokens (VGGT): it defines the world frame.
 3. Blocks alternate frame-wise attention (within a view) and global attention (over all tokens of all views),
-   frame-wise first, as MuM's multi-view decoder (``backbone.mum_decoder``), with the same ``Block`` and axial
+   frame-wise first, as MuM's multi-view decoder (``training.mum.decoder``), with the same ``Block`` and axial
    RoPE modules; prefix tokens are not rotated.
 4. The camera head reads the camera tokens and refines a 9-d pose encoding (``recon.feedforward.camera``)
    ``camera_iterations`` times: each pass adds an embedding of the (detached) previous estimate to the tokens,

@@ -18,14 +18,14 @@ from .helpers import FAST_DENSE, FAST_SPARSE, KNOWN, SIZE, all_ordered_pairs
 
 @pytest.fixture(scope="session")
 def orbit_gt():
-    from recon.synth import render_scene
+    from tools.synth import render_scene
 
     return render_scene("orbit", n_views=8, size=SIZE, seed=0)
 
 
 @pytest.fixture(scope="session")
 def orbit_oracle(orbit_gt):
-    from recon.oracle import oracle_predictions
+    from tools.oracle import oracle_predictions
 
     # A 2 % per-pair focal error on top of the 1 % depth noise and 10 % wrong matches: without it the
     # oracle's rays are exact, focal estimation is trivial and known intrinsics could not help measurably.

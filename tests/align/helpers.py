@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from recon.align import DenseAlignConfig, SparseAlignConfig
-from recon.eval.metrics import pair_errors
+from tools.eval.metrics import pair_errors
 
 FAST_SPARSE = SparseAlignConfig(niter_coarse=100, niter_fine=150)
 FAST_DENSE = DenseAlignConfig(niter=150, subsample=16)

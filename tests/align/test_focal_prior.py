@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from recon.align import dense_align, sparse_align
-from recon.oracle import oracle_predictions
 from recon.types import Priors
+from tools.oracle import oracle_predictions
 
 from .helpers import FAST_DENSE, FAST_SPARSE, all_ordered_pairs
 

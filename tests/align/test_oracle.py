@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from recon.oracle import oracle_predictions
+from tools.oracle import oracle_predictions
 
 
 def _to_world(gt, k, P_cam_i, i):

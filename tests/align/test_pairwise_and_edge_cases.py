@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from recon.align import AlignmentError, DenseAlignConfig, SparseAlignConfig, align, dense_align, sparse_align
-from recon.oracle import oracle_predictions
 from recon.types import Matches, Priors
+from tools.oracle import oracle_predictions
 
 from .helpers import FAST_DENSE, pose_metrics
 

@@ -11,7 +11,7 @@ DEMO = REPO / "demo_data"
 
 
 def micro_model():
-    """A random MASt3R smaller than ``recon.bench.pipeline.tiny_model`` (narrow DPT too), for UI tests on CPU.
+    """A random MASt3R smaller than ``tools.bench.pipeline.tiny_model`` (narrow DPT too), for UI tests on CPU.
 
     The DPT head needs a 10-block decoder (official assert), so depth stays 10; widths are minimal.
     """

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from recon.cli import main
+from cli import main
 
 
 def test_help_lists_the_options(capsys):

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from recon.bench.align import available_methods, pose_errors
-from recon.cli import main
+from cli import main
+from tools.bench.align import available_methods, pose_errors
 
 
 def test_bench_align_synthetic_end_to_end(tmp_path, capsys):

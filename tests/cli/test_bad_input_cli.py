@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recon.cli import main
+from cli import main
 
 DEMO = Path(__file__).resolve().parents[2] / "demo_data" / "orbit"
 MODEL = ["--model", "random:mast3r_tiny"]

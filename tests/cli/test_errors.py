@@ -2,7 +2,7 @@
 
 import pytest
 
-from recon.cli import main
+from cli import main
 from recon.errors import UserError
 
 
@@ -10,15 +10,15 @@ def _user_error_classes():
     from backbone.checkpoint import CheckpointError
     from backbone.hub import UnknownWeightsError, WeightsError, WeightsIntegrityError, WeightsUnavailableError
     from recon.align.problem import AlignmentError
-    from recon.eval.cameras import CameraFormatError
-    from recon.eval.data import DatasetError
-    from recon.eval.model_predictors import ModelUnavailableError
-    from recon.eval.runner import RunMismatchError
+    from recon.datasets.cameras import CameraFormatError
+    from recon.datasets.data import DatasetError
     from recon.images import ImageLoadError
     from recon.pairs import GraphError
     from recon.pipeline import ReconstructionError
     from recon.plan import InputError
-    from recon.synth.folder import CamerasFileError
+    from tools.eval.model_predictors import ModelUnavailableError
+    from tools.eval.runner import RunMismatchError
+    from tools.synth.folder import CamerasFileError
     from training.common.config import ConfigError
     from training.distill.datasets import DataConfigError as DistillDataError
     from training.finetune.datasets import DataConfigError as FinetuneDataError
@@ -37,7 +37,7 @@ def test_derives_from_user_error(cls):
 
 
 def test_old_import_path_still_works():
-    from recon.cli import UserError as FromCli
+    from cli import UserError as FromCli
 
     assert FromCli is UserError
 
@@ -53,13 +53,13 @@ def _fail_with(exc):
 def test_user_error_is_one_line_no_traceback(monkeypatch, capsys, message):
     from backbone.hub import WeightsUnavailableError
 
-    monkeypatch.setattr("recon.commands.weights._list", _fail_with(WeightsUnavailableError(message)))
+    monkeypatch.setattr("cli.weights._list", _fail_with(WeightsUnavailableError(message)))
     assert main(["weights", "list"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_other_exceptions_are_bugs_and_propagate(monkeypatch):
-    monkeypatch.setattr("recon.commands.weights._list", _fail_with(ZeroDivisionError("bug")))
+    monkeypatch.setattr("cli.weights._list", _fail_with(ZeroDivisionError("bug")))
     with pytest.raises(ZeroDivisionError):
         main(["weights", "list"])

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from recon.cli import build_parser
+from cli import build_parser
 
 
 def _walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
@@ -53,7 +53,7 @@ def test_help_imports_no_torch(args):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("usage: recon")
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
-    heavy = {"torch", "trimesh", "gradio"} & imported  # numpy (~0.1 s) is imported by recon.bench.align
+    heavy = {"torch", "trimesh", "gradio"} & imported  # numpy (~0.1 s) is imported by tools.bench.align
     assert not heavy, f"`recon {' '.join(args)} --help` imports {sorted(heavy)}"
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 import trimesh
 
-from recon.cli import main
-from recon.commands.run import no_camera_message, retire_previous_output, written_by_recon
+from cli import main
+from cli.run import no_camera_message, retire_previous_output, written_by_recon
 from recon.types import PairPrediction, Scene
 
 DEMO = Path(__file__).resolve().parents[2] / "demo_data" / "orbit"
@@ -181,9 +181,9 @@ class TestSpill:
         assert list(tmp_path.iterdir()) == []
 
     def test_reconstruct_removes_its_spill_folder(self, tmp_path, monkeypatch):
-        from recon.bench.pipeline import synth_views
-        from recon.oracle import OracleModel
         from recon.pipeline import ReconstructConfig, reconstruct
+        from tools.bench.pipeline import synth_views
+        from tools.oracle import OracleModel
 
         monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # tempfile.gettempdir() -> tmp_path
         views, gt = synth_views(3, (64, 48))

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from recon.eval.predictors import OraclePredictor
+from tools.eval.predictors import OraclePredictor
 
 
 def independent_metrics(recs):

@@ -1,6 +1,6 @@
 """Writers of tiny CO3Dv2 and RealEstate10K layouts, exactly as the reference's section 7 describes.
 
-Kept independent of recon.eval (own conversion code) so the readers are checked against a second
+Kept independent of tools.eval (own conversion code) so the readers are checked against a second
 implementation of the reference's formulas.
 """
 

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from recon.cli import main
-from recon.eval.benchmark import BenchmarkOptions, run_benchmark
-from recon.eval.co3d import Co3dReader
-from recon.eval.runner import load_results, summarize
+from cli import main
+from recon.datasets.co3d import Co3dReader
+from tools.eval.benchmark import BenchmarkOptions, run_benchmark
+from tools.eval.runner import load_results, summarize
 
 from .helpers import Interrupting, independent_metrics
 from .layouts import SeqSpec, write_co3d_layout

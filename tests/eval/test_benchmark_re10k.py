@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from recon.cli import main
-from recon.eval.benchmark import BenchmarkOptions, run_benchmark
-from recon.eval.data import DatasetError
-from recon.eval.re10k import Re10kReader, read_camera_file
-from recon.eval.runner import load_results
+from cli import main
+from recon.datasets.data import DatasetError
+from recon.datasets.re10k import Re10kReader, read_camera_file
+from tools.eval.benchmark import BenchmarkOptions, run_benchmark
+from tools.eval.runner import load_results
 
 from .helpers import Interrupting, independent_metrics
 from .layouts import write_re10k_layout

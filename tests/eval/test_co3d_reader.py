@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from recon.eval.cameras import CameraFormatError, co3d_to_opencv, opencv_to_co3d, re10k_to_opencv
-from recon.eval.co3d import Co3dReader
-from recon.eval.data import DatasetError
-from recon.eval.sampling import RECIPES, Sampling, build_sampling
+from recon.datasets.cameras import CameraFormatError, co3d_to_opencv, opencv_to_co3d, re10k_to_opencv
+from recon.datasets.co3d import Co3dReader
+from recon.datasets.data import DatasetError
+from tools.eval.sampling import RECIPES, Sampling, build_sampling
 
 from .layouts import apple_spec, look_at_circle, write_co3d_layout
 
@@ -130,7 +130,7 @@ class TestSampling:
     def test_pd_order_sorts_by_path(self, apple_root):
         reader = Co3dReader(apple_root[0])
         # A recipe that keeps empty-mask frames but sorts the draw by path, to see the sort on the fixture.
-        from recon.eval.sampling import Recipe
+        from tools.eval.sampling import Recipe
 
         s = build_sampling(reader, ["apple"], 0, Recipe("pd-nomask", False, False, True))
         assert s.sequences[0].frame_ids == sorted([28, 11, 10, 41, 2, 27, 38, 31, 22, 4])

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from recon.eval.runner import load_results
+from tools.eval.runner import load_results
 
 from .test_benchmark_co3d import CATS, GOOD, co3d_root  # noqa: F401  (module fixture)
 

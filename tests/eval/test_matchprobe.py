@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from recon.eval import matchprobe as mp
-from recon.eval.data import DatasetError
+from recon.datasets.data import DatasetError
+from tools.eval import matchprobe as mp
 
 from .helpers import tiny_model
 
@@ -20,7 +20,7 @@ SIZE = (112, 84)  # (W, H): a 8x6 grid at patch 14
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from recon.synth import render_scene
+    from tools.synth import render_scene
 
     root = tmp_path_factory.mktemp("match")
     views = render_scene("orbit", n_views=4, size=SIZE, seed=5)
@@ -178,7 +178,7 @@ def test_linear_probe_learns_and_oracle_poses_beat_random(data):
 
 
 def test_cli_cosine_and_linear_probe(data, tmp_path, capsys):
-    from recon.cli import main
+    from cli import main
     from recon.model import save_model
 
     _, reader, _ = data
@@ -201,7 +201,7 @@ def test_cli_cosine_and_linear_probe(data, tmp_path, capsys):
 
 
 def test_scannet1500_pairs_from_loftr_files(tmp_path, capsys):
-    from recon.cli import main
+    from cli import main
 
     root = tmp_path / "scannet_test_1500"
     rng = np.random.default_rng(0)

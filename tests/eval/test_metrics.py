@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from recon.eval.metrics import (
+from tools.eval.metrics import (
     aggregate,
     all_pairs,
     invert_rigid,

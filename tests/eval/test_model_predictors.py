@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from recon.cli import main
-from recon.eval.runner import load_results
+from cli import main
 from recon.model import DecoderConfig, HeadConfig, build_model, save_model
+from tools.eval.runner import load_results
 
 from .layouts import SeqSpec, write_co3d_layout
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recon.eval.data import DatasetError
-from recon.eval.mvdepth import (
+from recon.datasets.data import DatasetError
+from tools.eval.mvdepth import (
     MvdReader,
     align_depth,
     depth_metrics,
@@ -62,7 +62,7 @@ def write_layout(root, views, dataset, key=0):
 
 @pytest.fixture(scope="module")
 def scene():
-    from recon.synth import render_scene
+    from tools.synth import render_scene
 
     return render_scene("orbit", n_views=3, size=(64, 48), seed=3)
 
@@ -162,7 +162,7 @@ def test_resample_to_original_pixels():
 def test_oracle_scores_near_perfect_with_each_alignment(tmp_path, scene, dataset, alignment):
     """ScanNet: depth on a smaller grid than the image; translation: the oracle's pairs have other scales, so
     the baseline must be recovered from the pair similarity to come out exact."""
-    from recon.oracle import OracleModel
+    from tools.oracle import OracleModel
 
     write_layout(tmp_path / "data", scene, dataset)
     reader = MvdReader(tmp_path / "data", dataset)
@@ -172,7 +172,7 @@ def test_oracle_scores_near_perfect_with_each_alignment(tmp_path, scene, dataset
 
 
 def test_oracle_scores_near_perfect_and_a_random_model_does_not(tmp_path, scene):
-    from recon.oracle import OracleModel
+    from tools.oracle import OracleModel
 
     write_layout(tmp_path / "data", scene, "dtu")
     reader = MvdReader(tmp_path / "data", "dtu")
@@ -189,7 +189,7 @@ def test_oracle_scores_near_perfect_and_a_random_model_does_not(tmp_path, scene)
 
 
 def test_cli_runs_resumes_and_reports_user_errors(tmp_path, scene, capsys):
-    from recon.cli import main
+    from cli import main
     from recon.model import save_model
 
     write_layout(tmp_path / "data", scene, "kitti")
@@ -208,7 +208,7 @@ def test_cli_runs_resumes_and_reports_user_errors(tmp_path, scene, capsys):
 
 
 def test_a_failing_sample_is_recorded_and_the_run_goes_on(tmp_path, scene):
-    from recon.oracle import OracleModel
+    from tools.oracle import OracleModel
 
     write_layout(tmp_path / "data", scene, "dtu")
     data = json.loads((tmp_path / "data" / "samples.json").read_text())

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from recon.eval.data import EvalFrame
-from recon.eval.metrics import all_pairs, pair_errors, pooled_metrics, rotation_error_deg, translation_error_deg
-from recon.eval.model_predictors import PairOutputs, PairwisePredictor
-from recon.eval.pairwise import estimate_focal, intrinsics_from_focal, relative_pose_from_matches, star_poses
-from recon.eval.predictors import as_prediction
-from recon.oracle import oracle_predictions
-from recon.synth import render_scene
+from recon.datasets.data import EvalFrame
+from tools.eval.metrics import all_pairs, pair_errors, pooled_metrics, rotation_error_deg, translation_error_deg
+from tools.eval.model_predictors import PairOutputs, PairwisePredictor
+from tools.eval.pairwise import estimate_focal, intrinsics_from_focal, relative_pose_from_matches, star_poses
+from tools.eval.predictors import as_prediction
+from tools.oracle import oracle_predictions
+from tools.synth import render_scene
 
 
 def pointmap(K, depth):
@@ -88,7 +88,7 @@ class TestEssential:
 def test_star_poses_put_camera_zero_at_origin():
     T = np.tile(np.eye(4), (5, 1, 1))
     T[:, :3, 3] = np.arange(5)[:, None] * [1.0, 0, 0]
-    from recon.eval.metrics import relative_poses
+    from tools.eval.metrics import relative_poses
 
     rel = relative_poses(T)
     star = star_poses(rel, 5)

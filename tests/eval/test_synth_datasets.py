@@ -1,4 +1,4 @@
-"""The evaluator on datasets written by ``recon.synth`` (the writers behind ``recon synth --format co3d|re10k``):
+"""The evaluator on datasets written by ``tools.synth`` (the writers behind ``recon synth --format co3d|re10k``):
 a second, independent implementation of the reference's file formats and camera conventions."""
 
 import json
@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from recon.cli import main
-from recon.eval.benchmark import BenchmarkOptions, run_benchmark
-from recon.eval.co3d import Co3dReader
-from recon.eval.re10k import Re10kReader
-from recon.eval.runner import load_results
-from recon.synth import render_scene, write_re10k
-from recon.synth.co3d import Co3dSequence, write_co3d
+from cli import main
+from recon.datasets.co3d import Co3dReader
+from recon.datasets.re10k import Re10kReader
+from tools.eval.benchmark import BenchmarkOptions, run_benchmark
+from tools.eval.runner import load_results
+from tools.synth import render_scene, write_re10k
+from tools.synth.co3d import Co3dSequence, write_co3d
 
 from .helpers import Interrupting, independent_metrics
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from recon.export import export
-from recon.synth import render_scene
 from recon.tsdf import tsdf_refine
 from recon.types import Scene
+from tools.synth import render_scene
 
 
 @pytest.fixture(scope="module")

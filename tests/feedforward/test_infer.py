@@ -87,7 +87,7 @@ def test_recon_run_align_feedforward(tmp_path):
     import subprocess
     import sys
 
-    from recon.synth import render_scene, write_folder
+    from tools.synth import render_scene, write_folder
 
     write_folder(render_scene("orbit", 3, (56, 42), seed=2), tmp_path / "photos", image_format="png")
     model = save_feedforward(tiny_model(), tmp_path / "ff.pth")

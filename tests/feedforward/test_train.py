@@ -49,7 +49,7 @@ class TestData:
         assert 2 <= S <= 4 and n == 4 // S and ta.depth.shape == (n, S, 28, 28)
 
     def test_folder_format(self, tmp_path):
-        from recon.synth import render_scene, write_folder
+        from tools.synth import render_scene, write_folder
 
         write_folder(render_scene("orbit", 3, (30, 29), seed=1), tmp_path / "scene_a", image_format="png",
                      with_depth=True)  # fmt: skip

@@ -1,4 +1,4 @@
-"""``recon weights list|download|verify`` through ``recon.cli.main``."""
+"""``recon weights list|download|verify`` through ``cli.main``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import os
 import torch
 
 from backbone import hub
-from recon.cli import main
-from recon.commands import weights as weights_cmd
+from cli import main
+from cli import weights as weights_cmd
 
 
 def test_kind_choices_match_the_hub():

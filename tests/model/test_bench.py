@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from recon.cli import main
+from cli import main
 from recon.model.decoder import DecoderConfig
 from recon.model.heads import HeadConfig
 from recon.model.presets import PRESETS, Preset

@@ -1,7 +1,7 @@
 """The whole pipeline (pairs -> encode-once inference -> reciprocal matching -> alignment) on a model that
 predicts the ground truth of a rendered scene.
 
-``recon.oracle.OracleModel`` implements the model protocol (``encode`` / ``decode``) from rendered depth and
+``tools.oracle.OracleModel`` implements the model protocol (``encode`` / ``decode``) from rendered depth and
 cameras: point maps in camera i's frame scaled by an unknown per-pair factor (as a network's are), and
 descriptors that are random Fourier features of the world point, so the real matcher finds the true
 correspondences. What this tests is everything *around* the network, with numbers a correct pipeline must reach.
@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from recon.eval.metrics import accuracy, pair_errors
-from recon.oracle import OracleModel
 from recon.pipeline import ReconstructConfig, UserPriors, reconstruct
-from recon.synth import render_scene
 from recon.types import View
+from tools.eval.metrics import accuracy, pair_errors
+from tools.oracle import OracleModel
+from tools.synth import render_scene
 
 W, H = 128, 96
 

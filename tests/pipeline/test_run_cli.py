@@ -14,7 +14,7 @@ import torch
 import trimesh
 from PIL import Image
 
-from recon.cli import main
+from cli import main
 
 DEMO = Path(__file__).resolve().parents[2] / "demo_data" / "orbit"
 SIZE = ["--image-size", "128"]  # 128x96 network inputs keep the DPT heads cheap on CPU
@@ -22,8 +22,8 @@ SIZE = ["--image-size", "128"]  # 128x96 network inputs keep the DPT heads cheap
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
-    from recon.bench.pipeline import tiny_model
     from recon.model.loading import save_model
+    from tools.bench.pipeline import tiny_model
 
     torch.manual_seed(0)
     return str(save_model(tiny_model(small_heads=True), tmp_path_factory.mktemp("model") / "tiny.pth"))

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from recon.eval.data import EvalFrame
-from recon.eval.metrics import all_pairs
-from recon.eval.model_predictors import PairOutputs, PairwisePredictor
-from recon.eval.pairwise import intrinsics_from_focal, relative_pose_from_matches
-from recon.eval.predictors import PosePrediction
-from recon.eval.runner import evaluate, summarize
-from recon.eval.sampling import SampledSequence
+from recon.datasets.data import EvalFrame
 from recon.types import Matches, PairPrediction, View
+from tools.eval.metrics import all_pairs
+from tools.eval.model_predictors import PairOutputs, PairwisePredictor
+from tools.eval.pairwise import intrinsics_from_focal, relative_pose_from_matches
+from tools.eval.predictors import PosePrediction
+from tools.eval.runner import evaluate, summarize
+from tools.eval.sampling import SampledSequence
 
 K = intrinsics_from_focal(100.0, (64, 64))
 RNG = np.random.default_rng(0)
@@ -151,7 +151,7 @@ def test_pairwise_mode_without_opencv_is_one_clear_error(monkeypatch):
     """Before: every sequence was recorded as failed with 'No module named cv2' and the run reported 0 scores."""
     import sys
 
-    from recon.eval.model_predictors import ModelUnavailableError, build
+    from tools.eval.model_predictors import ModelUnavailableError, build
 
     monkeypatch.setitem(sys.modules, "cv2", None)  # makes `import cv2` raise ImportError
     with pytest.raises(ModelUnavailableError, match=r"needs OpenCV: pip install 'recon3r\[eval\]'"):

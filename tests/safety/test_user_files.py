@@ -220,9 +220,9 @@ def test_recon_run_colmap_into_the_project_folder(tmp_path):
 
     import torch
 
-    from recon.bench.pipeline import tiny_model
-    from recon.cli import main
+    from cli import main
     from recon.model.loading import save_model
+    from tools.bench.pipeline import tiny_model
 
     torch.manual_seed(0)
     ckpt = save_model(tiny_model(small_heads=True), tmp_path / "tiny.pth")

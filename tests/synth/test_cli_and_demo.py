@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recon.cli import main
-from recon.synth import make_scene, read_folder, read_re10k_clip, render_view
+from cli import main
+from tools.synth import make_scene, read_folder, read_re10k_clip, render_view
 
 DEMO = Path(__file__).resolve().parents[2] / "demo_data"
 

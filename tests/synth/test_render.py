@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recon.synth import SynthScene, make_scene, render_scene, render_view
-from recon.synth.cameras import intrinsics, look_at
-from recon.synth.geometry import Box, Cylinder, Quad, Sphere
-from recon.synth.texture import NoiseField, random_material
+from tools.synth import SynthScene, make_scene, render_scene, render_view
+from tools.synth.cameras import intrinsics, look_at
+from tools.synth.geometry import Box, Cylinder, Quad, Sphere
+from tools.synth.texture import NoiseField, random_material
 
 
 def backproject(view, pix: np.ndarray) -> np.ndarray:

@@ -117,7 +117,7 @@ def test_colormap_and_marks():
 
 
 def test_cli_writes_pictures_and_refuses_to_overwrite(tmp_path, capsys):
-    from recon.cli import main
+    from cli import main
 
     ckpt = save_model(_tiny("mast3r_vitl16"), tmp_path / "tiny.pth")
     rng = np.random.default_rng(0)
@@ -139,7 +139,7 @@ def test_cli_writes_pictures_and_refuses_to_overwrite(tmp_path, capsys):
 
 def test_cli_with_a_bare_encoder(tmp_path, capsys):
     import backbone
-    from recon.cli import main
+    from cli import main
 
     torch.manual_seed(0)
     enc = backbone.create("dune_vits14", embed_dim=24, depth=1, num_heads=2, pos_embed_grid=4)

@@ -3,12 +3,12 @@
 ``python -m training.chain --out DIR [--steps-scale S]`` runs, each stage's output loading into the next:
 
 1. ``mum``: MuM multi-view masked pretraining of a tiny encoder (``training.mum`` preset ``tiny``) on
-   ``recon.synth`` sequences;
+   ``tools.synth`` sequences;
 2. ``distill``: DUNE distillation of a tiny student (``training.distill`` preset ``tiny``) from the MuM-tiny
    encoder, on images of rendered scenes written to ``DIR/data/distill``;
 3. ``finetune``: MASt3R decoder + heads on the frozen student (``training.finetune`` preset ``tiny``);
 4. ``export``: the final model as ``DIR/recon-tiny.safetensors`` (float16) with its sha256;
-5. ``evaluate``: held-out ``recon.synth`` scenes (orbit and room, seeds from 900_000, never trained on) through
+5. ``evaluate``: held-out ``tools.synth`` scenes (orbit and room, seeds from 900_000, never trained on) through
    ``recon.pipeline.reconstruct``: RRA / RTA @ 15 deg, median relative depth error, and the share of reciprocal
    descriptor matches within 3 px of the true match.
 

@@ -1,10 +1,10 @@
 """Held-out evaluation of a recon model on rendered scenes it never saw, through recon's own pipeline.
 
-Per scene (``recon.synth`` orbit or room walk, seeds from ``HELD_OUT_SEED``), written as a folder of PNGs and
+Per scene (``tools.synth`` orbit or room walk, seeds from ``HELD_OUT_SEED``), written as a folder of PNGs and
 reconstructed with ``recon.pipeline.reconstruct`` (what ``recon run`` does):
 
 - **RRA / RTA @ 15**: share of view pairs whose relative rotation / translation direction error is under 15 deg
-  (``recon.eval.metrics.pair_errors``, all ``i < j`` pairs);
+  (``tools.eval.metrics.pair_errors``, all ``i < j`` pairs);
 - **median depth error**: ``|s d - d_gt| / d_gt`` over the valid pixels of every view (network pixels, ground truth
   sampled through ``net_to_orig``), ``s`` the scene's median ratio ``d_gt / d`` (the scale is free); a pixel
   without predicted depth counts as 100 %;
@@ -96,10 +96,10 @@ def match_hits(model, folder: Path, synth_by_name: dict, image_size: int) -> tup
 def evaluate_model(model_path: Path, opts, work: Path) -> dict:
     """Figures of ``model_path`` on ``opts.eval_scenes`` held-out scenes per layout (see the module doc)."""
     import recon
-    from recon.eval.metrics import accuracy, pair_errors
     from recon.pipeline import ReconstructConfig, reconstruct
-    from recon.synth import render_scene
-    from recon.synth.folder import write_folder
+    from tools.eval.metrics import accuracy, pair_errors
+    from tools.synth import render_scene
+    from tools.synth.folder import write_folder
     from training.chain.run import EVAL_LAYOUTS, HELD_OUT_SEED
 
     model = recon.load_model(model_path, dtype=None).float()

@@ -67,7 +67,7 @@ def _every(n: int, iterations: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- stages
 def stage_mum(opts: ChainOptions, previous: dict) -> dict:
-    """(a) MuM multi-view masked pretraining of the tiny encoder on ``recon.synth`` sequences."""
+    """(a) MuM multi-view masked pretraining of the tiny encoder on ``tools.synth`` sequences."""
     from training.mum.config import PRESETS, replace
     from training.mum.model import BACKBONE_NAME
     from training.mum.train import train
@@ -92,7 +92,7 @@ def render_distill_images(folder: Path, scenes: int, size: int = 160, views: int
     ``folder`` (written to a temporary folder, then renamed). Returns the number of images."""
     from PIL import Image
 
-    from recon.synth import render_scene
+    from tools.synth import render_scene
 
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # our own unfinished folder

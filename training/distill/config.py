@@ -237,7 +237,7 @@ PRESETS: dict[str, DistillConfig] = {
     ),
     # recon-tiny stage (b), sized for 2 CPU cores: a 128-d x 4 ViT/14 student at 112 px distilled from the MuM-tiny
     # encoder of stage (a) (``teachers[0].checkpoint``: its ``mum_backbone.pth``; random here) on images of
-    # ``recon.synth`` scenes (the chain points ``data`` at rendered folders; synthetic patterns otherwise).
+    # ``tools.synth`` scenes (the chain points ``data`` at rendered folders; synthetic patterns otherwise).
     "tiny": DistillConfig(
         student=StudentConfig(arch="custom", embed_dim=128, depth=4, num_heads=4, image_size=112),
         teachers=(TeacherConfig("mum_tiny", "mum", random_overrides=_MUM_TINY, seed=1),),

@@ -39,9 +39,9 @@ class DatasetConfig:
     name: str = "synthetic"
     """Name shown in logs."""
     kind: Literal["synthetic", "folder"] = "synthetic"
-    """``synthetic``: scenes rendered by ``recon.synth.render_scene``; ``folder``: ``root/<scene>/`` folders in
+    """``synthetic``: scenes rendered by ``tools.synth.render_scene``; ``folder``: ``root/<scene>/`` folders in
     recon's camera-folder layout (``cameras.json`` with K and T_world_cam, ``depth/*.npz`` with depth and mask;
-    ``recon.synth.write_folder(..., with_depth=True)`` writes it)."""
+    ``tools.synth.write_folder(..., with_depth=True)`` writes it)."""
     root: str = ""
     """``folder``: the folder holding one sub-folder per scene."""
     weight: float = 1.0
@@ -53,7 +53,7 @@ class DatasetConfig:
     size: tuple[int, int] = (56, 56)
     """``synthetic``: (W, H) in pixels (multiples of the encoder's patch size)."""
     layout: Literal["orbit", "room_walk", "room_set"] = "orbit"
-    """``synthetic``: ``recon.synth`` layout."""
+    """``synthetic``: ``tools.synth`` layout."""
     arc_deg: float = 360.0
     """``synthetic`` orbit: azimuth range of the cameras in degrees (smaller arcs: more overlap between views)."""
     seed: int = 0

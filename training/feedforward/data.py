@@ -2,7 +2,7 @@
 
 Scene sources (``DatasetConfig.kind``):
 
-- ``synthetic``: ``recon.synth.render_scene`` scenes (exact cameras and depth);
+- ``synthetic``: ``tools.synth.render_scene`` scenes (exact cameras and depth);
 - ``folder``: ``root/<scene>/`` folders in recon's camera-folder layout (docs/synth.md): images, ``cameras.json``
   with ``K`` (pixels) and ``T_world_cam`` (camera-to-world, OpenCV) per image, ``depth/<view>.npz`` with
   ``depth [H, W]`` z-depth and ``mask [H, W]`` (valid pixels). Frames are centre-cropped to a multiple of the
@@ -94,7 +94,7 @@ def load_scenes(d: DatasetConfig, patch_size: int) -> list[SceneFrames]:
         DataConfigError: missing folder, no scene, a scene without depth.
     """
     if d.kind == "synthetic":
-        from recon.synth import render_scene
+        from tools.synth import render_scene
 
         options = {"arc_deg": d.arc_deg} if d.layout == "orbit" else {}
         return [
@@ -105,7 +105,7 @@ def load_scenes(d: DatasetConfig, patch_size: int) -> list[SceneFrames]:
         ]
     from pathlib import Path
 
-    from recon.synth import CamerasFileError, read_folder
+    from tools.synth import CamerasFileError, read_folder
 
     root = Path(d.root)
     if not root.is_dir():

@@ -70,7 +70,7 @@ class SourceConfig:
     """One training (or validation) source of image pairs."""
 
     kind: Literal["synthetic", "co3d"] = "synthetic"
-    """``synthetic``: rendered scenes (``recon.synth``); ``co3d``: the CO3Dv2 layout under ``root``."""
+    """``synthetic``: rendered scenes (``tools.synth``); ``co3d``: the CO3Dv2 layout under ``root``."""
     weight: float = 1.0
     """Share of the mixture (relative to the other sources' weights)."""
     name: str = ""
@@ -322,7 +322,7 @@ PRESETS["smoke_release"] = replace_sections(
 # recon-tiny stage (c), sized for 2 CPU cores: the frozen DUNE-tiny student of training.distill's ``tiny`` preset
 # (128-d x 4, patch 14; ``model.backbone_checkpoint``: its DUNE file, random here) under a 64-d x 10 decoder, narrow
 # DPT heads and a 1x local-feature MLP (the release widths alone are ~40 M parameters; recon-tiny must stay <= ~10 MB
-# in float16: ~5 M parameters), so the layout is recon's. Pairs of ``recon.synth`` orbits and room walks at three
+# in float16: ~5 M parameters), so the layout is recon's. Pairs of ``tools.synth`` orbits and room walks at three
 # aspect ratios; scene seeds 2000+ / 3000+ / 4000+ (validation) are disjoint from MuM-tiny's, from the chain's
 # held-out scenes (>= 900_000) and from demo_data (real photos).
 _TINY_RENDER = (168, 126)

@@ -2,11 +2,11 @@
 
 A **source** yields pairs of ``Frame`` s (image, depth, cameras) at their native size:
 
-- ``SyntheticPairs``: scenes of ``recon.synth.render_scene`` (exact depth and cameras; rays that hit nothing are
+- ``SyntheticPairs``: scenes of ``tools.synth.render_scene`` (exact depth and cameras; rays that hit nothing are
   sky); a view is paired with another view of its scene.
 - ``Co3dPairs``: the published CO3Dv2 layout (``<category>/frame_annotations.jgz``, set lists, images, depth
   PNGs with ``scale_adjustment``, depth masks, foreground masks), cameras converted with the evaluation
-  protocol's ``recon.eval.cameras.co3d_to_opencv``; a frame is paired with another frame of its sequence at most
+  protocol's ``recon.datasets.cameras.co3d_to_opencv``; a frame is paired with another frame of its sequence at most
   ``max_frame_gap`` frames away.
 
 ``PairDataset`` turns a source pair into a training sample at the resolution the batch sampler chose (crop
@@ -81,7 +81,7 @@ def check_resolutions(resolutions: Sequence[Sequence[int]], patch_size: int) -> 
 
 # ---------------------------------------------------------------------------------------------- sources
 class SyntheticPairs:
-    """Pairs of views of synthetic scenes (``recon.synth.render_scene``), rendered lazily and cached per process.
+    """Pairs of views of synthetic scenes (``tools.synth.render_scene``), rendered lazily and cached per process.
 
     Args:
         scenes: number of scenes; scene ``s`` is drawn from seed ``seed + s``.
@@ -124,7 +124,7 @@ class SyntheticPairs:
         if s in self._cache:
             self._cache.move_to_end(s)
             return self._cache[s]
-        from recon.synth import render_scene
+        from tools.synth import render_scene
 
         views = render_scene(self.layout, self.views, self.size, self.seed + s, **self.options)
         frames = [
@@ -173,8 +173,8 @@ class Co3dPairs:
         name: str = "co3d",
         metric: bool = False,
     ) -> None:
-        from recon.eval.cameras import co3d_to_opencv
-        from recon.eval.co3d import read_jgz
+        from recon.datasets.cameras import co3d_to_opencv
+        from recon.datasets.co3d import read_jgz
 
         self.root = Path(root)
         if not self.root.is_dir():
@@ -250,7 +250,7 @@ class Co3dPairs:
     def _frame(self, i: int, rng: np.random.Generator) -> Frame:
         from PIL import Image
 
-        from recon.synth.co3d import decode_depth_png
+        from tools.synth.co3d import decode_depth_png
 
         rec = self.records[i]
         with Image.open(self.root / rec["image"]) as im:

@@ -64,7 +64,7 @@ class DatasetConfig:
     """Name shown in logs."""
     kind: Literal["folder", "co3d", "synthetic", "images", "sequences"] = "folder"
     """``folder``: ``root/<scene>/<frames>`` with frames in (natural) file-name order; ``co3d``: a CO3Dv2 root
-    (``<category>/frame_annotations.jgz``); ``synthetic``: scenes rendered by ``recon.synth.render_scene``;
+    (``<category>/frame_annotations.jgz``); ``synthetic``: scenes rendered by ``tools.synth.render_scene``;
     ``images``: unordered single images (for single-view batches only); ``sequences``: a sequences file written by
     ``python -m training.mum.overlaps`` (MegaDepth overlap chains, MegaScenes IoU chains), paths under ``root``."""
     root: str = ""
@@ -97,7 +97,7 @@ class DatasetConfig:
     synthetic_size: int = 96
     """``synthetic``: rendered image side in pixels (square)."""
     synthetic_layout: Literal["orbit", "room_walk", "room_set", "mixed"] = "mixed"
-    """``synthetic``: ``recon.synth`` layout; ``mixed`` alternates orbit and room-walk scenes."""
+    """``synthetic``: ``tools.synth`` layout; ``mixed`` alternates orbit and room-walk scenes."""
 
 
 @dataclass(frozen=True)
@@ -262,7 +262,7 @@ PRESETS: dict[str, MuMConfig] = {
         ),
     ),  # fmt: skip
     # recon-tiny stage (a), sized for 2 CPU cores: 128-d x 4 ViT/16 + 96-d x 2 decoder on 128-px frames of
-    # ``recon.synth`` orbits and room walks. Scene seeds are ``train.seed * 1000 + i``: seed 1 gives 1000..1023,
+    # ``tools.synth`` orbits and room walks. Scene seeds are ``train.seed * 1000 + i``: seed 1 gives 1000..1023,
     # disjoint from the held-out chain scenes (seeds >= 900_000) and from demo_data (real photos).
     "tiny": MuMConfig(
         model=ModelConfig(

@@ -27,10 +27,10 @@ import torch
 
 import backbone as bb
 from backbone.mum import MUM_VITL16, NUMERICS
-from backbone.mum_decoder import MuMAutoEncoder, MuMDecoderConfig, encoder_official_state_dict, official_state_dict
 from backbone.vit import VisionTransformer, ViTConfig, apply_overrides
 from training.common.checkpoint import atomic_torch_save
 from training.mum.config import MuMConfig
+from training.mum.decoder import MuMAutoEncoder, MuMDecoderConfig, encoder_official_state_dict, official_state_dict
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ grouped follows the MuM paper:
   the chain has ``chunk_length`` frames.
 
 Kinds: ``folder`` (``root/<scene>/<frames>``, natural file-name order, optional ``<scene>/overlaps.json``),
-``co3d`` (CO3Dv2 annotations, frames ordered by ``frame_number``; read with ``recon.eval.co3d.read_jgz``),
-``synthetic`` (``recon.synth.render_scene``, rendered once in memory), ``images`` (single images), ``sequences``
+``co3d`` (CO3Dv2 annotations, frames ordered by ``frame_number``; read with ``recon.datasets.co3d.read_jgz``),
+``synthetic`` (``tools.synth.render_scene``, rendered once in memory), ``images`` (single images), ``sequences``
 (a file of ``training.mum.overlaps``: MuM's MegaDepth overlap chains and MegaScenes IoU chains).
 """
 
@@ -181,8 +181,8 @@ def _images_in(folder: Path):
 
 def co3d_source(cfg: DatasetConfig, seed: int = 0) -> Source:
     """CO3Dv2: every annotated sequence of the chosen categories, frames in ``frame_number`` order."""
-    from recon.eval.co3d import read_jgz
-    from recon.eval.data import DatasetError
+    from recon.datasets.co3d import read_jgz
+    from recon.datasets.data import DatasetError
 
     root = Path(cfg.root)
     if not root.is_dir():
@@ -208,10 +208,10 @@ def co3d_source(cfg: DatasetConfig, seed: int = 0) -> Source:
 
 
 class SyntheticSource(Source):
-    """Scenes rendered once by ``recon.synth.render_scene`` and kept in memory (uint8); references are indices."""
+    """Scenes rendered once by ``tools.synth.render_scene`` and kept in memory (uint8); references are indices."""
 
     def __init__(self, cfg: DatasetConfig, seed: int = 0) -> None:
-        from recon.synth import render_scene
+        from tools.synth import render_scene
 
         self.images = []
         sequences = []

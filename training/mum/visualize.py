@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from backbone.mum_decoder import MuMAutoEncoder, patchify, unpatchify
+from training.mum.decoder import MuMAutoEncoder, patchify, unpatchify
 
 logger = logging.getLogger(__name__)
 

@@ -74,7 +74,7 @@ def test_a_second_run_skips_the_finished_stages(tiny_chain, monkeypatch):
 def test_depth_error_is_scale_free_and_counts_missing_depth_as_100_percent():
     from types import SimpleNamespace
 
-    from recon.synth import render_scene
+    from tools.synth import render_scene
     from training.chain.evaluate import depth_errors
 
     views = render_scene("orbit", n_views=2, size=(48, 36), seed=HELD_OUT)

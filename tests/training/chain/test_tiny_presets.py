@@ -1,5 +1,5 @@
 """The recon-tiny presets of the three recipes (issue 18): each trains on batches of its own data pipeline (rendered
-``recon.synth`` scenes) and its loss falls over a few steps at the preset's size; their data seeds are disjoint.
+``tools.synth`` scenes) and its loss falls over a few steps at the preset's size; their data seeds are disjoint.
 
 Each test prints the model's parameter count and the CPU seconds per step (figures, not asserts)."""
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
-from recon.synth import render_scene
+from tools.synth import render_scene
 from training.datasets.mixture import build_pair_mixture
 from training.finetune.config import DataConfig
 

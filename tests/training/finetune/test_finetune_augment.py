@@ -4,7 +4,7 @@ the best crop pair, aug_monocular."""
 import numpy as np
 import pytest
 
-from recon.synth import render_scene
+from tools.synth import render_scene
 from training.finetune.datasets import DataConfigError, PairDataset, SyntheticPairs
 from training.finetune.geometry import (
     Frame,

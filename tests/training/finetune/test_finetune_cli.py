@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from recon.cli import main
+from cli import main
 from training.finetune import cli
 from training.finetune.config import PRESETS, FinetuneConfig, resolve_config
 

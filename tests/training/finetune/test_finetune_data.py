@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from recon.synth import Co3dSequence, render_scene, write_co3d
+from tools.synth import Co3dSequence, render_scene, write_co3d
 from training.common.data import InfiniteDistributedSampler
 from training.finetune.datasets import (
     RESOLUTIONS,

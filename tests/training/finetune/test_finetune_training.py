@@ -108,7 +108,7 @@ def test_the_finetuned_checkpoint_runs_through_recon_run(full_run, tmp_path):
     for src in sorted((REPO / "demo_data" / "orbit").glob("*.jpg"))[:4]:
         shutil.copy(src, photos / src.name)
     glb = tmp_path / "x.glb"
-    from recon.cli import main
+    from cli import main
 
     # Dense alignment: a 4-step random-ish model gives no reliable matches for the sparse one.
     code = main(["-q", "run", str(photos), "--checkpoint", str(result.final_model), "--out", str(glb),

@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from backbone.checkpoint import CheckpointError, safe_load
-from backbone.mum_decoder import (
+from training.mum.config import MuMConfig
+from training.mum.decoder import (
     MuMAutoEncoder,
     encoder_official_state_dict,
     load_official,
@@ -17,7 +18,6 @@ from backbone.mum_decoder import (
     random_masking,
     unpatchify,
 )
-from training.mum.config import MuMConfig
 from training.mum.model import build_autoencoder
 
 # Float32 CPU reimplementation vs the official float32 outputs: the conformance README's suggested tolerance

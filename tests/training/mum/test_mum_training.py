@@ -8,9 +8,9 @@ import torch
 from mum_helpers import smooth_sequences, tiny_config
 
 import backbone
-from backbone.mum_decoder import load_official
 from training.common.checkpoint import load_checkpoint
 from training.mum.config import replace
+from training.mum.decoder import load_official
 from training.mum.model import encoder_config, recon_model_on_mum, weights_digest
 from training.mum.train import MuMTrainer, train
 
@@ -90,7 +90,7 @@ def test_outputs_load_as_backbone_and_in_the_official_layout(pretrained):
 def _photos(folder: Path, n: int = 3) -> Path:
     from PIL import Image
 
-    from recon.synth import render_scene
+    from tools.synth import render_scene
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, view in enumerate(render_scene("orbit", n_views=n, size=(96, 72), seed=2)):
@@ -99,7 +99,7 @@ def _photos(folder: Path, n: int = 3) -> Path:
 
 
 def test_recon_model_on_the_pretrained_encoder_runs_in_recon_run(pretrained, tmp_path):
-    from recon.cli import main as recon_main
+    from cli import main as recon_main
     from recon.model.decoder import DecoderConfig
     from recon.model.heads import HeadConfig
     from recon.model.loading import load_model, save_model
@@ -177,7 +177,7 @@ def test_cli_prints_config_and_is_a_recon_train_subcommand(tmp_path, capsys):
     assert printed["data"]["views"] == [2, 8] and printed["model"]["mask_ratio"] == 0.75
     assert main(["--preset", "smoke", "--set", "data.views=[1,8]", "--print-config"]) == 2
     assert "2 <= min" in capsys.readouterr().err
-    from recon.cli import main as recon_main
+    from cli import main as recon_main
 
     with pytest.raises(SystemExit) as exc:
         recon_main(["train", "mum", "--help"])

@@ -1,1 +1,0 @@
-"""Subcommands of the ``recon`` CLI; see ``recon.cli``."""
