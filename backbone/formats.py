@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from backbone import hub
 from backbone.checkpoint import CheckpointError, load_strict, safe_load, state_digest, verify_digest
 from backbone.dune import DuneBackbone, is_dune_state, load_dune, strip_wrapper_prefixes
 from backbone.limits import MAX_DEPTH, MAX_TOKENS, MAX_WIDTH, check_int, check_vit_config
@@ -71,13 +72,6 @@ def _resolve(path_or_name: str | os.PathLike) -> Path:
         return path
     if isinstance(path_or_name, os.PathLike) or os.sep in str(path_or_name) or path.suffix:
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        from backbone import hub  # written separately; optional here
-    except ImportError as err:
-        raise CheckpointError(
-            f"{path_or_name!r} is not a file and named weights are unavailable (backbone.hub: {err}); "
-            "pass the path of a checkpoint"
-        ) from None
     return Path(hub.get_weights(str(path_or_name)))
 
 

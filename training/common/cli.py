@@ -13,14 +13,14 @@ Options: ``--config FILE.json`` (merged over ``--preset``), ``--set a.b=value`` 
 (shortcut for ``--set train.output_dir=DIR``), ``--print-config``, ``--list-fields``. A bad config, a bad override
 or a data error is a user error: ``error: <message>`` on stderr and exit code 2, no traceback.
 
-Everything the recipe names is imported lazily, by ``"module:attribute"`` path, so that ``register`` (what
-``recon train`` calls to build its parser) imports no torch.
+A recipe's code (config class, resolver, train function, user errors) imports torch, so the recipe hands it over
+through ``code()``, a function that imports it when the recipe runs: ``register`` (what ``recon train`` calls to
+build its parser) then imports no torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -30,12 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
-
-
-def load_attr(path: str) -> Any:
-    """The object at ``"package.module:attribute"`` (imported on demand)."""
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 def _user_error(message: str) -> Exception:
@@ -50,6 +44,20 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from recon.errors import UserError
 
     return (UserError,)
+
+
+@dataclass(frozen=True)
+class RecipeCode:
+    """What a recipe runs; its modules import torch, so ``Recipe.code`` builds this only when the recipe runs."""
+
+    config_class: type
+    """The root config dataclass (for ``--list-fields``)."""
+    resolve_config: Callable[[str, Any], Any]
+    """``resolve_config(preset, data) -> config`` (preset + JSON data, validated)."""
+    train: Callable[[Any], Any]
+    """``train(cfg) -> result``."""
+    user_errors: tuple[type[BaseException], ...]
+    """The exceptions of ``train`` that are the user's to fix (bad data paths, ...)."""
 
 
 @dataclass(frozen=True)
@@ -70,14 +78,8 @@ class Recipe:
     """Preset names in the order ``--help`` lists them (the keys of the recipe's ``PRESETS``)."""
     example_overrides: str
     """What follows ``e.g. --set`` in the help of ``--set`` (``train.lr=1e-4 --set student.arch=vit_small``)."""
-    config_class: str
-    """``"module:Class"`` of the root config dataclass (for ``--list-fields``)."""
-    resolver: str
-    """``"module:function"``: ``resolve_config(preset, data) -> config`` (preset + JSON data, validated)."""
-    train: str
-    """``"module:function"``: ``train(cfg) -> result``."""
-    user_errors: tuple[str, ...]
-    """``"module:Class"`` of the exceptions of ``train`` that are the user's to fix (bad data paths, ...)."""
+    code: Callable[[], RecipeCode]
+    """Imports and returns the recipe's code (called when the recipe runs, never when its parser is built)."""
     summary: Callable[[Any], str]
     """The line(s) printed by rank 0 after training, from ``train``'s result."""
 
@@ -115,7 +117,7 @@ class Recipe:
                 raise ConfigError(f"config file not found: {args.config}") from None
             except json.JSONDecodeError as err:
                 raise ConfigError(f"{args.config}: invalid JSON at line {err.lineno}: {err.msg}") from None
-        cfg = load_attr(self.resolver)(args.preset, data)
+        cfg = self.code().resolve_config(args.preset, data)
         overrides = list(args.overrides) + ([f"train.output_dir={args.output_dir}"] if args.output_dir else [])
         return apply_overrides(cfg, overrides) if overrides else cfg
 
@@ -128,7 +130,7 @@ class Recipe:
         from training.common.config import ConfigError, describe, to_dict
 
         if args.list_fields:
-            for name, default, doc in describe(load_attr(self.config_class)):
+            for name, default, doc in describe(self.code().config_class):
                 print(f"{name} = {default}\n    {doc}")
             return 0
         try:
@@ -141,13 +143,12 @@ class Recipe:
         from training.common import distributed
         from training.common.logging import setup_logging
 
-        train = load_attr(self.train)
-        user_errors = tuple(load_attr(path) for path in self.user_errors)
+        code = self.code()
         setup_logging(int(os.environ.get("RANK", "0")))
         try:
-            result = train(cfg)
+            result = code.train(cfg)
             rank = distributed.get_rank()  # before cleanup: without a process group every process is rank 0
-        except user_errors as err:
+        except code.user_errors as err:
             raise _user_error(str(err)) from None
         finally:
             distributed.cleanup()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from training.common.cli import Recipe
+from training.common.cli import Recipe, RecipeCode
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,17 @@ def summary(result) -> str:
     )
 
 
+def code() -> RecipeCode:
+    """The recipe's config, resolver, train function and user errors; imported here, when the recipe runs,
+    because they import torch (``recon --help`` must not)."""
+    from training.common.run import TrainingDiverged
+    from training.distill.config import DistillConfig, resolve_config
+    from training.distill.datasets import DataConfigError
+    from training.distill.train import train
+
+    return RecipeCode(DistillConfig, resolve_config, train, (DataConfigError, TrainingDiverged))
+
+
 RECIPE = Recipe(
     name="distill",
     prog="python -m training.distill",
@@ -34,10 +45,7 @@ RECIPE = Recipe(
     default_preset="dune_vitb14_336",
     presets=("dune_vitb14_336", "dune_vits14_336", "dune_vitb14_448", "dune_vits14_448", "smoke", "tiny"),
     example_overrides="train.lr=1e-4 --set student.arch=vit_small",
-    config_class="training.distill.config:DistillConfig",
-    resolver="training.distill.config:resolve_config",
-    train="training.distill.train:train",
-    user_errors=("training.distill.datasets:DataConfigError", "training.common.run:TrainingDiverged"),
+    code=code,
     summary=summary,
 )
 add_arguments, resolve, run, register, main = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from training.common.cli import Recipe
+from training.common.cli import Recipe, RecipeCode
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +23,17 @@ def summary(result) -> str:
     return f"{result.iterations} iterations, {result.frames_per_second:.1f} frames/s; final model: {result.final}"
 
 
+def code() -> RecipeCode:
+    """The recipe's config, resolver, train function and user errors; imported here, when the recipe runs,
+    because they import torch (``recon --help`` must not)."""
+    from backbone.checkpoint import CheckpointError
+    from training.feedforward.config import FeedForwardTrainConfig, resolve_config
+    from training.feedforward.data import DataConfigError
+    from training.feedforward.train import train
+
+    return RecipeCode(FeedForwardTrainConfig, resolve_config, train, (DataConfigError, CheckpointError))
+
+
 RECIPE = Recipe(
     name="feedforward",
     prog="python -m training.feedforward",
@@ -31,10 +42,7 @@ RECIPE = Recipe(
     default_preset="paper",
     presets=("paper", "distill", "small"),
     example_overrides="train.iterations=1000 --set model.encoder=mum_vitl16",
-    config_class="training.feedforward.config:FeedForwardTrainConfig",
-    resolver="training.feedforward.config:resolve_config",
-    train="training.feedforward.train:train",
-    user_errors=("training.feedforward.data:DataConfigError", "backbone.checkpoint:CheckpointError"),
+    code=code,
     summary=summary,
 )
 add_arguments, resolve, run, register, main = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from training.common.cli import Recipe
+from training.common.cli import Recipe, RecipeCode
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,26 @@ def summary(result) -> str:
     return "\n".join(lines)
 
 
+def code() -> RecipeCode:
+    """The recipe's config, resolver, train function and user errors; imported here, when the recipe runs,
+    because they import torch (``recon --help`` must not)."""
+    from backbone.checkpoint import CheckpointError
+    from training.common.run import TrainingDiverged
+    from training.datasets.io import LayoutError
+    from training.datasets.mixture import MixtureError
+    from training.finetune.config import FinetuneConfig, resolve_config
+    from training.finetune.datasets import DataConfigError
+    from training.finetune.export import ExportError
+    from training.finetune.train import train
+
+    return RecipeCode(
+        FinetuneConfig,
+        resolve_config,
+        train,
+        (DataConfigError, LayoutError, MixtureError, ExportError, TrainingDiverged, CheckpointError),
+    )
+
+
 RECIPE = Recipe(
     name="finetune",
     prog="python -m training.finetune",
@@ -48,17 +68,7 @@ RECIPE = Recipe(
         "tiny",
     ),
     example_overrides="train.lr=1e-4 --set model.init_from=PATH",
-    config_class="training.finetune.config:FinetuneConfig",
-    resolver="training.finetune.config:resolve_config",
-    train="training.finetune.train:train",
-    user_errors=(
-        "training.finetune.datasets:DataConfigError",
-        "training.datasets.io:LayoutError",
-        "training.datasets.mixture:MixtureError",
-        "training.finetune.export:ExportError",
-        "training.common.run:TrainingDiverged",
-        "backbone.checkpoint:CheckpointError",
-    ),
+    code=code,
     summary=summary,
 )
 add_arguments, resolve, run, register, main = (

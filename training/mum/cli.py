@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from training.common.cli import Recipe
+from training.common.cli import Recipe, RecipeCode
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,17 @@ def summary(result) -> str:
     )
 
 
+def code() -> RecipeCode:
+    """The recipe's config, resolver, train function and user errors; imported here, when the recipe runs,
+    because they import torch (``recon --help`` must not)."""
+    from training.common.run import TrainingDiverged
+    from training.mum.config import MuMConfig, resolve_config
+    from training.mum.sequences import DataConfigError
+    from training.mum.train import train
+
+    return RecipeCode(MuMConfig, resolve_config, train, (DataConfigError, TrainingDiverged))
+
+
 RECIPE = Recipe(
     name="mum",
     prog="python -m training.mum",
@@ -35,10 +46,7 @@ RECIPE = Recipe(
     default_preset="mum_vitl16",
     presets=("mum_vitl16", "mum_vitb16", "smoke", "tiny"),
     example_overrides="train.iterations=1000 --set data.frame_budget=64",
-    config_class="training.mum.config:MuMConfig",
-    resolver="training.mum.config:resolve_config",
-    train="training.mum.train:train",
-    user_errors=("training.mum.sequences:DataConfigError", "training.common.run:TrainingDiverged"),
+    code=code,
     summary=summary,
 )
 add_arguments, resolve, run, register, main = (

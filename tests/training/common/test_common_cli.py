@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from training.common.cli import Recipe, load_attr
+from training.common.cli import Recipe
 
 RECIPES = ("distill", "finetune", "mum")
 
@@ -24,11 +24,11 @@ def test_declaration_matches_the_recipe(name):
     recipe = cli.RECIPE
     assert recipe.name == name and recipe.prog == f"python -m training.{name}"
     assert recipe.presets == tuple(config.PRESETS)  # --help lists every preset, in the config's order
-    resolver = load_attr(recipe.resolver)
-    assert inspect.signature(resolver).parameters["preset"].default == recipe.default_preset
-    assert all(type(cfg) is load_attr(recipe.config_class) for cfg in config.PRESETS.values())
-    assert callable(load_attr(recipe.train))
-    assert all(issubclass(load_attr(path), Exception) for path in recipe.user_errors)
+    code = recipe.code()
+    assert inspect.signature(code.resolve_config).parameters["preset"].default == recipe.default_preset
+    assert all(type(cfg) is code.config_class for cfg in config.PRESETS.values())
+    assert callable(code.train)
+    assert all(issubclass(error, Exception) for error in code.user_errors)
     assert cli.main == recipe.main and cli.register == recipe.register and cli.run == recipe.run
 
 
@@ -60,12 +60,12 @@ def fake_train(cfg):
     return SimpleNamespace(iterations=cfg.train.iterations, output_dir=cfg.train.output_dir)
 
 
+MUM = importlib.import_module("training.mum.cli")
 FAKE = dataclasses.replace(
-    importlib.import_module("training.mum.cli").RECIPE,
+    MUM.RECIPE,
     name="fake",
     prog="python -m fake",
-    train=f"{__name__}:fake_train",
-    user_errors=(f"{__name__}:FakeDataError",),
+    code=lambda: dataclasses.replace(MUM.code(), train=fake_train, user_errors=(FakeDataError,)),
     summary=lambda result: f"{result.iterations} iterations into {result.output_dir}",
 )
 
