@@ -48,7 +48,7 @@ def run(args) -> int:
     """Build and serve the app until interrupted."""
     from app.config import AppConfig, AppLimits
     from app.handlers import RunError
-    from cli import UserError
+    from recon.errors import UserError
 
     try:
         import gradio  # noqa: F401
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m app``."""
     import sys
 
-    from cli import UserError
+    from recon.errors import UserError
 
     parser = argparse.ArgumentParser(prog="python -m app", description="recon's Gradio viewer")
     add_arguments(parser)

@@ -12,13 +12,16 @@ with exit code 2, never a traceback; any other exception is a bug and keeps its 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 
+from cli import app, bench, run, synth, train, viz, weights
+from cli import eval as eval_command
+from recon import __version__
+
 # Order shown in ``recon --help``.
-COMMANDS = ("run", "synth", "weights", "bench", "eval", "viz", "app", "train")
+COMMANDS = (run, synth, weights, bench, eval_command, viz, app, train)
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -63,8 +66,7 @@ def _subparsers(parser: argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from recon import __version__
-
+    """The ``recon`` parser with every subcommand registered (imports no torch)."""
     parser = ArgumentParser(
         prog="recon",
         description="3D reconstruction from photos with a swappable vision backbone. Start with "
@@ -75,14 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"recon.commands.{name}").register(sub)
+    for command in COMMANDS:
+        command.register(sub)
     for p in _subparsers(parser):  # one help style everywhere, whatever each module asked for
         p.formatter_class = HelpFormatter
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``recon`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)  # --help and usage errors exit here, before anything heavy is imported
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
@@ -107,16 +110,3 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(err).split()) or type(err).__name__  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
         return 2
-
-
-def __getattr__(name: str):
-    # ``from cli import UserError`` (older front-ends) keeps working without importing torch at --help.
-    if name == "UserError":
-        from recon.errors import UserError
-
-        return UserError
-    raise AttributeError(f"module 'cli' has no attribute {name!r}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,8 @@
-"""``recon app``: serve the Gradio viewer (the ``app`` package; imported only when the command runs)."""
+"""``recon app``: serve the Gradio viewer (``app.cli``; importing it is cheap: Gradio loads when the command runs)."""
 
 from __future__ import annotations
+
+from app.cli import add_arguments, run
 
 
 def register(subparsers) -> None:
@@ -12,14 +14,5 @@ def register(subparsers) -> None:
         "downloaded weights, `recon app --model random:mast3r_tiny` serves a seeded random-weight model: it checks "
         "the install, its geometry is meaningless (`recon weights list` names the real models).",
     )
-    # The option list lives with the app (shared with `python -m app`); importing app.cli is cheap (no Gradio).
-    from app.cli import add_arguments
-
-    add_arguments(p)
-    p.set_defaults(func=_run)
-
-
-def _run(args) -> int:
-    from app.cli import run
-
-    return run(args)
+    add_arguments(p)  # the option list lives with the app (shared with `python -m app`)
+    p.set_defaults(func=run)

@@ -61,7 +61,7 @@ def load_model_or_exit(args):
     import recon
     from backbone.checkpoint import CheckpointError
     from backbone.hub import WeightsError
-    from cli import UserError
+    from recon.errors import UserError
 
     device = args.device
     if device == "auto":
@@ -99,8 +99,8 @@ class EncoderOnly:
 def _mvdepth(args) -> int:
     import torch
 
-    from cli import UserError
     from recon.datasets.data import DatasetError
+    from recon.errors import UserError
     from tools.eval.mvdepth import MvdReader, format_mvdepth, run_mvdepth, summarize_mvdepth
     from tools.eval.runner import RunMismatchError, parse_shard
 
@@ -165,8 +165,8 @@ def _match(args) -> int:
     import json
     from pathlib import Path
 
-    from cli import UserError
     from recon.datasets.data import DatasetError
+    from recon.errors import UserError
     from recon.fileio import write_json_atomic, write_text_atomic
     from tools.eval import matchprobe as mp
 
@@ -231,8 +231,8 @@ def _match(args) -> int:
 def _match_pairs(args) -> int:
     from pathlib import Path
 
-    from cli import UserError
     from recon.datasets.data import DatasetError
+    from recon.errors import UserError
     from recon.fileio import write_json_atomic
     from tools.eval import matchprobe as mp
 

@@ -6,14 +6,18 @@ imports no torch.
 
 from __future__ import annotations
 
-import importlib
+from training.distill import cli as distill
+from training.feedforward import cli as feedforward
+from training.finetune import cli as finetune
+from training.mum import cli as mum
 
-# Order shown in ``recon train --help``; finetune and mum are added by their recipes.
-RECIPES = ("training.distill.cli", "training.finetune.cli", "training.mum.cli", "training.feedforward.cli")
+# Order shown in ``recon train --help``.
+RECIPES = (distill, finetune, mum, feedforward)
 
 
 def register(subparsers) -> None:
+    """Add ``recon train`` and one subcommand per recipe."""
     parser = subparsers.add_parser("train", help="train backbones and decoders (DUNE distillation, ...)")
     sub = parser.add_subparsers(dest="train_command", metavar="RECIPE", required=True)
-    for module_name in RECIPES:
-        importlib.import_module(module_name).register(sub)
+    for recipe in RECIPES:
+        recipe.register(sub)

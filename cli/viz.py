@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import sys
 
+from cli.eval_protocols import add_model_args, load_model_or_exit
+
 
 def register(subparsers) -> None:
-    from cli.eval_protocols import add_model_args
-
+    """Add ``recon viz features|attention``."""
     parser = subparsers.add_parser(
         "viz",
         help="pictures of features and attention (PCA RGB, encoder / decoder attention for a query patch)",
@@ -52,9 +53,8 @@ def _run(args) -> int:
 
     import numpy as np
 
-    from cli import UserError
-    from cli.eval_protocols import load_model_or_exit
     from recon import viz
+    from recon.errors import UserError
     from recon.fileio import write_bytes_atomic
     from recon.images import ImageLoadError, load_images
 

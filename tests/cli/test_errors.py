@@ -36,12 +36,6 @@ def test_derives_from_user_error(cls):
     assert issubclass(cls, UserError)
 
 
-def test_old_import_path_still_works():
-    from cli import UserError as FromCli
-
-    assert FromCli is UserError
-
-
 def _fail_with(exc):
     def func(args):
         raise exc

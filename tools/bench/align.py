@@ -351,7 +351,7 @@ def run(args) -> int:
 
     import torch
 
-    from cli import UserError
+    from recon.errors import UserError
 
     if not args.cases and not args.synthetic:
         raise UserError("give ga_parity case folders and/or --synthetic")
