@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from backbone.checkpoint import load_strict
+from backbone.mum import MUM_DECODER_PREFIXES
 from training.common import distributed
 from training.common.checkpoint import CheckpointManager
 from training.common.config import to_dict, write_json_atomic
@@ -37,7 +38,7 @@ from training.common.run import TrainingDiverged, agreed_digests, all_ranks_fini
 from training.common.schedule import WarmupCosine
 from training.mum.batches import IterationSampler, MultiViewBatches
 from training.mum.config import MuMConfig, mixture_datasets
-from training.mum.decoder import MUM_DECODER_PREFIXES, load_official, official_state_dict
+from training.mum.decoder import load_official, official_state_dict
 from training.mum.model import build_autoencoder, weights_digest, write_outputs
 from training.mum.sequences import build_source
 from training.mum.visualize import ReconstructionLogger
