@@ -1,14 +1,9 @@
 """Shared test configuration: CPU only, deterministic, small thread count."""
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
-
-FIXTURES = Path(__file__).parent / "fixtures"
-# shared/ lies beside the repository in this workplace; tests that read from it skip when it is absent.
-SHARED = Path(os.environ.get("RECON_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,8 +26,20 @@ def _seed_and_threads():
     yield
 
 
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run the tests marked slow (always on in CI, CI=true)")
+
+
+def _run_slow(config) -> bool:
+    """Slow end-to-end cases run in CI (``CI=true``), with ``--runslow``, or when ``-m`` selects by marker."""
+    return config.getoption("--runslow") or os.environ.get("CI", "").lower() == "true" or bool(config.option.markexpr)
+
+
 def pytest_collection_modifyitems(config, items):
     has_cuda = torch.cuda.is_available()
+    run_slow = _run_slow(config)
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(pytest.mark.skip(reason="slow end-to-end case: runs in CI (CI=true) or with --runslow"))

@@ -166,8 +166,9 @@ def test_given_matches_replace_the_extraction(orbit5):
             given.append(m if (a + b) % 2 else Matches(i=b, j=a, xy_i=m.xy_j, xy_j=m.xy_i, conf=m.conf))
     ref = ra.align(views, preds, method="mast3r-sfm", **FAST)
     got = ra.align(views, preds, given, method="mast3r-sfm", **FAST)
-    np.testing.assert_array_equal(got.T_world_cam, ref.T_world_cam)
-    np.testing.assert_array_equal(got.depth[3], ref.depth[3])
+    # the same matches reach the optimiser in another order: equal up to float32 rounding, not bit for bit
+    np.testing.assert_allclose(got.T_world_cam, ref.T_world_cam, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got.depth[3], ref.depth[3], rtol=1e-5, atol=1e-6)
     # a pair left out of the given matches is not used
     fewer = ra.align(views, preds, [m for m in given if {m.i, m.j} != {0, 3}], method="mast3r-sfm", **FAST)
     assert "0_3" not in fewer.info["n_matches"]

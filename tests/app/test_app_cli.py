@@ -6,6 +6,7 @@ import json
 import sys
 
 import pytest
+from fixture_files import require_extra
 
 from cli import main
 
@@ -62,7 +63,7 @@ class TestModels:
             store.get(absent[0].key)
 
     def test_no_model_at_all(self, tmp_path, monkeypatch):
-        pytest.importorskip("gradio")
+        require_extra("gradio")
         from app.handlers import RunError
         from app.ui import build_app
 
@@ -99,7 +100,7 @@ class TestModels:
         assert choose_startup_model(checkpoint=tmp_path / "m.pth").model == str(tmp_path / "m.pth")
 
     def test_build_app_from_a_checkpoint(self, checkpoint, tmp_path, monkeypatch):
-        pytest.importorskip("gradio")
+        require_extra("gradio")
         import gradio as gr
 
         from app.ui import build_app

@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 import trimesh
+from fixture_files import require_extra
 
 from app.config import AppLimits
 from app.handlers import (
@@ -187,7 +188,7 @@ class TestErrors:
 
 
 def test_video_frames_are_sampled_up_to_the_image_limit(manager, model, demo_images, tmp_path):
-    av = pytest.importorskip("av", reason="video input needs PyAV")
+    av = require_extra("av")
     from PIL import Image
 
     clip = tmp_path / "clip.mp4"

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fixture_files import require_extra
 
 from app.config import AppConfig, AppLimits
 from app.handlers import RunSettings, run_reconstruction
@@ -98,7 +99,7 @@ class TestGradioWiring:
 
     @pytest.fixture
     def demo(self, model):
-        pytest.importorskip("gradio")
+        require_extra("gradio")
         from app.ui import build_app
 
         demo = build_app(model, config=AppConfig(device="cpu", session_ttl_s=123.0))
@@ -134,7 +135,7 @@ class TestGradioWiring:
         assert not ws.root.exists()
 
     def test_queue_and_concurrency(self, model):
-        pytest.importorskip("gradio")
+        require_extra("gradio")
         from app.ui import build_app
 
         demo = build_app(model, config=AppConfig(device="cpu", concurrency_limit=3, max_queue=7))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from fixture_files import fixture_path
 from safetensors.torch import load_file
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-SHARED_CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conformance"
+__all__ = ["ATOL", "RTOL", "fixture_path"]
+
 
 # Tolerances for float32 CPU vs the official float32 CPU outputs. tolerance_report.json measured the
 # official code itself against float64 (the true value): max |err| 6.0e-5 on pts3d (values up to 29; it goes
@@ -19,14 +19,6 @@ SHARED_CONFORMANCE = Path(__file__).resolve().parents[3] / "shared" / "conforman
 RTOL, ATOL = 1e-4, 1e-4
 # One intra-op thread, as the fixtures were computed: tests/conftest.py pins it for the whole session (on a shared,
 # oversubscribed CPU, OpenMP's spinning workers made a forward pass 40x slower: 8.8 s vs 0.2 s).
-
-
-def fixture_path(name: str) -> Path:
-    """A conformance file from tests/fixtures (copied there), else from the shared conformance folder."""
-    for folder in (FIXTURES, SHARED_CONFORMANCE):
-        if (folder / name).is_file():
-            return folder / name
-    pytest.skip(f"conformance fixture {name} not available")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from fixture_files import require_extra
 from PIL import Image
 
 from cli import main
@@ -83,7 +84,7 @@ def test_official_mast3r_sfm_alignment_runs(tiny_ckpt, photos, tmp_path, capsys)
 
 
 def test_colmap_and_nerfstudio_exports(tiny_ckpt, photos, tmp_path):
-    pycolmap = pytest.importorskip("pycolmap")
+    pycolmap = require_extra("pycolmap")
     common = [photos, "--checkpoint", tiny_ckpt, "--align", "dense", "--conf-thr", "0", *SIZE]
     assert run(*common, "--format", "colmap", "--out", tmp_path / "colmap") == 0
     rec = pycolmap.Reconstruction(str(tmp_path / "colmap" / "sparse" / "0"))

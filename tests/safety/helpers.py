@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from fixture_files import fixture_path
+
+__all__ = ["fixture_path", "one_line", "tree_digest"]
+
 
 def tree_digest(root: Path) -> dict[str, str]:
     """``{relative path: sha256 | 'dir' | 'link -> target'}`` of everything under ``root`` (hidden names too)."""
@@ -25,13 +29,3 @@ def one_line(err: BaseException) -> str:
     text = str(err)
     assert text and "\n" not in text and "Traceback" not in text, text
     return text
-
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
-
-def fixture_path(name: str) -> Path:
-    """A committed fixture; a missing one is a failure, not a skip."""
-    path = FIXTURES / name
-    assert path.is_file(), f"committed fixture {path} is missing"
-    return path

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from fixture_files import fixture_path
 from safetensors.torch import load_file
 
 from backbone.checkpoint import CheckpointError, safe_load
@@ -28,12 +29,7 @@ CASES = ["b1s3_h64w64", "b1s2_h48w80"]
 
 @pytest.fixture(scope="module")
 def io():
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "fixtures" / "mum_tiny_io.safetensors"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing")
-    return load_file(path)
+    return load_file(fixture_path("mum_tiny_io.safetensors"))
 
 
 @pytest.mark.parametrize("case", CASES)
