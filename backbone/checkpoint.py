@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from backbone.errors import UserError
+from backbone.errors import CheckpointError  # defined there (standard library only) for backbone.hub; used from here
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +33,6 @@ ALLOWED_GLOBALS = [argparse.Namespace]
 # Largest |value| accepted in a floating-point weight: trained ViTs stay far below 100; a larger value is a
 # corrupt or diverged file whose outputs would be garbage.
 MAX_ABS_WEIGHT = 1e4
-
-
-class CheckpointError(UserError, ValueError):
-    """A checkpoint cannot be read or does not match the model; the message names the file or keys."""
 
 
 def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu"):

@@ -11,3 +11,7 @@ class UserError(Exception):
     Its message is one line that names the input and says what would be valid; front-ends print it without a
     traceback (the CLI: ``error: <message>`` and exit code 2; the app: a message box).
     """
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint cannot be found or read, or does not match the model; the message names the file or keys."""

@@ -4,8 +4,8 @@
   then the ``random:`` architectures that need no download;
 - ``recon weights download NAME... [--force] [--no-progress]``: fetch into the cache with a progress bar
   (resumes a partial download; ``RECON_WEIGHTS_MIRROR`` replaces the official location);
-- ``recon weights verify [NAME|PATH ...]``: size / hash when known, safe load, top-level keys; without
-  arguments, every cached file.
+- ``recon weights verify [NAME|PATH ...]``: size / hash when known, then the safe read and format detection a load
+  does (``backbone.formats.verify``); without arguments, every cached file.
 
 Exit codes: 0 success, 1 a download or check failed, 2 an unknown name.
 """
@@ -82,7 +82,8 @@ def _list(args) -> int:
     for entry in hub.list_weights(kind=args.kind, family=args.family):
         cached = hub.cached_path(entry.name)
         size = entry.size if entry.size is not None else (cached.stat().st_size if cached else None)
-        rows.append((entry.name, entry.kind, entry.family, _human(size), "yes" if cached else "no", entry.url))
+        where = entry.url or f"(ships with recon: {hub.target_path(entry.name)})"
+        rows.append((entry.name, entry.kind, entry.family, _human(size), "yes" if cached else "no", where))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
@@ -118,10 +119,10 @@ def _download(args) -> int:
 
 
 def _verify(args) -> int:
-    import os
     from pathlib import Path
 
     from backbone import hub
+    from backbone.formats import verify
     from recon.errors import UserError
 
     targets: list[str] = list(args.names)
@@ -131,14 +132,12 @@ def _verify(args) -> int:
             print(f"no cached weights in {hub.weights_dir()}; `recon weights download NAME` fetches some")
             return 0
     # Unknown names are a usage error (exit 2), reported before any file is read.
-    _check_names([t for t in targets if os.sep not in t and not Path(t).expanduser().is_file()])
+    _check_names([t for t in targets if not hub.is_path(t) and not Path(t).exists()])
     failed = 0
     for target in targets:
         try:
-            result = hub.verify(target, check_hash=not args.no_hash)
-        except hub.UnknownWeightsError as err:
-            raise UserError(str(err)) from None
-        except hub.WeightsError as err:
+            result = verify(target, check_hash=not args.no_hash)
+        except UserError as err:  # WeightsError (not cached, wrong size, hash or format) or CheckpointError
             print(f"FAIL {target}: {err}", file=sys.stderr)
             failed += 1
             continue

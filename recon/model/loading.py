@@ -7,8 +7,9 @@
   a separate DUNE checkpoint;
 - recon: ``.pth`` ``{'arch', 'config', 'format', 'model'}``, or ``.safetensors`` with that metadata.
 
-Nothing in a file is executed: pickles go through ``backbone.checkpoint.safe_load`` (``weights_only=True``, only
-``argparse.Namespace`` allowed) and constructor strings through ``parse_constructor`` (``ast``, never ``eval``).
+The file comes from ``backbone.hub.resolve`` and is read by ``backbone.formats.read``, whose ``detect_format`` names
+the layout; nothing in a file is executed (``weights_only=True`` with an allow-list, constructor strings parsed with
+``ast``, never ``eval``).
 Each official format has one key map in ``recon.model.formats``; unmapped, missing or mis-shaped keys raise
 ``CheckpointError`` naming them (under the official names).
 """
@@ -31,10 +32,11 @@ from backbone.checkpoint import (
     check_state_dict,
     load_strict,
     parse_constructor,
-    safe_load,
     state_digest,
     verify_digest,
 )
+from backbone.formats import FORMATS, RECON_MODEL_PREFIX, constructor_string, read
+from backbone.hub import UnknownWeightsError, resolve
 from backbone.limits import (
     IMAGE_RANGE,
     MAX_DEPTH,
@@ -65,9 +67,10 @@ from recon.model.recon_model import ModelConfig, ReconModel
 
 logger = logging.getLogger(__name__)
 
-RECON_FORMAT = "recon.model/1"
+RECON_FORMAT = RECON_MODEL_PREFIX + "1"
 RECON_ARCH = "ReconModel"
 _PARTS = ("adapter", "decoder", "head1", "head2")  # ReconModel children filled from decoder checkpoints
+MODEL_FORMATS = ("recon-model", "mast3r", "dust3r", "hf", "dune_mast3r")  # the formats load_model builds
 RANDOM_PREFIX = "random:"  # load_model("random:<preset>") builds a preset with random weights
 
 
@@ -104,23 +107,27 @@ def load_model(
         name, seed = parse_random_name(path_or_name)
         logger.warning("model %s has RANDOM weights (seed %d): outputs are meaningless (smoke tests)", name, seed)
         return cast_model(build_random_model(name, seed).to(device).eval(), dtype)
-    path = _resolve(path_or_name)
-    ckpt, hf_config = _read(path)
-    fmt = detect_format(ckpt, hf_config)
-    if backbone is not None and fmt not in ("dune_mast3r",):
+    path = resolve(path_or_name)
+    ckpt, fmt = read(path)
+    if fmt not in MODEL_FORMATS:
+        raise CheckpointError(
+            f"{path} is a {FORMATS[fmt]}: an encoder without decoder and heads; recon needs a model checkpoint "
+            f"({', '.join(MODEL_FORMATS)})"
+        )
+    if backbone is not None and fmt != "dune_mast3r":
         raise CheckpointError(
             f"{path}: a {fmt} checkpoint holds its own encoder; `backbone=` is only for DUNE-MASt3R decoders"
         )
     logger.info("loading %s checkpoint %s", fmt, path)
     try:
-        if fmt == "recon":
+        if fmt == "recon-model":
             model = _load_recon(ckpt)
         elif fmt == "dune_mast3r":
             model = _load_dune_mast3r(ckpt, backbone)
         elif fmt == "hf":
-            model = _load_mast3r(ckpt, hf_config, MAST3R_HF)
+            model = _load_mast3r(ckpt["model"], ckpt["config"], MAST3R_HF)
         else:
-            model = _load_mast3r(ckpt["model"], _constructor_of(ckpt, path), MAST3R_PTH)
+            model = _load_mast3r(ckpt["model"], parse_constructor(constructor_string(ckpt)), MAST3R_PTH)
     except CheckpointError:
         raise
     except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError) as err:
@@ -226,31 +233,6 @@ def cast_model(model: ReconModel, dtype: torch.dtype | None) -> ReconModel:
     return model
 
 
-def detect_format(ckpt, hf_config: Mapping | None = None) -> str:
-    """The format of a loaded checkpoint: ``'recon'``, ``'dune_mast3r'``, ``'mast3r'`` or ``'hf'``.
-
-    Raises:
-        CheckpointError: not a known layout (the message lists the top-level keys found).
-    """
-    if hf_config is not None:
-        return "hf"
-    if not isinstance(ckpt, Mapping):
-        raise CheckpointError(f"a checkpoint must be a dict, got {type(ckpt).__name__}")
-    keys = set(ckpt)
-    if {"arch", "config", "format", "model"} <= keys and str(ckpt["format"]).startswith("recon.model/"):
-        return "recon"
-    if {"dune_backbone_name", "mast3r_model_str", "model"} <= keys:
-        return "dune_mast3r"
-    if {"model", "args"} <= keys:
-        return "mast3r"
-    shown = sorted(str(k) for k in keys)[:10]
-    raise CheckpointError(
-        f"unknown checkpoint layout with top-level keys {shown}; expected a MASt3R/DUSt3R release "
-        "{'model', 'args'}, a DUNE-MASt3R decoder {'dune_backbone_name', 'mast3r_model_str', 'model'}, a Hugging "
-        "Face folder (model.safetensors + config.json) or a recon checkpoint {'arch', 'config', 'format', 'model'}"
-    )
-
-
 def backbone_recipe(model: ReconModel) -> dict:
     """``{"factory": registered name, "config": ViTConfig fields}`` that rebuilds ``model.backbone``."""
     if model.config.backbone:
@@ -272,70 +254,6 @@ def backbone_recipe(model: ReconModel) -> dict:
     if factory is None:
         raise CheckpointError(f"cannot save: no registered backbone family builds {config.name!r}")
     return {"factory": factory, "config": dataclasses.asdict(config)}
-
-
-# ------------------------------------------------------------------------------------------------ reading
-def _resolve(path_or_name: str | os.PathLike) -> Path:
-    path = Path(path_or_name).expanduser()
-    if path.exists():
-        return path
-    text = str(path_or_name)
-    if os.sep in text or path.suffix in (".pth", ".pt", ".safetensors", ".bin"):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    from backbone import hub  # lazy: only named weights need the table
-
-    return hub.get_weights(text)
-
-
-def _read(path: Path) -> tuple[object, dict | None]:
-    """-> (checkpoint object, HF config dict or None)."""
-    folder_weights = path / "model.safetensors" if path.is_dir() else None
-    if folder_weights is not None:
-        if not folder_weights.is_file() or not (path / "config.json").is_file():
-            raise CheckpointError(f"{path} is a folder without model.safetensors + config.json (Hugging Face layout)")
-        return safe_load(folder_weights), _read_json(path / "config.json")
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-        except Exception as err:  # SafetensorError for a corrupt header
-            raise CheckpointError(f"cannot read {path}: corrupt safetensors header ({type(err).__name__})") from None
-        if str(meta.get("format", "")).startswith("recon.model/"):
-            try:
-                config = json.loads(meta.get("config", ""))
-            except ValueError as err:
-                raise CheckpointError(f"{path}: the recon metadata 'config' is not valid JSON ({err})") from None
-            return {
-                "arch": meta.get("arch"),
-                "config": config,
-                "format": meta["format"],
-                "model": safe_load(path),
-                "digest": meta.get("digest"),
-            }, None
-        if (path.parent / "config.json").is_file():
-            return safe_load(path), _read_json(path.parent / "config.json")
-        raise CheckpointError(f"{path}: safetensors without recon metadata and without a config.json beside it")
-    return safe_load(path), None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        config = json.loads(path.read_text())  # Python's json reads the Infinity that HF configs contain
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"cannot read {path}: {err}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path} must hold a JSON object of constructor arguments, got {type(config).__name__}")
-    return config
-
-
-def _constructor_of(ckpt: Mapping, path: Path) -> tuple[str, dict]:
-    args = ckpt["args"]
-    text = args.get("model") if isinstance(args, Mapping) else getattr(args, "model", None)
-    if not isinstance(text, str):
-        raise CheckpointError(f"{path}: 'args' has no constructor string 'model' (a CroCo pretraining file?)")
-    return parse_constructor(text)
 
 
 # ------------------------------------------------------------------------------------------------ formats
@@ -401,15 +319,11 @@ def _load_dune_mast3r(ckpt: Mapping, backbone) -> ReconModel:
 def _named_encoder(name) -> Path:
     """The encoder file a DUNE-MASt3R file names: a weights-table name (downloaded on first use), or an existing
     file (recon's finetuning writes the path of its DUNE checkpoint there); anything else is refused clearly."""
-    from backbone import hub
-
     if not isinstance(name, str) or not name:
         raise CheckpointError(f"DUNE-MASt3R decoder: 'dune_backbone_name' must be a name, got {name!r}"[:200])
-    if Path(name).expanduser().is_file():
-        return Path(name).expanduser()
     try:
-        return Path(hub.get_weights(name))
-    except hub.UnknownWeightsError:
+        return resolve(name)
+    except UnknownWeightsError:
         raise CheckpointError(
             f"this DUNE-MASt3R decoder names its encoder {name[:80]!r}, which is not in the weights table "
             "(`recon weights list`); pass the DUNE encoder checkpoint with --backbone PATH"
@@ -424,9 +338,7 @@ def _dune_backbone(spec) -> nn.Module:
         return spec
     from backbone.dune import load_dune
 
-    path = Path(spec).expanduser()
-    if not path.exists():
-        path = _resolve(spec)
+    path = resolve(spec)
     encoder = load_dune(path, with_projectors=False)
     encoder.checkpoint_files = (Path(path),)
     return encoder

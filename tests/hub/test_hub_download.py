@@ -1,4 +1,5 @@
-"""Downloader: plain, resumed, restarted, file:// and mirrored downloads; integrity failures; offline errors."""
+"""``backbone.download``: plain, resumed, restarted and file:// downloads, integrity failures, offline errors; and
+``hub.get_weights`` on top of it (mirrors, the cache folder)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 
 import pytest
 
-from backbone import hub
+from backbone import download, hub
 
 
 def _names(folder):
@@ -19,7 +20,7 @@ class TestDownloadUrl:
     def test_plain_download_with_progress_bar(self, server, payload, tmp_path, capsys):
         server.files["w.pth"] = payload
         dest = tmp_path / "out" / "w.pth"
-        assert hub.download_url(f"{server.base_url}/w.pth", dest, progress=True) == dest
+        assert download.download_url(f"{server.base_url}/w.pth", dest, progress=True) == dest
         assert dest.read_bytes() == payload
         assert server.requests == [("/w.pth", None)]
         err = capsys.readouterr().err
@@ -28,15 +29,15 @@ class TestDownloadUrl:
 
     def test_no_progress_bar_when_disabled(self, server, payload, tmp_path, capsys):
         server.files["w.pth"] = payload
-        hub.download_url(f"{server.base_url}/w.pth", tmp_path / "w.pth", progress=False)
+        download.download_url(f"{server.base_url}/w.pth", tmp_path / "w.pth", progress=False)
         assert "100%" not in capsys.readouterr().err
 
     def test_interrupted_transfer_resumes_with_range(self, server, payload, tmp_path, caplog):
         server.files["w.pth"] = payload
         server.cut_after = [1_500_000]  # the first response breaks off after 1.5 MB
         dest = tmp_path / "w.pth"
-        with caplog.at_level(logging.WARNING, logger="backbone.hub"):
-            hub.download_url(f"{server.base_url}/w.pth", dest, progress=False)
+        with caplog.at_level(logging.WARNING, logger="backbone.download"):
+            download.download_url(f"{server.base_url}/w.pth", dest, progress=False)
         assert dest.read_bytes() == payload
         assert server.requests == [("/w.pth", None), ("/w.pth", "bytes=1500000-")]
         assert server.bytes_sent == len(payload)  # nothing was sent twice
@@ -45,20 +46,20 @@ class TestDownloadUrl:
     def test_existing_part_file_is_resumed(self, server, payload, tmp_path):
         server.files["w.pth"] = payload
         dest = tmp_path / "w.pth"
-        hub.part_path(dest).write_bytes(payload[:1234])
-        hub.download_url(f"{server.base_url}/w.pth", dest, progress=False)
+        download.part_path(dest).write_bytes(payload[:1234])
+        download.download_url(f"{server.base_url}/w.pth", dest, progress=False)
         assert dest.read_bytes() == payload
         assert server.requests == [("/w.pth", "bytes=1234-")]
         assert server.bytes_sent == len(payload) - 1234
-        assert not hub.part_path(dest).exists()
+        assert not download.part_path(dest).exists()
 
     def test_server_ignoring_range_restarts_from_zero(self, server, payload, tmp_path):
         server.files["w.pth"] = payload
         server.ignore_range = True
         dest = tmp_path / "w.pth"
         # A .part whose bytes are NOT a prefix of the file: appending the 200 body to it would corrupt the result.
-        hub.part_path(dest).write_bytes(b"\xff" * 1000)
-        hub.download_url(f"{server.base_url}/w.pth", dest, progress=False)
+        download.part_path(dest).write_bytes(b"\xff" * 1000)
+        download.download_url(f"{server.base_url}/w.pth", dest, progress=False)
         assert dest.read_bytes() == payload
         assert server.requests == [("/w.pth", "bytes=1000-")]
 
@@ -66,24 +67,24 @@ class TestDownloadUrl:
         server.files["w.pth"] = payload
         server.whole_file_as_206 = True
         dest = tmp_path / "w.pth"
-        hub.part_path(dest).write_bytes(payload[:5000])
-        hub.download_url(f"{server.base_url}/w.pth", dest, progress=False)
+        download.part_path(dest).write_bytes(payload[:5000])
+        download.download_url(f"{server.base_url}/w.pth", dest, progress=False)
         assert dest.read_bytes() == payload
         assert server.requests == [("/w.pth", "bytes=5000-"), ("/w.pth", None)]
 
     def test_unwritable_cache_is_not_called_a_network_problem(self, server, payload, tmp_path):
         server.files["w.pth"] = payload
         (tmp_path / "blocker").write_bytes(b"a file where the cache folder should be")
-        with pytest.raises(hub.WeightsError, match="cannot create .*RECON_HOME") as info:
-            hub.download_url(f"{server.base_url}/w.pth", tmp_path / "blocker" / "w.pth", progress=False)
-        assert not isinstance(info.value, hub.WeightsUnavailableError)
+        with pytest.raises(download.WeightsError, match="cannot create .*RECON_HOME") as info:
+            download.download_url(f"{server.base_url}/w.pth", tmp_path / "blocker" / "w.pth", progress=False)
+        assert not isinstance(info.value, download.WeightsUnavailableError)
         assert server.requests == []
 
     def test_part_longer_than_remote_file_restarts(self, server, payload, tmp_path):
         server.files["w.pth"] = payload
         dest = tmp_path / "w.pth"
-        hub.part_path(dest).write_bytes(b"\x00" * (len(payload) + 10))
-        hub.download_url(f"{server.base_url}/w.pth", dest, progress=False)
+        download.part_path(dest).write_bytes(b"\x00" * (len(payload) + 10))
+        download.download_url(f"{server.base_url}/w.pth", dest, progress=False)
         assert dest.read_bytes() == payload
         assert server.requests == [("/w.pth", f"bytes={len(payload) + 10}-"), ("/w.pth", None)]
 
@@ -92,15 +93,15 @@ class TestDownloadUrl:
         # total, which equals what we have.
         server.files["w.pth"] = payload
         dest = tmp_path / "w.pth"
-        hub.part_path(dest).write_bytes(payload)
-        hub.download_url(f"{server.base_url}/w.pth", dest, progress=False)
+        download.part_path(dest).write_bytes(payload)
+        download.download_url(f"{server.base_url}/w.pth", dest, progress=False)
         assert dest.read_bytes() == payload
         assert server.bytes_sent == 0
 
     def test_known_size_and_complete_part_needs_no_request(self, server, payload, tmp_path):
         dest = tmp_path / "w.pth"
-        hub.part_path(dest).write_bytes(payload)
-        hub.download_url(f"{server.base_url}/w.pth", dest, size=len(payload), progress=False)
+        download.part_path(dest).write_bytes(payload)
+        download.download_url(f"{server.base_url}/w.pth", dest, size=len(payload), progress=False)
         assert dest.read_bytes() == payload
         assert server.requests == []
 
@@ -108,12 +109,12 @@ class TestDownloadUrl:
         server.files["w.pth"] = payload
         server.cut_after = [100_000, 100_000]
         dest = tmp_path / "w.pth"
-        with pytest.raises(hub.WeightsUnavailableError, match="run the command again to resume") as info:
-            hub.download_url(f"{server.base_url}/w.pth", dest, progress=False, attempts=2)
+        with pytest.raises(download.WeightsUnavailableError, match="run the command again to resume") as info:
+            download.download_url(f"{server.base_url}/w.pth", dest, progress=False, attempts=2)
         assert not dest.exists()
-        assert hub.part_path(dest).read_bytes() == payload[:200_000]
-        assert str(hub.part_path(dest)) in str(info.value)
-        hub.download_url(f"{server.base_url}/w.pth", dest, progress=False)  # the next run resumes
+        assert download.part_path(dest).read_bytes() == payload[:200_000]
+        assert str(download.part_path(dest)) in str(info.value)
+        download.download_url(f"{server.base_url}/w.pth", dest, progress=False)  # the next run resumes
         assert dest.read_bytes() == payload
         assert server.requests[-1] == ("/w.pth", "bytes=200000-")
 
@@ -122,47 +123,49 @@ class TestDownloadUrl:
         source.parent.mkdir()
         source.write_bytes(payload)
         dest = tmp_path / "cache" / "w.pth"
-        hub.download_url(source.as_uri(), dest, size=len(payload), progress=False)
+        download.download_url(source.as_uri(), dest, size=len(payload), progress=False)
         assert dest.read_bytes() == payload
 
     def test_file_url_resumes_part(self, payload, tmp_path):
         source = tmp_path / "w_src.pth"
         source.write_bytes(payload)
         dest = tmp_path / "w.pth"
-        hub.part_path(dest).write_bytes(payload[:777])
-        hub.download_url(source.as_uri(), dest, progress=False)
+        download.part_path(dest).write_bytes(payload[:777])
+        download.download_url(source.as_uri(), dest, progress=False)
         assert dest.read_bytes() == payload
 
     def test_sha256_match_is_accepted(self, server, payload, tmp_path):
         server.files["w.pth"] = payload
         dest = tmp_path / "w.pth"
         digest = hashlib.sha256(payload).hexdigest()
-        hub.download_url(f"{server.base_url}/w.pth", dest, size=len(payload), sha256=digest, progress=False)
+        download.download_url(f"{server.base_url}/w.pth", dest, size=len(payload), sha256=digest, progress=False)
         assert dest.read_bytes() == payload
 
     def test_sha256_mismatch_leaves_no_file(self, server, payload, tmp_path):
         server.files["w.pth"] = payload
         dest = tmp_path / "w.pth"
-        with pytest.raises(hub.WeightsIntegrityError, match="expected 0000") as info:
-            hub.download_url(f"{server.base_url}/w.pth", dest, sha256="0" * 64, progress=False)
+        with pytest.raises(download.WeightsIntegrityError, match="expected 0000") as info:
+            download.download_url(f"{server.base_url}/w.pth", dest, sha256="0" * 64, progress=False)
         assert hashlib.sha256(payload).hexdigest() in str(info.value)
-        assert not dest.exists() and not hub.part_path(dest).exists()
+        assert not dest.exists() and not download.part_path(dest).exists()
 
     def test_size_mismatch_leaves_no_file(self, server, payload, tmp_path):
         server.files["w.pth"] = payload
         dest = tmp_path / "w.pth"
-        with pytest.raises(hub.WeightsIntegrityError, match=f"has {len(payload)} bytes, expected {len(payload) + 1}"):
-            hub.download_url(f"{server.base_url}/w.pth", dest, size=len(payload) + 1, progress=False)
+        with pytest.raises(
+            download.WeightsIntegrityError, match=f"has {len(payload)} bytes, expected {len(payload) + 1}"
+        ):
+            download.download_url(f"{server.base_url}/w.pth", dest, size=len(payload) + 1, progress=False)
         assert _names(tmp_path) == []
 
     def test_http_error_is_unavailable(self, server, tmp_path):
-        with pytest.raises(hub.WeightsUnavailableError, match="HTTP 404"):
-            hub.download_url(f"{server.base_url}/missing.pth", tmp_path / "m.pth", progress=False)
+        with pytest.raises(download.WeightsUnavailableError, match="HTTP 404"):
+            download.download_url(f"{server.base_url}/missing.pth", tmp_path / "m.pth", progress=False)
         assert not (tmp_path / "m.pth").exists()
 
     def test_unsupported_scheme(self, tmp_path):
-        with pytest.raises(hub.WeightsUnavailableError, match="unsupported URL scheme 'ftp'"):
-            hub.download_url("ftp://example.org/w.pth", tmp_path / "w.pth")
+        with pytest.raises(download.WeightsUnavailableError, match="unsupported URL scheme 'ftp'"):
+            download.download_url("ftp://example.org/w.pth", tmp_path / "w.pth")
 
 
 class TestGetWeights:

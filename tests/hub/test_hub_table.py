@@ -1,13 +1,16 @@
-"""The weights table: every official release is there, entries are well formed, names resolve, docs list them."""
+"""The weights table (``backbone/weights.json``): every release is there, entries are well formed and unique, names
+resolve, docs list them."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
 from backbone import hub
+from backbone.formats import FORMATS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "weights.md"
 
@@ -32,11 +35,60 @@ def test_every_official_release_is_in_the_table():
 def test_entry_is_well_formed(entry):
     assert entry.url.startswith("https://")
     assert entry.filename == entry.url.rsplit("/", 1)[-1] and entry.filename.endswith(".pth")
-    assert entry.kind in hub.KINDS and entry.family in hub.FAMILIES and entry.format in hub.FORMATS
+    assert entry.kind in hub.KINDS and entry.family in hub.FAMILIES and entry.format in FORMATS
     assert entry.image_size % entry.patch_size == 0 or entry.family in ("mast3r", "dust3r", "mum")
     assert entry.licence and entry.notes and entry.source.startswith("https://github.com/")
     assert entry.size is None or entry.size > 0
     assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
+
+
+def test_every_json_entry_has_the_required_fields_and_a_unique_name():
+    raw = json.loads(hub.TABLE_FILE.read_text())["weights"]
+    assert [e["name"] for e in raw] == list(hub.WEIGHTS)  # one entry per object, in file order
+    for entry in raw:
+        assert set(hub.REQUIRED_FIELDS) <= set(entry), entry["name"]
+        assert ("url" in entry) != ("embedded" in entry), entry["name"]
+    assert len({e["name"] for e in raw}) == len(raw)
+
+
+def test_the_format_of_each_family():
+    # What backbone.formats.detect_format says of each family's files (checked by verify).
+    formats = {e.family: e.format for e in hub.WEIGHTS.values()}
+    assert formats == {
+        "mast3r": "mast3r", "dust3r": "dust3r", "dune": "dune", "dune_mast3r": "dune_mast3r", "mum": "mum",
+        "dinov2": "dinov2",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda e: e.pop("licence"), r"lacks \['licence'\]"),
+        (lambda e: e.update(colour="red"), r"unknown fields \['colour'\]"),
+        (lambda e: e.update(embedded="backbone/x.pth"), "exactly one of 'url' and 'embedded'"),
+        (lambda e: e.pop("url"), "exactly one of 'url' and 'embedded'"),
+    ],
+    ids=["missing", "unknown", "both", "neither"],
+)
+def test_malformed_table_is_refused(tmp_path, change, message):
+    raw = json.loads(hub.TABLE_FILE.read_text())
+    change(raw["weights"][3])
+    (tmp_path / "w.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=message):
+        hub.load_table(tmp_path / "w.json")
+
+
+@pytest.mark.parametrize("field", ["name", "aliases"])
+def test_repeated_name_or_alias_is_refused(tmp_path, field):
+    raw = json.loads(hub.TABLE_FILE.read_text())
+    first, other = raw["weights"][0], raw["weights"][5]
+    if field == "name":
+        other["name"] = first["name"]
+    else:
+        other["aliases"] = [*other.get("aliases", []), first["name"].upper()]
+    (tmp_path / "w.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="repeats the name or alias"):
+        hub.load_table(tmp_path / "w.json")
 
 
 def test_file_names_and_aliases_are_unique():

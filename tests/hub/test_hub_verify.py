@@ -1,127 +1,124 @@
-"""``hub.verify``: tiny checkpoints in each official layout, wrong layouts, hashes, and a refused pickle payload."""
+"""``backbone.formats.verify`` (``recon weights verify``): the read a load does, plus size, hash and format."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
 import os
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
+import backbone
 from backbone import hub
+from backbone.checkpoint import safe_load
+from backbone.errors import CheckpointError
+from backbone.formats import verify
 
-MAST3R_STR = (
-    "AsymmetricMASt3R(img_size=(512, 512), enc_depth=2, dec_depth=1, head_type='catmlp+dpt', "
-    "depth_mode=('exp', -inf, inf), two_confs=True)"
-)
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EVIL_STR = "__import__('os').system('true')"  # parsed, never run: it is not a plain ``Name(...)`` call
-DUST3R_STR = "AsymmetricCroCo3DStereo(enc_depth=2, dec_depth=1, head_type='dpt', conf_mode=('exp', 1, inf))"
+DUST3R_STR = "AsymmetricCroCo3DStereo(enc_depth=2, dec_depth=10, enc_embed_dim=64, head_type='dpt')"
 
 
-def _sd(prefix: str = "") -> dict[str, torch.Tensor]:
-    return {f"{prefix}patch_embed.proj.weight": torch.randn(4, 3, 2, 2), f"{prefix}norm.weight": torch.ones(4)}
+def golden(name: str):
+    path = FIXTURES / name
+    assert path.is_file(), f"committed fixture {path} is missing"
+    return safe_load(path)
 
 
-def _layouts() -> dict[str, object]:
-    return {
-        "mast3r": {"model": _sd(), "args": argparse.Namespace(model=MAST3R_STR), "epoch": 3},
-        "dust3r": {"model": _sd(), "args": argparse.Namespace(model=DUST3R_STR)},
-        "dune": {"model": _sd("encoder."), "args": argparse.Namespace(image_size=448, enc_args={"arch": "vit_base"})},
-        "dune_mast3r": {
-            "dune_backbone_name": "dune_vitbase_14_448_paper_encoder",
-            "mast3r_model_str": MAST3R_STR,
-            "model": {"norm.weight": torch.ones(4)},
-        },
-        "state_dict": _sd(),
-        "recon": {"arch": "croco_vitl16", "config": {"depth": 2}, "format": 1, "model": _sd()},
-    }
+def _mast3r(model_str: str | None = None) -> dict:
+    ckpt = golden("mast3r_tiny.pth")
+    return ckpt if model_str is None else {**ckpt, "args": argparse.Namespace(model=model_str)}
 
 
-# One table entry per official layout.
-ENTRY_OF_FORMAT = {
-    "mast3r": "mast3r_vitl16_512",
-    "dust3r": "dust3r_vitl16_512_dpt",
-    "dune": "dune_vitb14_448",
-    "dune_mast3r": "dune_mast3r_vitb14_448",
-    "state_dict": "mum_vitl16",
+def _dune(image_size: int) -> dict:
+    ckpt = golden("dune_tiny.pth")
+    return {**ckpt, "args": argparse.Namespace(**{**vars(ckpt["args"]), "image_size": image_size})}
+
+
+def _dinov2() -> dict:
+    return backbone.create("dinov2_vits14_reg", embed_dim=32, depth=1, num_heads=2).state_dict()
+
+
+# One tiny file per format of the table, and the entry it is checked against.
+LAYOUTS = {
+    "mast3r": ("mast3r_vitl16_512", lambda: _mast3r()),
+    "dust3r": ("dust3r_vitl16_512_dpt", lambda: _mast3r(DUST3R_STR)),
+    "dune": ("dune_vitb14_448", lambda: _dune(448)),
+    "dune_mast3r": ("dune_mast3r_vitb14_448", lambda: golden("dune_mast3r_tiny.pth")),
+    "mum": ("mum_vitl16", lambda: golden("mum_tiny_vitl16.pth")),
+    "dinov2": ("dinov2_vitl14_reg", _dinov2),
 }
 
 
-def _place(name: str, obj) -> os.PathLike:
+def _place(name: str, obj) -> Path:
     path = hub.target_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(obj, path)
     return path
 
 
-@pytest.mark.parametrize("fmt", list(ENTRY_OF_FORMAT))
+@pytest.mark.parametrize("fmt", list(LAYOUTS))
 def test_verify_cached_tiny_checkpoint_by_name(fmt):
-    name = ENTRY_OF_FORMAT[fmt]
-    path = _place(name, _layouts()[fmt])
-    result = hub.verify(name)
+    name, make = LAYOUTS[fmt]
+    path = _place(name, make())
+    result = verify(name)
     assert result.path == path and result.name == name and result.format == fmt
     assert result.size == path.stat().st_size
     assert result.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("fmt", list(hub.FORMATS))
+@pytest.mark.parametrize("fmt", list(LAYOUTS))
 def test_format_of_a_file_outside_the_table_is_detected(fmt, tmp_path):
     path = tmp_path / "mine.pth"
-    torch.save(_layouts()[fmt], path)
-    result = hub.verify(path)
+    torch.save(LAYOUTS[fmt][1](), path)
+    result = verify(path)
     assert result.name is None and result.format == fmt
 
 
 def test_official_file_name_outside_the_cache_uses_its_entry(tmp_path):
-    # A --checkpoint file under an official name is checked against that release's layout.
+    # A --checkpoint file under an official name is checked against that release's format.
     path = tmp_path / hub.WEIGHTS["mast3r_vitl16_512"].filename
-    torch.save(_layouts()["dust3r"], path)
-    with pytest.raises(hub.WeightsIntegrityError, match="builds AsymmetricCroCo3DStereo, expected AsymmetricMASt3R"):
-        hub.verify(path)
+    torch.save(_mast3r(DUST3R_STR), path)
+    with pytest.raises(hub.WeightsIntegrityError, match="is a dust3r checkpoint .* mast3r_vitl16_512 is a mast3r"):
+        verify(path)
 
 
 @pytest.mark.parametrize(
-    ("name", "obj", "message"),
+    ("name", "make", "message"),
     [
-        ("mast3r_vitl16_512", {"model": _sd()}, r"lacks the top-level keys \['args'\]"),
-        ("mast3r_vitl16_512", {"model": _sd(), "args": argparse.Namespace(model=EVIL_STR)}, "must be a call"),
-        ("dune_vitb14_448", {"model": _sd(), "args": argparse.Namespace(image_size=448)}, "'args' has no 'enc_args'"),
-        ("dune_mast3r_vits14_448", {"model": _sd(), "mast3r_model_str": MAST3R_STR}, "dune_backbone_name"),
-        ("mum_vitl16", {"model": _sd()}, "not a flat"),
-        ("dinov2_vitl14_reg", {"norm.weight": torch.ones(2)}, "patch_embed.proj.weight"),
-        ("dust3r_vitl16_224_linear", {"model": {"w": [1, 2]}, "args": argparse.Namespace(model=DUST3R_STR)}, "state"),
+        ("mast3r_vitl16_512", lambda: _mast3r(EVIL_STR), "must be a call"),
+        ("mast3r_vitl16_512", lambda: {"args": _mast3r()["args"]}, r"lacks the top-level keys \['model'\]"),
+        ("dune_mast3r_vits14_448", lambda: {"model": {}, "mast3r_model_str": "x"}, r"\['dune_backbone_name'\]"),
+        ("mum_vitl16", _dinov2, "is a dinov2 checkpoint"),
+        ("dinov2_vitl14_reg", lambda: {"norm.weight": torch.ones(2)}, "unknown checkpoint layout"),
         (
             "dust3r_vitl16_224_linear",
-            {"model": _sd(), "args": argparse.Namespace(model=DUST3R_STR.replace("(", "(img_size=(512, 512), ", 1))},
-            r"declares img_size=\(512, 512\), expected 224",
+            lambda: _mast3r(DUST3R_STR.replace("(", "(img_size=(512, 512), ", 1)),
+            "declaring image size 512, but dust3r_vitl16_224_linear is a dust3r checkpoint of 224 px",
         ),
-        (
-            "dune_vitb14_336",
-            {"model": _sd(), "args": argparse.Namespace(image_size=448, enc_args={"arch": "vit_base"})},
-            "'args.image_size' is 448, expected 336",
-        ),
+        ("dune_vitb14_336", lambda: _dune(448), "declaring image size 448, but dune_vitb14_336"),
     ],
 )
-def test_wrong_layout_is_named(name, obj, message):
-    _place(name, obj)
+def test_wrong_layout_is_named(name, make, message):
+    _place(name, make())
     with pytest.raises(hub.WeightsIntegrityError, match=message):
-        hub.verify(name)
+        verify(name)
 
 
 def test_unknown_layout_outside_the_table(tmp_path):
     path = tmp_path / "odd.pth"
-    torch.save({"weights": _sd()}, path)
-    with pytest.raises(hub.WeightsIntegrityError, match="matches no known checkpoint format"):
-        hub.verify(path)
+    torch.save({"weights": _dinov2()}, path)
+    with pytest.raises(hub.WeightsIntegrityError, match=r"unknown checkpoint layout with top-level keys \['weights'\]"):
+        verify(path)
 
 
 def test_safetensors_state_dict(tmp_path):
-    from safetensors.torch import save_file
-
     path = tmp_path / "w.safetensors"
-    save_file(_sd(), str(path))
-    assert hub.verify(path).format == "state_dict"
+    save_file(dict(golden("mum_tiny_vitl16.pth")), str(path))
+    assert verify(path).format == "mum"
 
 
 class _Payload:
@@ -136,36 +133,39 @@ class _Payload:
 
 def test_pickle_payload_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "payload_ran"
-    path = _place("mast3r_vitl16_512", {"model": _sd(), "args": _Payload(str(marker))})
+    path = _place("mast3r_vitl16_512", {"model": {}, "args": _Payload(str(marker))})
     with pytest.raises(hub.WeightsIntegrityError, match="refusing to load") as info:
-        hub.verify("mast3r_vitl16_512")
+        verify("mast3r_vitl16_512")
     assert str(path) in str(info.value)
     assert not marker.exists()
 
 
 def test_known_hash_mismatch(tiny_entry):
     tiny_entry(sha256="ab" * 32)
-    _place("tiny", _sd())
-    with pytest.raises(hub.WeightsIntegrityError, match="expected abab"):
-        hub.verify("tiny")
+    path = _place("tiny", golden("mum_tiny_vitl16.pth"))
+    with pytest.raises(hub.WeightsIntegrityError, match="does not have the sha256 of tiny") as info:
+        verify("tiny")
+    assert str(path) in str(info.value)
 
 
 def test_known_hash_and_size_match(tiny_entry):
     path = hub.target_path("mum_vitl16").with_name("tiny.bin")
     path.parent.mkdir(parents=True)
-    torch.save(_sd(), path)
+    torch.save(golden("mum_tiny_vitl16.pth"), path)
     data = path.read_bytes()
     tiny_entry(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    assert hub.verify("tiny").format == "state_dict"
+    result = verify("tiny")
+    assert result.format == "mum" and result.sha256 == hashlib.sha256(data).hexdigest()
 
 
-def test_not_cached(isolated_cache):
+def test_not_cached_is_never_downloaded(monkeypatch):
+    monkeypatch.setattr(hub, "download_url", lambda *a, **k: pytest.fail("verify must not download"))
     with pytest.raises(hub.WeightsUnavailableError, match="recon weights download mum_vitl16"):
-        hub.verify("mum_vitl16")
+        verify("mum_vitl16")
 
 
 def test_missing_path_and_unknown_name(tmp_path):
-    with pytest.raises(hub.WeightsUnavailableError, match="no such file"):
-        hub.verify(tmp_path / "nothing.pth")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        verify(tmp_path / "nothing.pth")
     with pytest.raises(hub.UnknownWeightsError):
-        hub.verify("nothing")
+        verify("nothing")

@@ -7,6 +7,7 @@ import os
 
 import torch
 
+import backbone
 from backbone import hub
 from cli import main
 from cli import weights as weights_cmd
@@ -80,10 +81,10 @@ def test_verify_nothing_cached(capsys):
 def test_verify_cached_and_bad_files(capsys, tmp_path):
     good = hub.target_path("dinov2_vitl14_reg")
     good.parent.mkdir(parents=True)
-    torch.save({"patch_embed.proj.weight": torch.zeros(2, 3, 14, 14)}, good)
+    torch.save(backbone.create("dinov2_vits14_reg", embed_dim=32, depth=1, num_heads=2).state_dict(), good)
     assert main(["weights", "verify"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("ok   dinov2_vitl14_reg:") and "format state_dict" in out and "sha256 " in out
+    assert out.startswith("ok   dinov2_vitl14_reg:") and "format dinov2" in out and "sha256 " in out
 
     marker = tmp_path / "ran"
     evil = tmp_path / "evil.pth"

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import recon
-from backbone import hub
+from backbone import download, hub
 from recon.inference import InferenceConfig, run_inference
 from recon.model.decoder import DecoderConfig
 from recon.model.heads import HeadConfig
@@ -88,15 +88,15 @@ def test_file_digest_is_memoised_by_path_size_and_mtime(tmp_path, monkeypatch):
     path = tmp_path / "weights.bin"
     path.write_bytes(b"a" * 1000)
     hashed = []
-    real = hub.sha256_file
-    monkeypatch.setattr(hub, "sha256_file", lambda p: hashed.append(p) or real(p))
-    d1 = hub.file_digest(path, tmp_path)
-    assert hub.file_digest(path, tmp_path) == d1 == hashlib.sha256(b"a" * 1000).hexdigest()
+    real = download.sha256_file
+    monkeypatch.setattr(download, "sha256_file", lambda p: hashed.append(p) or real(p))
+    d1 = download.file_digest(path, tmp_path)
+    assert download.file_digest(path, tmp_path) == d1 == hashlib.sha256(b"a" * 1000).hexdigest()
     assert len(hashed) == 1  # the second call came from the memo
     path.write_bytes(b"b" * 1000)  # same size, new mtime
-    assert hub.file_digest(path, tmp_path) == hashlib.sha256(b"b" * 1000).hexdigest()
-    (tmp_path / hub.DIGESTS_FILE).write_text("{broken")  # a damaged memo is rebuilt, never trusted
-    assert hub.file_digest(path, tmp_path) == hashlib.sha256(b"b" * 1000).hexdigest()
+    assert download.file_digest(path, tmp_path) == hashlib.sha256(b"b" * 1000).hexdigest()
+    (tmp_path / download.DIGESTS_FILE).write_text("{broken")  # a damaged memo is rebuilt, never trusted
+    assert download.file_digest(path, tmp_path) == hashlib.sha256(b"b" * 1000).hexdigest()
 
 
 @pytest.fixture

@@ -15,16 +15,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from backbone.checkpoint import CheckpointError, safe_load
+from backbone.formats import read
+from backbone.hub import resolve
 from recon.model.decoder import DecoderConfig
 from recon.model.heads import HeadConfig
 from recon.model.recon_model import ModelConfig, ReconModel
@@ -32,18 +31,6 @@ from recon.model.recon_model import ModelConfig, ReconModel
 logger = logging.getLogger(__name__)
 
 PARTS = ("adapter", "decoder", "head1", "head2")  # the trainable children of ReconModel
-
-
-def resolve_weights(path_or_name: str) -> Path:
-    """A checkpoint path, or a weights name from ``recon weights list`` (downloaded into the cache once)."""
-    path = Path(path_or_name).expanduser()
-    if path.exists():
-        return path
-    if os.sep in str(path_or_name) or path.suffix in (".pth", ".pt", ".safetensors"):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    from backbone import hub
-
-    return hub.get_weights(str(path_or_name))
 
 
 def is_dune(encoder: nn.Module) -> bool:
@@ -57,9 +44,9 @@ def build_backbone(cfg) -> nn.Module:
     import backbone as bb
 
     if cfg.backbone_checkpoint:
-        ckpt = safe_load(resolve_weights(cfg.backbone_checkpoint))
+        ckpt, fmt = read(resolve(cfg.backbone_checkpoint))
         # DUNE files carry teacher projectors the decoder never uses: keep the encoder alone.
-        kwargs = {"with_projectors": False} if bb.detect_format(ckpt) == "dune" else {}
+        kwargs = {"with_projectors": False} if fmt == "dune" else {}
         encoder = bb.load(ckpt, **kwargs)
         if cfg.backbone_overrides:
             raise ValueError("model.backbone_overrides only apply to a random backbone (no backbone_checkpoint)")
@@ -161,7 +148,7 @@ class InitReport:
     source: str
     """The checkpoint read."""
     source_format: str
-    """``mast3r``, ``dune_mast3r``, ``recon`` or ``hf``."""
+    """``mast3r``, ``dust3r``, ``dune_mast3r``, ``recon-model`` or ``hf`` (``backbone.formats.FORMATS``)."""
     copied: list[str] = field(default_factory=list)
     """Tensors copied unchanged."""
     resampled: list[tuple[str, list[int], list[int]]] = field(default_factory=list)
@@ -198,20 +185,18 @@ def read_decoder_state(path_or_name: str) -> tuple[dict[str, Tensor], str]:
         CheckpointError: unreadable or unknown checkpoint, or keys no rule maps (named).
     """
     from recon.model.formats import DUNE_MAST3R, MAST3R_PTH, convert_state_dict
-    from recon.model.loading import detect_format, load_model
+    from recon.model.loading import load_model
 
-    path = resolve_weights(path_or_name)
-    if path.is_file() and path.suffix != ".safetensors":
-        ckpt = safe_load(path)
-        fmt = detect_format(ckpt)
-        if fmt == "mast3r":
-            return convert_state_dict(ckpt["model"], MAST3R_PTH)[0], fmt
-        if fmt == "dune_mast3r":
-            return convert_state_dict(ckpt["model"], DUNE_MAST3R)[0], fmt
-        if fmt == "recon":
-            return {k: v for k, v in ckpt["model"].items() if k.split(".", 1)[0] in PARTS}, fmt
-    model = load_model(path)  # Hugging Face folder / safetensors (recon or MASt3R)
-    return {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in PARTS}, "hf"
+    path = resolve(path_or_name)
+    ckpt, fmt = read(path)
+    if fmt in ("mast3r", "dust3r"):
+        return convert_state_dict(ckpt["model"], MAST3R_PTH)[0], fmt
+    if fmt == "dune_mast3r":
+        return convert_state_dict(ckpt["model"], DUNE_MAST3R)[0], fmt
+    if fmt == "recon-model":
+        return {k: v for k, v in ckpt["model"].items() if k.split(".", 1)[0] in PARTS}, fmt
+    model = load_model(path)  # a Hugging Face export (other formats are refused there, naming them)
+    return {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in PARTS}, fmt
 
 
 def _resample_pixel_layer(src: Tensor, dst_shape: torch.Size, patch: int) -> Tensor | None:
