@@ -20,7 +20,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -50,6 +49,7 @@ from backbone.limits import (
     check_int,
     check_vit_config,
 )
+from recon.fileio import atomic_file
 from recon.model.formats import (
     CONF_MODES,
     DEPTH_MODES,
@@ -205,22 +205,16 @@ def save_model(model: ReconModel, path: str | os.PathLike) -> Path:
     config = dataclasses.replace(model.config, backbone=backbone_recipe(model))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        digest = state_digest(state, _digest_text(config.to_dict()))
+    digest = state_digest(state, _digest_text(config.to_dict()))
+    with atomic_file(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
             meta = {"format": RECON_FORMAT, "arch": RECON_ARCH, "config": json.dumps(config.to_dict())}
-            save_file(state, tmp, metadata={**meta, "digest": digest})
+            save_file(state, str(tmp), metadata={**meta, "digest": digest})
         else:
             ckpt = {"arch": RECON_ARCH, "config": config.to_dict(), "format": RECON_FORMAT, "model": state}
             torch.save({**ckpt, "digest": digest}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     logger.info("saved %s", path)
     return path
 
