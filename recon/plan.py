@@ -156,7 +156,7 @@ def check_model(model: str | os.PathLike | None, default: str) -> ModelInfo:
         name, _ = parse_random_name(text)
         return ModelInfo(text, PRESETS[name].config.image_size, random=True)
     path = Path(text).expanduser()
-    if path.exists() or os.sep in text or path.suffix in (".pth", ".pt", ".safetensors", ".bin"):
+    if path.exists() or hub.is_path(text):  # the one path-or-name rule (backbone.hub.resolve)
         if not path.exists():
             raise CheckpointError(f"checkpoint not found: {path}")
         return ModelInfo(text, None, random=False)

@@ -116,3 +116,15 @@ def test_register_adds_the_weights_parser():
     weights_cmd.register(parser.add_subparsers())
     args = parser.parse_args(["weights", "verify"])
     assert args.names == [] and callable(args.func)
+
+
+def test_list_shows_where_an_embedded_entry_ships(capsys, monkeypatch, tmp_path):
+    from dataclasses import replace
+
+    monkeypatch.setattr(hub, "PACKAGES_ROOT", tmp_path)
+    entry = replace(hub.WEIGHTS["mum_vitl16"], name="tiny-embedded", url=None, filename="t.safetensors", aliases=(),
+                    embedded="recon/assets/t.safetensors")  # fmt: skip
+    monkeypatch.setitem(hub.WEIGHTS, entry.name, entry)
+    assert main(["weights", "list", "--family", "mum"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny-embedded"))
+    assert f"(ships with recon: {tmp_path / 'recon' / 'assets' / 't.safetensors'})" in row and " no " in row
