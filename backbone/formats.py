@@ -15,7 +15,7 @@ format              recognised by                                               
 ``mast3r``          ``{"model", "args": Namespace(model="AsymmetricMASt3R(...)")}``                   both
 ``dust3r``          ``{"model", "args": Namespace(model="AsymmetricCroCo3DStereo(...)")}``            both
 ``croco``           CroCo encoder keys ``enc_blocks.*`` without a constructor string                 ``load``
-``hf``              a folder (or ``.safetensors`` beside) with ``model.safetensors`` + ``config.json``  both
+``hf``              ``model.safetensors`` + ``config.json`` in one folder (the folder or the file)     both
 ``dune_mast3r``     ``{"dune_backbone_name", "mast3r_model_str", "model"}`` (a decoder, no encoder)   load_model
 ``mum``             a raw state dict with ``rope_embed.periods`` (``MuM_ViTLarge*.pth``)               ``load``
 ``dune``            chunked ``blocks.<c>.<i>.*`` or ``projectors.*`` (``{"model", "args"}`` or raw)    ``load``
@@ -52,7 +52,7 @@ from backbone.vit import VisionTransformer, ViTConfig
 logger = logging.getLogger(__name__)
 
 RECON_FORMAT = "recon-backbone"  # the "format" value of recon's backbone checkpoints
-RECON_MODEL_PREFIX = "recon.model/"  # ... and the prefix of recon's model checkpoints' (recon.model.loading)
+RECON_MODEL_PREFIX = "recon.model/"  # the prefix of the "format" value of recon's model checkpoints
 
 FORMATS: dict[str, str] = {
     "recon-model": "recon model checkpoint {'arch', 'config', 'format': 'recon.model/N', 'model'}",
