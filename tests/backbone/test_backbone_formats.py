@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixture_files import fixture_path
 from safetensors.torch import save_file
 
 import backbone
@@ -14,15 +15,7 @@ from backbone.checkpoint import CheckpointError, safe_load
 from backbone.dune import DuneBackbone
 from backbone.formats import FORMATS, detect_format, read
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 DUST3R_STR = "AsymmetricCroCo3DStereo(enc_depth=2, dec_depth=10, enc_embed_dim=64, head_type='dpt')"
-
-
-def golden(name: str) -> Path:
-    """A committed golden file: a missing one fails the test instead of skipping it."""
-    path = FIXTURES / name
-    assert path.is_file(), f"committed fixture {path} is missing"
-    return path
 
 
 def _tiny_state(name: str) -> dict[str, torch.Tensor]:
@@ -53,25 +46,25 @@ class TestDetectFormat:
         ],
     )
     def test_golden_official_files(self, file, fmt):
-        obj, got = read(golden(file))
+        obj, got = read(fixture_path(file))
         assert got == fmt and detect_format(obj) == fmt
 
     def test_dust3r_release_by_its_constructor_class(self):
-        ckpt = safe_load(golden("mast3r_tiny.pth"))
+        ckpt = safe_load(fixture_path("mast3r_tiny.pth"))
         assert detect_format({**ckpt, "args": argparse.Namespace(model=DUST3R_STR)}) == "dust3r"
         assert detect_format({**ckpt, "args": {"model": DUST3R_STR}}) == "dust3r"  # args as a plain dict
 
     def test_croco_encoder_without_constructor_string(self):
-        state = safe_load(golden("mast3r_tiny.pth"))["model"]
+        state = safe_load(fixture_path("mast3r_tiny.pth"))["model"]
         assert detect_format(state) == "croco"
         assert detect_format({"model": {f"module.{k}": v for k, v in state.items()}}) == "croco"
 
     def test_raw_dune_state_and_dinov2_hub_state(self):
-        assert detect_format(safe_load(golden("dune_tiny.pth"))["model"]) == "dune"
+        assert detect_format(safe_load(fixture_path("dune_tiny.pth"))["model"]) == "dune"
         assert detect_format(_tiny_state("dinov2_vits14_reg")) == "dinov2"
 
     def test_training_wrapper_around_a_raw_state_dict(self):
-        assert detect_format({"model": safe_load(golden("mum_tiny_vitl16.pth")), "step": 3}) == "mum"
+        assert detect_format({"model": safe_load(fixture_path("mum_tiny_vitl16.pth")), "step": 3}) == "mum"
 
     def test_recon_backbone_checkpoint(self, tmp_path):
         path = backbone.save(backbone.create("mum_vitl16", embed_dim=32, depth=1, num_heads=2), tmp_path / "b.pth")
@@ -87,7 +80,7 @@ class TestDetectFormat:
         assert fmt == "recon-model" and obj["config"] == {"image_size": 512} and set(obj["model"]) == {"decoder.w"}
 
     def test_hugging_face_folder_and_file(self, tmp_path):
-        state = safe_load(golden("mast3r_tiny.pth"))["model"]
+        state = safe_load(fixture_path("mast3r_tiny.pth"))["model"]
         save_file(
             {k: v.contiguous() for k, v in state.items() if "layer_rn" not in k}, str(tmp_path / "model.safetensors")
         )
@@ -97,7 +90,7 @@ class TestDetectFormat:
             assert fmt == "hf" and obj["config"]["enc_depth"] == 2 and "enc_blocks.0.norm1.weight" in obj["model"]
 
     def test_plain_safetensors_is_detected_by_content(self, tmp_path):
-        save_file(dict(safe_load(golden("mum_tiny_vitl16.pth"))), str(tmp_path / "mum.safetensors"))
+        save_file(dict(safe_load(fixture_path("mum_tiny_vitl16.pth"))), str(tmp_path / "mum.safetensors"))
         assert read(tmp_path / "mum.safetensors")[1] == "mum"
 
     def test_every_format_is_covered_above(self):
@@ -142,7 +135,7 @@ class TestDetectFormat:
     [("mast3r_tiny.pth", 64), ("dune_tiny.pth", 32), ("mum_tiny_vitl16.pth", 64), ("mum_tiny_vitl16_decoderb.pth", 64)],
 )
 def test_loads_official_files(file, dim):
-    model = backbone.load(golden(file))
+    model = backbone.load(fixture_path(file))
     assert model.spec.embed_dim == dim and not model.training
 
 
@@ -157,7 +150,7 @@ def test_dinov2_hub_state_dict_loads_every_tensor(tmp_path):
 
 def test_dune_mast3r_decoder_file_is_refused():
     with pytest.raises(CheckpointError, match="holds no encoder weights.*dune_tiny_14_56_encoder"):
-        backbone.load(golden("dune_mast3r_tiny.pth"))
+        backbone.load(fixture_path("dune_mast3r_tiny.pth"))
 
 
 def test_model_checkpoint_is_not_a_backbone():
@@ -190,7 +183,7 @@ def test_recon_format_round_trip(tmp_path, name):
 
 
 def test_recon_round_trip_keeps_dune_projectors(tmp_path):
-    model = backbone.load(golden("dune_tiny.pth"))
+    model = backbone.load(fixture_path("dune_tiny.pth"))
     loaded = backbone.load(backbone.save(model, tmp_path / "dune.pth"))
     assert isinstance(loaded, DuneBackbone) and sorted(loaded.projectors) == sorted(model.projectors)
     images = torch.rand(1, 3, 28, 42)
@@ -209,6 +202,6 @@ def test_name_resolves_through_hub(monkeypatch):
     import backbone.hub as hub
 
     asked = []
-    monkeypatch.setattr(hub, "get_weights", lambda name, **kw: asked.append(name) or golden("dune_tiny.pth"))
+    monkeypatch.setattr(hub, "get_weights", lambda name, **kw: asked.append(name) or fixture_path("dune_tiny.pth"))
     model = backbone.load("dune_vitb14_448")
     assert asked == ["dune_vitb14_448"] and isinstance(model, DuneBackbone)

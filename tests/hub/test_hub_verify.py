@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixture_files import fixture_path
 from safetensors.torch import save_file
 
 import backbone
@@ -17,15 +18,12 @@ from backbone.checkpoint import safe_load
 from backbone.errors import CheckpointError
 from backbone.formats import verify
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EVIL_STR = "__import__('os').system('true')"  # parsed, never run: it is not a plain ``Name(...)`` call
 DUST3R_STR = "AsymmetricCroCo3DStereo(enc_depth=2, dec_depth=10, enc_embed_dim=64, head_type='dpt')"
 
 
 def golden(name: str):
-    path = FIXTURES / name
-    assert path.is_file(), f"committed fixture {path} is missing"
-    return safe_load(path)
+    return safe_load(fixture_path(name))
 
 
 def _mast3r(model_str: str | None = None) -> dict:
