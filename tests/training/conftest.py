@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,3 +36,43 @@ def torchrun(tmp_path):
         return proc
 
     return launch
+
+
+class Divergence:
+    """A run made to diverge: ``on_iteration`` (pass it to ``train``) feeds ``module_of(trainer)`` NaN inputs (its
+    first positional argument) after ``step`` steps, so that step's loss is not finite; ``check(err, output_dir)``
+    asserts what a diverged run must leave."""
+
+    def __init__(self, step: int, module_of) -> None:
+        self.step, self.module_of = step, module_of
+        self.trainer = None
+        self.params: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_iteration(self, it: int, trainer) -> None:
+        module = self.module_of(trainer)
+        self.trainer = trainer
+        self.params[it] = {k: v.detach().clone() for k, v in module.named_parameters()}
+        if it == self.step:
+            module.register_forward_pre_hook(lambda m, args: (args[0] * math.nan, *args[1:]))
+
+    def check(self, err, output_dir: Path) -> None:
+        """``err`` (a ``TrainingDiverged``) is one line naming the step and the checkpoint of the last good state;
+        the checkpoint exists and holds finite weights; the bad step changed no parameter."""
+        from training.common.checkpoint import load_checkpoint
+
+        step, message = self.step, str(err)
+        assert "\n" not in message and message.startswith(f"the loss is not finite at step {step} "), message
+        assert err.step == step and err.checkpoint == output_dir / f"checkpoint_{step:08d}.pth", err.checkpoint
+        assert message.endswith(f"the last good weights are in {err.checkpoint} (the run resumes from them)")
+        saved = load_checkpoint(err.checkpoint)
+        assert saved["iter"] == step
+        assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+        now = dict(self.module_of(self.trainer).named_parameters())
+        for key, before in self.params[step].items():
+            assert torch.equal(now[key].detach(), before), key
+
+
+@pytest.fixture
+def diverge_at():
+    """``diverge_at(step, module_of) -> Divergence``."""
+    return Divergence
