@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recon.errors import UserError
 from training.common import distributed
 from training.common.config import RunConfig, save_json
 from training.common.distributed import DistInfo, init_distributed
@@ -101,7 +102,7 @@ def check_finite(loss: torch.Tensor | bool, it: int, terms: Mapping[str, float],
     """
     finite = loss if isinstance(loss, bool) else torch.isfinite(loss).all()
     if not all_ranks_finite(finite, info):
-        raise TrainingDiverged(it, terms or {"loss": float(loss)}, cause)
+        raise TrainingDiverged(it, terms or {"loss": float(loss.detach())}, cause)
 
 
 def agreed_digests(digest: str) -> list[str]:
@@ -123,9 +124,10 @@ DIVERGENCE_REMEDY = (
 """What to change when a run diverges (every recipe has these fields)."""
 
 
-class TrainingDiverged(FloatingPointError):
+class TrainingDiverged(UserError, FloatingPointError):
     """A non-finite loss stopped the run. ``str()`` is one line for the user: the step, the loss terms, the likely
-    cause, the remedy and, when the loop saved it, the checkpoint holding the last good weights.
+    cause, the remedy and, when the loop saved it, the checkpoint holding the last good weights (a ``UserError``:
+    every recipe's command line prints it as one line).
 
     Args:
         step: the optimizer step whose loss was not finite (its update was not applied).

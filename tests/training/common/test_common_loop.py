@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 
 import pytest
 import torch
@@ -166,19 +167,39 @@ def test_every_recipe_keeps_the_run_fields_under_train(recipe):
     assert all(docs.get(name) for name in RUN_FIELDS), [n for n in RUN_FIELDS if not docs.get(n)]
 
 
-def test_feedforward_divergence_saves_the_last_good_state(tmp_path, diverge_at):
+def _tiny_feedforward(out):
     from training.feedforward.config import DatasetConfig, replace, resolve_config
-    from training.feedforward.train import train
 
     cfg = resolve_config("small")
     tiny = DatasetConfig(scenes=2, views=4, size=(28, 28))
     data = dataclasses.replace(cfg.data, datasets=(tiny,), frame_budget=4, views=(2, 4))
-    cfg = replace(
+    return replace(
         dataclasses.replace(cfg, data=data),
-        train={"output_dir": str(tmp_path), "log_every": 0, "warmup": 1, "iterations": 4, "checkpoint_every": 100},
+        train={"output_dir": str(out), "log_every": 0, "warmup": 1, "iterations": 4, "checkpoint_every": 100},
     )
+
+
+def test_feedforward_divergence_saves_the_last_good_state(tmp_path, diverge_at):
+    from training.feedforward.train import train
+
+    cfg = _tiny_feedforward(tmp_path)
     run = diverge_at(2, lambda trainer: trainer.model)
     with pytest.raises(TrainingDiverged) as info:
         train(cfg, on_iteration=run.on_iteration)
     run.check(info.value, tmp_path)
     assert train(cfg).iterations == 4  # resumes from the saved state
+
+
+def test_a_diverged_run_is_one_error_line_on_the_command_line(tmp_path, monkeypatch, capsys):
+    """``TrainingDiverged`` is a ``UserError``: every recipe's command prints it as one line (here feed-forward)."""
+    from training.common.config import save_json
+    from training.feedforward import cli
+    from training.feedforward import train as train_module
+
+    real = train_module.feedforward_loss
+    monkeypatch.setattr(train_module, "feedforward_loss", lambda *a, **k: (real(*a, **k)[0] * math.inf, {}))
+    config = save_json(_tiny_feedforward(tmp_path / "run"), tmp_path / "cfg.json")
+    assert cli.main(["--preset", "small", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the loss is not finite at step 0 (loss inf)"), err
+    assert err[0].endswith(f"{tmp_path / 'run' / 'checkpoint_00000000.pth'} (the run resumes from them)")
