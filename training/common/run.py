@@ -102,7 +102,7 @@ def check_finite(loss: torch.Tensor | bool, it: int, terms: Mapping[str, float],
     """
     finite = loss if isinstance(loss, bool) else torch.isfinite(loss).all()
     if not all_ranks_finite(finite, info):
-        raise TrainingDiverged(it, terms or {"loss": float(loss.detach())}, cause)
+        raise TrainingDiverged(it, terms or {"loss": float(torch.as_tensor(loss).detach())}, cause)
 
 
 def agreed_digests(digest: str) -> list[str]:
