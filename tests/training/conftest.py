@@ -39,9 +39,8 @@ def torchrun(tmp_path):
 
 
 class Divergence:
-    """A run made to diverge: ``on_iteration`` (pass it to ``train``) feeds ``module_of(trainer)`` NaN inputs (its
-    first positional argument) after ``step`` steps, so that step's loss is not finite; ``check(err, output_dir)``
-    asserts what a diverged run must leave."""
+    """A recipe's run made to diverge after ``step`` of its 4 steps: from then on ``module_of(trainer)`` gets NaN
+    inputs (its first positional argument), so that step's loss is not finite."""
 
     def __init__(self, step: int, module_of) -> None:
         self.step, self.module_of = step, module_of
@@ -55,21 +54,31 @@ class Divergence:
         if it == self.step:
             module.register_forward_pre_hook(lambda m, args: (args[0] * math.nan, *args[1:]))
 
-    def check(self, err, output_dir: Path) -> None:
-        """``err`` (a ``TrainingDiverged``) is one line naming the step and the checkpoint of the last good state;
-        the checkpoint exists and holds finite weights; the bad step changed no parameter."""
+    def check(self, train, cfg) -> None:
+        """``train(cfg)`` (4 iterations, no periodic checkpoint before ``step``) stops with a one-line
+        ``TrainingDiverged`` naming the step and the checkpoint of the last good state; that checkpoint exists and
+        holds finite weights; the bad step changed no parameter; ``train(cfg)`` again resumes from it and finishes."""
         from training.common.checkpoint import load_checkpoint
+        from training.common.run import TrainingDiverged
 
-        step, message = self.step, str(err)
+        out = Path(cfg.train.output_dir)
+        with pytest.raises(TrainingDiverged) as info:
+            train(cfg, on_iteration=self.on_iteration)
+        err, step = info.value, self.step
+        message = str(err)
         assert "\n" not in message and message.startswith(f"the loss is not finite at step {step} "), message
-        assert err.step == step and err.checkpoint == output_dir / f"checkpoint_{step:08d}.pth", err.checkpoint
+        assert err.step == step and err.checkpoint == out / f"checkpoint_{step:08d}.pth", err.checkpoint
         assert message.endswith(f"the last good weights are in {err.checkpoint} (the run resumes from them)")
+        assert sorted(p.name for p in out.glob("checkpoint_*.pth")) == [err.checkpoint.name]
         saved = load_checkpoint(err.checkpoint)
         assert saved["iter"] == step
         assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
         now = dict(self.module_of(self.trainer).named_parameters())
         for key, before in self.params[step].items():
             assert torch.equal(now[key].detach(), before), key
+        seen = []
+        assert train(cfg, on_iteration=lambda it, tr: seen.append(it)).iterations == 4
+        assert seen == list(range(step + 1, 5))  # resumed at the saved step
 
 
 @pytest.fixture

@@ -182,12 +182,7 @@ def _tiny_feedforward(out):
 def test_feedforward_divergence_saves_the_last_good_state(tmp_path, diverge_at):
     from training.feedforward.train import train
 
-    cfg = _tiny_feedforward(tmp_path)
-    run = diverge_at(2, lambda trainer: trainer.model)
-    with pytest.raises(TrainingDiverged) as info:
-        train(cfg, on_iteration=run.on_iteration)
-    run.check(info.value, tmp_path)
-    assert train(cfg).iterations == 4  # resumes from the saved state
+    diverge_at(2, lambda trainer: trainer.model).check(train, _tiny_feedforward(tmp_path))
 
 
 def test_a_diverged_run_is_one_error_line_on_the_command_line(tmp_path, monkeypatch, capsys):
