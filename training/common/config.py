@@ -9,6 +9,8 @@ string literal right below the field, as in nerfstudio). This module converts su
 - ``load_json`` / ``save_json`` (atomic); ``apply_overrides(cfg, ["train.lr=1e-4", ...])`` for the command line
   (values parsed as JSON, else taken as strings);
 - ``field_docs(cls)``: ``{field: docstring}`` for help texts and documentation;
+- ``RunConfig``: the bookkeeping fields every recipe's ``train`` section has (output folder, device, seed, bf16,
+  checkpoint cadence, logging); each recipe's ``TrainConfig`` derives from it, so the keys stay ``train.*``;
 - ``resolve_preset(cls, presets, name, data)``: a named preset with a parsed JSON file merged over it (what every
   recipe's ``resolve_config`` does); ``replace_sections(cfg, train={"lr": 1e-3})`` for tests and scripts.
 
@@ -216,7 +218,16 @@ def _is_free_dict(cfg, path: Sequence[str]) -> bool:
 
 
 def field_docs(cls) -> dict[str, str]:
-    """``{field: docstring}`` from the string literals that follow each field in the class body."""
+    """``{field: docstring}`` from the string literals that follow each field in the class body (and in the bodies
+    of its dataclass bases, a field redeclared without a docstring keeping its base's)."""
+    docs = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls) -> dict[str, str]:
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
@@ -306,3 +317,29 @@ def replace_sections(cfg: T, **sections) -> T:
         else:
             changes[name] = value
     return dataclasses.replace(cfg, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The bookkeeping of a run, the same in every recipe (each recipe's ``TrainConfig`` derives from it)."""
+
+    output_dir: str = "runs/run"
+    """Run folder: checkpoints, config.json, TensorBoard events (``tb/``), final outputs."""
+    bf16: bool = True
+    """bf16 autocast of the forward passes on CUDA (no effect on CPU; losses stay float32)."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cuda`` or ``cpu``."""
+    seed: int = 0
+    """Run seed (data order, augmentations, masks; rank r seeds its own generators from it)."""
+    checkpoint_every: int = 1000
+    """Save a training checkpoint every this many iterations (and at the end)."""
+    keep_checkpoints: int = 2
+    """Training checkpoints kept in ``output_dir`` (older ones are deleted; 0: all)."""
+    log_every: int = 20
+    """Console line every this many iterations (TensorBoard gets every iteration; 0: none)."""
+    tensorboard: bool = True
+    """Write TensorBoard scalars to ``output_dir/tb`` (rank 0; needs the ``tensorboard`` package)."""
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 1:
+            raise ValueError(f"train.checkpoint_every must be >= 1, got {self.checkpoint_every}")

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from training.common.config import replace_sections, resolve_preset
+from training.common.config import RunConfig, replace_sections, resolve_preset
 
 # The 19 training datasets of the paper (Table 1), by teacher domain; sizes in training/distill/datasets.py.
 ALL_DATASETS = (
@@ -110,7 +110,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Optimisation, schedule, precision, checkpoints and logging."""
 
     output_dir: str = "runs/dune"
@@ -149,20 +149,8 @@ class TrainConfig:
     """Teacher dropping: keep each image's highest-loss teacher, drop the others with probability ``tdrop_p``."""
     tdrop_p: float = 0.5
     """Drop probability for ``lowest_loss``."""
-    bf16: bool = True
-    """bf16 autocast for the forward passes on CUDA (no effect on CPU)."""
-    device: str = "auto"
-    """``auto`` (CUDA when available), ``cuda`` or ``cpu``."""
     seed: int = 22
     """Run seed (data order, augmentations, teacher dropping; rank r uses seed + r where per-rank)."""
-    checkpoint_every: int = 1000
-    """Save a checkpoint every this many iterations (and at the end)."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept in ``output_dir`` (older ones are deleted)."""
-    log_every: int = 20
-    """Console line every this many iterations (TensorBoard gets every iteration)."""
-    tensorboard: bool = True
-    """Write TensorBoard scalars to ``output_dir/tb``."""
 
 
 @dataclass(frozen=True)

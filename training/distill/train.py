@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,8 @@ from training.common.checkpoint import CheckpointManager, atomic_torch_save
 from training.common.config import to_dict, write_json_atomic
 from training.common.data import InfiniteDistributedSampler
 from training.common.distributed import DistInfo
-from training.common.logging import TrainLogger
 from training.common.optim import build_adamw, clip_grad_per_param
-from training.common.run import TrainingDiverged, agreed_digests, all_ranks_finite, start_run, wrap_ddp
+from training.common.run import agreed_digests, autocast, check_finite, run_loop, start_run, wrap_ddp
 from training.common.schedule import WarmupCosine
 from training.distill.config import DistillConfig
 from training.distill.datasets import BalancedCollate, build_train_dataset, items_per_batch
@@ -88,7 +86,6 @@ class DistillTrainer:
         self.params = [p for p in self.dune.parameters() if p.requires_grad]
         # Teacher dropping draws per rank (the official code: Python's random seeded with seed + rank).
         self.tdrop_generator = torch.Generator().manual_seed(t.seed + self.info.rank)
-        self.autocast = device.type == "cuda" and t.bf16
 
     def step(self, images: torch.Tensor, domains: list[str] | None, it: int) -> dict[str, float]:
         """One iteration on ``images [B, 3, S, S]`` (RGB in [0, 1], on the training device).
@@ -109,7 +106,7 @@ class DistillTrainer:
         self.model.train()
         lr = self.lr_schedule.apply(self.optimizer, it)
         momentum = self.tnorm_schedule(it)
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with autocast(t, images.device):
             preds = self.model(images)
             raw = {teacher.name: teacher(images, PATCH_SIZE) for teacher in self.teachers}
         targets = {
@@ -125,9 +122,8 @@ class DistillTrainer:
             losses, t.tdrop, t.tdrop_p, self.tdrop_generator, domains, [domain_of[n] for n in names]
         )
         loss = (coeffs.detach() * losses).sum()
-        if not all_ranks_finite(torch.isfinite(loss), self.info):
-            cause = "a learning rate too high (or a bf16 overflow), or a teacher whose features are not finite"
-            raise TrainingDiverged(it, {"loss": loss.item()}, cause)
+        cause = "a learning rate too high (or a bf16 overflow), or a teacher whose features are not finite"
+        check_finite(loss, it, {"loss": loss.item()}, cause, self.info)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         metrics.update(loss=loss.item(), loss_all=losses.mean().item(), lr=lr, tnorm_momentum=momentum)
@@ -203,12 +199,11 @@ def train(cfg: DistillConfig, *, on_iteration: Callable[[int, DistillTrainer], N
         drop_last=True,
         pin_memory=info.device.type == "cuda",
     )
-    tlog = TrainLogger(out, enabled=info.is_main, console_every=cfg.train.log_every, tensorboard=cfg.train.tensorboard)
 
-    def save(it: int) -> None:
+    def save(it: int) -> Path:
         sampler.position = it * per_batch  # samples this rank consumed (the live iterator runs ahead)
         state = to_official_state({k: v.detach().cpu() for k, v in trainer.dune.state_dict().items()})
-        manager.save(
+        return manager.save(
             it,
             model=state,
             optimizer=trainer.optimizer,
@@ -219,30 +214,17 @@ def train(cfg: DistillConfig, *, on_iteration: Callable[[int, DistillTrainer], N
             extra={"args": official_args(trainer.dune), "skipped_images": skipped},
         )
 
-    it = start
-    t_start = time.perf_counter()
-    t_last = t_start
-    try:
-        if it < total:
-            for batch in loader:
-                images = batch["image"].to(info.device, non_blocking=True)
-                metrics = trainer.step(images, batch["domain"], it)
-                skipped += int(distributed.all_reduce_sum(batch["skipped"]).item())
-                now = time.perf_counter()
-                metrics.update(skipped_images=skipped, images_per_s=trainer.total_batch / max(now - t_last, 1e-9))
-                t_last = now
-                tlog.log(it, metrics)
-                it += 1
-                if on_iteration is not None:
-                    on_iteration(it, trainer)
-                if it % cfg.train.checkpoint_every == 0 or it == total:
-                    save(it)
-                if it >= total:
-                    break
-    finally:
-        tlog.close()
-    elapsed = time.perf_counter() - t_start
-    throughput = (it - start) * trainer.total_batch / elapsed if it > start else 0.0
+    def step(batch: dict, it: int) -> dict[str, float]:
+        nonlocal skipped
+        metrics = trainer.step(batch["image"].to(info.device, non_blocking=True), batch["domain"], it)
+        skipped += int(distributed.all_reduce_sum(batch["skipped"]).item())
+        return {**metrics, "skipped_images": skipped}
+
+    loop = run_loop(
+        trainer, loader, step=step, run=cfg.train, info=info, start=start, total=total, save=save,
+        count=lambda _: trainer.total_batch, unit="images", on_iteration=on_iteration,
+    )  # fmt: skip
+    it, throughput = loop.iterations, loop.throughput
     final = None
     digests = agreed_digests(weights_digest(trainer.dune))
     if it >= total:

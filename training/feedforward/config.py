@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from training.common.config import replace_sections, resolve_preset
+from training.common.config import RunConfig, replace_sections, resolve_preset
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Optimisation, loss, precision, checkpoints and logging."""
 
     output_dir: str = "runs/feedforward"
@@ -98,20 +98,8 @@ class TrainConfig:
     """Weight of ``-log c`` in the aleatoric losses (DUSt3R: 0.2)."""
     camera_gamma: float = 0.6
     """Weight decay over the camera head's refinement passes (``gamma ** (n - 1 - i)``)."""
-    bf16: bool = True
-    """bf16 autocast on CUDA (no effect on CPU)."""
-    device: str = "auto"
-    """``auto`` (CUDA when available), ``cuda`` or ``cpu``."""
-    seed: int = 0
-    """Run seed: batches are pure functions of (seed, iteration, rank)."""
     checkpoint_every: int = 5000
     """Save a checkpoint every this many iterations (and at the end)."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept in ``output_dir``."""
-    log_every: int = 20
-    """Console log period in iterations."""
-    tensorboard: bool = True
-    """Write TensorBoard scalars (rank 0) when tensorboard is installed."""
 
 
 @dataclass(frozen=True)

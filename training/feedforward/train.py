@@ -13,9 +13,9 @@ written once as ``encoder.pth`` (recon backbone format), and at the end ``feedfo
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +29,8 @@ from recon.feedforward.model import FeedForwardModel, build_model
 from training.common.checkpoint import CheckpointManager
 from training.common.config import to_dict
 from training.common.distributed import DistInfo
-from training.common.logging import TrainLogger
 from training.common.optim import build_adamw
-from training.common.run import all_ranks_finite, start_run, wrap_ddp
+from training.common.run import autocast, check_finite, run_loop, start_run, wrap_ddp
 from training.common.schedule import WarmupCosine
 from training.feedforward.config import FeedForwardTrainConfig
 from training.feedforward.data import SequenceSampler, load_scenes
@@ -64,7 +63,6 @@ class FeedForwardTrainer:
         self.lr_schedule = WarmupCosine(base=t.lr, final=t.min_lr, total=t.iterations, warmup=t.warmup)
         self.optimizer = build_adamw(self.model, lr=0.0, weight_decay=t.weight_decay, betas=t.betas)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.autocast = device.type == "cuda" and t.bf16
         self.teacher = None
         if t.loss == "distill":
             if not cfg.model.teacher:
@@ -75,7 +73,7 @@ class FeedForwardTrainer:
         """The supervision: ground truth, or the teacher's predictions (all pixels valid) when distilling."""
         if self.teacher is None:
             return gt
-        with torch.no_grad(), torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.no_grad(), autocast(self.cfg.train, images.device):
             out = self.teacher(images)
         return Targets(out.pose_enc[-1].float(), out.depth.float(), out.pts3d.float(), torch.ones_like(gt.valid))
 
@@ -83,25 +81,25 @@ class FeedForwardTrainer:
         """One iteration on ``images [n, S, 3, H, W]`` and targets (on the training device).
 
         Raises:
-            FloatingPointError: the loss is not finite on some rank.
+            TrainingDiverged: the loss is not finite on some rank (no update applied).
         """
         self.ddp.train()
         t = self.cfg.train
         lr = self.lr_schedule.apply(self.optimizer, it)
         target = self.targets(images, gt)
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with autocast(t, images.device):
             out = self.ddp(images)
         if t.loss == "distill":
             loss, parts = distillation_loss(out, target)
         else:
             loss, parts = feedforward_loss(out, target, alpha=t.conf_alpha, gamma=t.camera_gamma)
-        if not all_ranks_finite(torch.isfinite(loss), self.info):
-            raise FloatingPointError(f"non-finite loss at iteration {it} (on this rank: {loss.item()})")
+        check_finite(loss, it, parts, "a learning rate too high (or a bf16 overflow)", self.info)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, t.clip_grad if t.clip_grad > 0 else math.inf)
         self.optimizer.step()
-        return {**parts, "lr": lr, "grad_norm": float(grad_norm), "views": float(images.shape[1])}
+        frames = float(images.shape[0] * images.shape[1])
+        return {**parts, "lr": lr, "grad_norm": float(grad_norm), "views": float(images.shape[1]), "frames": frames}
 
 
 @dataclass(frozen=True)
@@ -148,10 +146,9 @@ def train(
         "feed-forward training: %d iterations (from %d), %d frames per rank x %d ranks, views %s, lr %.3g, output %s",
         t.iterations, start, cfg.data.frame_budget, info.world_size, list(cfg.data.views), t.lr, out,
     )  # fmt: skip
-    tlog = TrainLogger(out, enabled=info.is_main, console_every=t.log_every, tensorboard=t.tensorboard)
 
-    def save(it: int) -> None:
-        manager.save(
+    def save(it: int) -> Path:
+        return manager.save(
             it,
             model=trainer.model.trainable_state_dict(),
             optimizer=trainer.optimizer,
@@ -159,26 +156,18 @@ def train(
             config=to_dict(cfg),
         )
 
-    it, frames = start, 0
-    t_start = time.perf_counter()
-    try:
-        while it < t.iterations:
-            images, gt = sampler.batch(it)
-            images = images.to(info.device)
-            gt = Targets(*(x.to(info.device) for x in (gt.pose_enc, gt.depth, gt.pts3d, gt.valid)))
-            metrics = trainer.step(images, gt, it)
-            frames += images.shape[0] * images.shape[1]
-            tlog.log(it, metrics)
-            it += 1
-            if on_iteration is not None:
-                on_iteration(it, trainer)
-            if it % t.checkpoint_every == 0 or it == t.iterations:
-                save(it)
-    finally:
-        tlog.close()
-    elapsed = time.perf_counter() - t_start
+    def step(batch: tuple[torch.Tensor, Targets], it: int) -> dict[str, float]:
+        images, gt = batch
+        gt = Targets(*(x.to(info.device) for x in (gt.pose_enc, gt.depth, gt.pts3d, gt.valid)))
+        return trainer.step(images.to(info.device), gt, it)
+
+    loop = run_loop(
+        trainer, (sampler.batch(i) for i in itertools.count(start)), step=step, run=t, info=info, start=start,
+        total=t.iterations, save=save, count=lambda m: m["frames"], unit="frames", on_iteration=on_iteration,
+    )  # fmt: skip
+    it = loop.iterations
     final = None
     if it >= t.iterations and info.is_main:
         final = save_feedforward(trainer.model, out / FINAL_FILE, encoder_file=ENCODER_FILE)
         logger.info("done: %s", final)
-    return TrainResult(final, it, frames / elapsed if it > start else 0.0)
+    return TrainResult(final, it, loop.throughput)

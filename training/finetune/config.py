@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from training.common.config import replace_sections, resolve_preset
+from training.common.config import RunConfig, replace_sections, resolve_preset
 
 
 @dataclass(frozen=True)
@@ -176,10 +176,19 @@ class LossConfig:
     """How the two descriptor confidences combine."""
     blocksize: int = 8192
     """Correspondences per InfoNCE block."""
+    eps: float = 1e-8
+    """InfoNCE: each log-probability is clipped at ``log(eps)`` (the official ``clip(eps)``)."""
+
+    def __post_init__(self) -> None:
+        modes = ("?avg_dis", "avg_dis", "none")
+        if self.norm_mode not in modes:
+            raise ValueError(f"loss.norm_mode must be one of {modes}, got {self.norm_mode!r}")
+        if self.confmode not in ("mean", "prod"):
+            raise ValueError(f"loss.confmode must be 'mean' or 'prod', got {self.confmode!r}")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Optimisation, schedule, precision, checkpoints, validation and logging."""
 
     output_dir: str = "runs/finetune"
@@ -204,22 +213,8 @@ class TrainConfig:
     """Global gradient-norm clip (0: off, as MASt3R)."""
     symmetrize: bool = True
     """Train on (a, b) and (b, a) of every pair (MASt3R's symmetrised batches; the encoder runs once)."""
-    bf16: bool = True
-    """bf16 autocast for the backbone and decoder on CUDA (heads and losses stay float32)."""
-    device: str = "auto"
-    """``auto`` (CUDA when available), ``cuda`` or ``cpu``."""
-    seed: int = 0
-    """Run seed (data order, augmentations, resolutions)."""
-    checkpoint_every: int = 1000
-    """Save a training checkpoint every this many steps (and at the end)."""
-    keep_checkpoints: int = 2
-    """Training checkpoints kept in ``output_dir``."""
     val_every: int = 1000
     """Validate every this many steps (and at the end), when ``data.val_sources`` is set."""
-    log_every: int = 20
-    """Console line every this many steps (TensorBoard gets every step)."""
-    tensorboard: bool = True
-    """Write TensorBoard scalars to ``output_dir/tb``."""
     match_px: float = 2.0
     """Validation matching accuracy: a nearest neighbour within this many pixels of the true match counts."""
 

@@ -24,35 +24,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from training.finetune.config import LossConfig
+
 logger = logging.getLogger(__name__)
-
-NORM_MODES = ("?avg_dis", "avg_dis", "none")
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Loss hyper-parameters (defaults: the MASt3R release)."""
-
-    norm_mode: str = "?avg_dis"
-    alpha: float = 0.2
-    sky_loss_value: float = 2.0
-    matching_weight: float = 0.075
-    temperature: float = 0.05
-    matching_alpha: float = 10.0
-    confmode: str = "mean"
-    blocksize: int = 8192
-    eps: float = 1e-8
-
-    def __post_init__(self) -> None:
-        if self.norm_mode not in NORM_MODES:
-            raise ValueError(f"norm_mode must be one of {NORM_MODES}, got {self.norm_mode!r}")
-        if self.confmode not in ("mean", "prod"):
-            raise ValueError(f"confmode must be 'mean' or 'prod', got {self.confmode!r}")
 
 
 def avg_dis_factor(pts1: Tensor, pts2: Tensor, valid1: Tensor, valid2: Tensor) -> Tensor:
@@ -103,13 +81,13 @@ def normalized_points(pred1, pred2, gt, norm_mode: str) -> tuple[Tensor, Tensor,
     return p1 / pf, p2 / pf, g1 / gf, g2 / gf
 
 
-def regression_loss(pred1, pred2, gt, w: LossWeights) -> tuple[Tensor, dict[str, float]]:
+def regression_loss(pred1, pred2, gt, w: LossConfig) -> tuple[Tensor, dict[str, float]]:
     """Confidence-weighted 3D regression (``ConfLoss(Regr3D(L21, norm_mode), alpha)``), summed over both views.
 
     Args:
         pred1, pred2: prediction dicts with ``pts3d [B, H, W, 3]`` and ``conf [B, H, W]``.
         gt: see ``normalized_points``, plus ``"sky1"``, ``"sky2"`` ``[B, H, W]`` bool.
-        w: loss weights.
+        w: the criterion's configuration.
 
     Returns:
         ``(loss, details)``; details hold the mean distances ``regr_1``, ``regr_2`` (un-weighted).
@@ -151,7 +129,7 @@ def infonce_proper(desc1: Tensor, desc2: Tensor, temperature: float, eps: float 
 
 
 def matching_loss(
-    pred1, pred2, corres1: Tensor, corres2: Tensor, valid: Tensor, w: LossWeights, generator=None
+    pred1, pred2, corres1: Tensor, corres2: Tensor, valid: Tensor, w: LossConfig, generator=None
 ) -> tuple[Tensor, dict[str, float]]:
     """``ConfMatchingLoss(MatchingLoss(InfoNCE(mode='proper')), alpha, confmode)`` on the descriptors.
 
@@ -159,7 +137,7 @@ def matching_loss(
         pred1, pred2: prediction dicts with ``desc [B, H, W, D]`` and ``desc_conf [B, H, W]``.
         corres1, corres2: ``[B, N, 2]`` int64 pixel ``(x, y)`` in each view.
         valid: ``[B, N]`` bool, True for true correspondences.
-        w: loss weights.
+        w: the criterion's configuration.
         generator: CPU ``torch.Generator`` for the block shuffle (used only when ``N > blocksize``).
 
     Returns:
@@ -187,14 +165,14 @@ def matching_loss(
     return total, {"infonce": float(loss.detach().mean()) if loss.numel() else 0.0}
 
 
-def criterion(pred1, pred2, gt, w: LossWeights, generator=None) -> tuple[Tensor, dict[str, float]]:
+def criterion(pred1, pred2, gt, w: LossConfig, generator=None) -> tuple[Tensor, dict[str, float]]:
     """The full MASt3R training loss: regression + ``matching_weight`` x matching.
 
     Args:
         pred1, pred2: prediction dicts (``pts3d``, ``conf``, ``desc``, ``desc_conf``).
         gt: ``pts1``, ``pts2`` (view 1's camera), ``valid1/2``, ``sky1/2``, ``is_metric``, ``corres1/2``,
             ``valid_corres``.
-        w: loss weights.
+        w: the criterion's configuration.
         generator: for the matching block shuffle.
 
     Returns:

@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +31,10 @@ from training.common.checkpoint import CheckpointManager, atomic_torch_save
 from training.common.config import to_dict, write_json_atomic
 from training.common.data import InfiniteDistributedSampler
 from training.common.distributed import DistInfo
-from training.common.logging import TrainLogger
 from training.common.optim import build_adamw
-from training.common.run import TrainingDiverged, agreed_digests, all_ranks_finite, start_run, wrap_ddp
+from training.common.run import agreed_digests, autocast, check_finite, run_loop, start_run, wrap_ddp
 from training.common.schedule import WarmupCosine
+from training.finetune.batch import PairBatch
 from training.finetune.config import DataConfig, FinetuneConfig, SourceConfig
 from training.finetune.datasets import (
     RESOLUTIONS,
@@ -49,7 +48,7 @@ from training.finetune.datasets import (
     fixed_items,
 )
 from training.finetune.export import resolve_layout, save_final
-from training.finetune.losses import LossWeights, criterion, matching_accuracy, pointmap_error, to_camera
+from training.finetune.losses import criterion, matching_accuracy, pointmap_error
 from training.finetune.model import (
     FinetuneNet,
     build_model,
@@ -124,39 +123,14 @@ def build_train_dataset(data: DataConfig) -> MixtureDataset:
     return MixtureDataset(datasets, [sc.weight for sc in data.sources], data.epoch_size)
 
 
-def to_device(batch, device: torch.device):
-    """Move every tensor of a (nested) batch to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, list):
-        return [to_device(v, device) for v in batch]
-    return batch
-
-
-def ground_truth(batch, symmetrize: bool) -> dict[str, torch.Tensor]:
-    """What ``losses.criterion`` compares with: points of both views in the first view's camera, masks, matches.
-
-    With ``symmetrize`` the batch is doubled as the predictions are: ``(a, b)`` then ``(b, a)``.
-    """
-    v1, v2 = batch["view1"], batch["view2"]
-    metric = torch.as_tensor(batch["is_metric"], dtype=torch.bool, device=v1["pts3d"].device)
-    gt = {
-        "pts1": to_camera(v1["pts3d"], v1["T_world_cam"]),
-        "pts2": to_camera(v2["pts3d"], v1["T_world_cam"]),
-        "valid1": v1["valid"], "valid2": v2["valid"], "sky1": v1["sky"], "sky2": v2["sky"], "is_metric": metric,
-        "corres1": v1["corres"], "corres2": v2["corres"], "valid_corres": batch["valid_corres"],
-    }  # fmt: skip
-    if not symmetrize:
-        return gt
-    swapped = {
-        "pts1": to_camera(v2["pts3d"], v2["T_world_cam"]),
-        "pts2": to_camera(v1["pts3d"], v2["T_world_cam"]),
-        "valid1": v2["valid"], "valid2": v1["valid"], "sky1": v2["sky"], "sky2": v1["sky"], "is_metric": metric,
-        "corres1": v2["corres"], "corres2": v1["corres"], "valid_corres": batch["valid_corres"],
-    }  # fmt: skip
-    return {k: torch.cat([gt[k], swapped[k]]) for k in gt}
+def pair_batches(loader, device: torch.device, accum: int):
+    """The loader's collated batches as ``PairBatch`` es on ``device``, in lists of ``accum`` (one optimizer step)."""
+    pending = []
+    for raw in loader:
+        pending.append(PairBatch.from_collated(raw).to(device))
+        if len(pending) == accum:
+            yield pending
+            pending = []
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -194,27 +168,20 @@ class FinetuneTrainer:
         self.schedule = WarmupCosine(
             base=t.lr, final=t.min_lr, total=t.iterations, warmup=math.floor(t.warmup_fraction * t.iterations)
         )
-        lc = cfg.loss
-        self.weights = LossWeights(
-            norm_mode=lc.norm_mode, alpha=lc.alpha, sky_loss_value=lc.sky_loss_value,
-            matching_weight=lc.matching_weight, temperature=lc.temperature, matching_alpha=lc.matching_alpha,
-            confmode=lc.confmode, blocksize=lc.blocksize,
-        )  # fmt: skip
         # Block shuffles of the matching loss draw from a per-rank generator (checkpointed).
         self.generator = torch.Generator().manual_seed(t.seed + 1000 + self.info.rank)
-        self.autocast = device.type == "cuda" and t.bf16
         self.pairs_per_step = t.batch_size_per_gpu * t.accum_iter * self.info.world_size
 
-    def forward_loss(self, batch, module=None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss of one micro-batch (already on the device)."""
+    def forward_loss(self, batch: PairBatch, module=None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss of one micro-batch (on the device); symmetrised pairs are ``(a, b)`` then ``(b, a)``."""
         module = module or self.ddp
         sym = self.cfg.train.symmetrize
-        img1, img2 = batch["view1"]["img"], batch["view2"]["img"]
-        with torch.autocast(img1.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            pred1, pred2 = module(img1, img2, sym)
-        return criterion(pred1, pred2, ground_truth(batch, sym), self.weights, self.generator)
+        with autocast(self.cfg.train, self.info.device):
+            pred1, pred2 = module(batch.view1.img, batch.view2.img, sym)
+        gt = (batch.cat(batch.swapped()) if sym else batch).in_frame_of_view1()
+        return criterion(pred1, pred2, gt, self.cfg.loss, self.generator)
 
-    def step(self, batches: Sequence[dict], it: int) -> dict[str, float]:
+    def step(self, batches: Sequence[PairBatch], it: int) -> dict[str, float]:
         """One optimizer step over ``accum_iter`` micro-batches (on the device).
 
         Returns:
@@ -238,8 +205,7 @@ class FinetuneTrainer:
                 (loss / len(batches)).backward()
             for key, value in {"loss": float(loss.detach()), **details}.items():
                 sums[key] = sums.get(key, 0.0) + value / len(batches)
-        if not all_ranks_finite(finite, self.info):
-            raise TrainingDiverged(it, sums, DIVERGED_CAUSE)
+        check_finite(finite, it, sums, DIVERGED_CAUSE, self.info)
         if t.clip_grad > 0:
             sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, t.clip_grad))
         self.optimizer.step()
@@ -261,12 +227,12 @@ class FinetuneTrainer:
             sums = torch.zeros(5, dtype=torch.float64, device=self.info.device)  # err, acc, n_acc, loss, n
             mine = items[rank::world]
             for start in range(0, len(mine), B):
-                batch = to_device(default_collate([dataset[i] for i in mine[start : start + B]]), self.info.device)
-                img1, img2 = batch["view1"]["img"], batch["view2"]["img"]
-                with torch.autocast(img1.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                    pred1, pred2 = self.net(img1, img2, False)
-                gt = ground_truth(batch, False)
-                loss, _ = criterion(pred1, pred2, gt, self.weights, self.generator)
+                raw = default_collate([dataset[i] for i in mine[start : start + B]])
+                batch = PairBatch.from_collated(raw).to(self.info.device)
+                with autocast(self.cfg.train, self.info.device):
+                    pred1, pred2 = self.net(batch.view1.img, batch.view2.img, False)
+                gt = batch.in_frame_of_view1()
+                loss, _ = criterion(pred1, pred2, gt, self.cfg.loss, self.generator)
                 err = pointmap_error(pred1, pred2, gt)
                 acc = matching_accuracy(pred1, pred2, gt["corres1"], gt["corres2"], gt["valid_corres"],
                                         self.cfg.train.match_px)  # fmt: skip
@@ -362,52 +328,29 @@ def train(cfg: FinetuneConfig, *, on_iteration: Callable[[int, FinetuneTrainer],
         collate_fn=default_collate,
         pin_memory=info.device.type == "cuda",
     )
-    tlog = TrainLogger(out, enabled=info.is_main, console_every=t.log_every, tensorboard=t.tensorboard)
 
-    def save(it: int) -> None:
+    def save(it: int) -> Path:
         sampler.position = it * accum * B  # samples this rank consumed (the live iterator runs ahead)
-        manager.save(
+        return manager.save(
             it, model=state_of(model), optimizer=trainer.optimizer, scheduler=trainer.schedule, sampler=sampler,
             config=to_dict(cfg), generators={"matching": trainer.generator},
         )  # fmt: skip
 
-    it = start
     validation: dict = {}
-    t_start = time.perf_counter()
-    t_last = t_start
-    try:
-        if it < t.iterations:
-            pending = []
-            for batch in loader:
-                pending.append(to_device(batch, info.device))
-                if len(pending) < accum:
-                    continue
-                try:
-                    metrics = trainer.step(pending, it)
-                except TrainingDiverged as err:
-                    save(it)  # the weights before the bad step (it applied no update)
-                    raise err.with_checkpoint(manager.path_for(it) if info.is_main else None) from None
-                pending = []
-                now = time.perf_counter()
-                metrics["pairs_per_s"] = trainer.pairs_per_step / max(now - t_last, 1e-9)
-                t_last = now
-                tlog.log(it, metrics)
-                it += 1
-                if on_iteration is not None:
-                    on_iteration(it, trainer)
-                if val_sets and (it % t.val_every == 0 or it == t.iterations):
-                    validation = trainer.validate(val_sets)
-                    tlog.log(it, validation, prefix="")
-                    if info.is_main:
-                        logger.info("validation at step %d: %s", it, validation)
-                if it % t.checkpoint_every == 0 or it == t.iterations:
-                    save(it)
-                if it >= t.iterations:
-                    break
-    finally:
-        tlog.close()
-    elapsed = time.perf_counter() - t_start
-    throughput = (it - start) * trainer.pairs_per_step / elapsed if it > start else 0.0
+
+    def validate(it: int) -> dict[str, float]:
+        validation.clear()
+        validation.update(trainer.validate(val_sets))
+        if info.is_main:
+            logger.info("validation at step %d: %s", it, validation)
+        return validation
+
+    loop = run_loop(
+        trainer, pair_batches(loader, info.device, accum), run=t, info=info, start=start, total=t.iterations,
+        save=save, count=lambda _: trainer.pairs_per_step, unit="pairs",
+        every={t.val_every: validate} if val_sets else None, on_iteration=on_iteration,
+    )  # fmt: skip
+    it, throughput = loop.iterations, loop.throughput
     if trainable_digest(model.backbone) != backbone_digest:
         raise RuntimeError("the frozen backbone's weights changed during training")
     digests = agreed_digests(trainable_digest(model))

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from training.common.config import replace_sections, resolve_preset
+from training.common.config import RunConfig, replace_sections, resolve_preset
 
 # Encoder sizes (embed_dim, depth, heads); ViT-L is the released one.
 ENCODER_SIZES = {
@@ -134,7 +134,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Optimisation, schedule, precision, checkpoints and logging."""
 
     output_dir: str = "runs/mum"
@@ -155,22 +155,10 @@ class TrainConfig:
     """AdamW betas."""
     clip_grad: float = 0.0
     """Global gradient-norm clip (0: off, as the official run; the norm is logged either way)."""
-    bf16: bool = True
-    """bf16 autocast on CUDA (no effect on CPU)."""
-    device: str = "auto"
-    """``auto`` (CUDA when available), ``cuda`` or ``cpu``."""
-    seed: int = 0
-    """Run seed: batch shapes, frames, crops and masks are pure functions of (seed, iteration, rank)."""
     checkpoint_every: int = 5000
     """Save a checkpoint every this many iterations (and at the end)."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept in ``output_dir``."""
-    log_every: int = 20
-    """Console line every this many iterations (TensorBoard gets every iteration)."""
     image_every: int = 1000
     """Log a reconstruction image (TensorBoard + PNG) every this many iterations (0: never)."""
-    tensorboard: bool = True
-    """Write TensorBoard events to ``output_dir/tb``."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +31,8 @@ from training.common.checkpoint import CheckpointManager
 from training.common.config import to_dict, write_json_atomic
 from training.common.data import sample_seed
 from training.common.distributed import DistInfo
-from training.common.logging import TrainLogger
 from training.common.optim import build_adamw
-from training.common.run import TrainingDiverged, agreed_digests, all_ranks_finite, start_run, wrap_ddp
+from training.common.run import agreed_digests, autocast, check_finite, run_loop, start_run, wrap_ddp
 from training.common.schedule import WarmupCosine
 from training.mum.batches import IterationSampler, MultiViewBatches
 from training.mum.config import MuMConfig, mixture_datasets
@@ -72,7 +70,6 @@ class MuMTrainer:
         )
         self.optimizer = build_adamw(self.model, lr=0.0, weight_decay=t.weight_decay, betas=t.betas)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.autocast = device.type == "cuda" and t.bf16
 
     def mask_generator(self, it: int) -> torch.Generator:
         """The masking-noise generator of iteration ``it`` on this rank (a pure function of seed, it, rank)."""
@@ -95,11 +92,10 @@ class MuMTrainer:
         """
         self.ddp.train()
         lr = self.lr_schedule.apply(self.optimizer, it)
-        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with autocast(self.cfg.train, images.device):
             out = self.ddp(images, self.cfg.model.mask_ratio, generator=generator or self.mask_generator(it))
         loss = out["loss"].float()
-        if not all_ranks_finite(torch.isfinite(loss), self.info):
-            raise TrainingDiverged(it, {"loss": loss.item()}, "a learning rate too high (or a bf16 overflow)")
+        check_finite(loss, it, {"loss": loss.item()}, "a learning rate too high (or a bf16 overflow)", self.info)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         max_norm = self.cfg.train.clip_grad if self.cfg.train.clip_grad > 0 else math.inf
@@ -178,11 +174,10 @@ def train(cfg: MuMConfig, *, on_iteration: Callable[[int, MuMTrainer], None] | N
         pin_memory=info.device.type == "cuda",
         persistent_workers=False,
     )
-    tlog = TrainLogger(out, enabled=info.is_main, console_every=t.log_every, tensorboard=t.tensorboard)
     images_log = ReconstructionLogger(out, enabled=info.is_main and t.image_every > 0, tensorboard=t.tensorboard)
 
-    def save(it: int) -> None:
-        manager.save(
+    def save(it: int) -> Path:
+        return manager.save(
             it,
             model=official_state_dict(trainer.model),
             optimizer=trainer.optimizer,
@@ -192,39 +187,26 @@ def train(cfg: MuMConfig, *, on_iteration: Callable[[int, MuMTrainer], None] | N
             extra={"skipped_images": skipped},
         )
 
-    it = start
-    frames = 0
-    t_start = t_last = time.perf_counter()
+    def step(batch: dict, it: int) -> dict[str, float]:
+        nonlocal skipped
+        if batch["iteration"] != it:  # the sampler starts at `start`; anything else is a bug
+            raise RuntimeError(f"data for iteration {batch['iteration']} arrived at iteration {it}")
+        images = batch["images"].to(info.device, non_blocking=True)
+        metrics, outputs = trainer.step(images, it)
+        # On the training device: NCCL reduces CUDA tensors only.
+        skipped += int(distributed.all_reduce_sum(torch.tensor(int(batch["skipped"]), device=info.device)))
+        if t.image_every and it % t.image_every == 0:
+            images_log.log(it, images, outputs["pred"], outputs["mask"], trainer.model)
+        return {**metrics, "skipped_images": skipped}
+
     try:
-        if it < t.iterations:
-            for batch in loader:
-                if batch["iteration"] != it:  # the sampler starts at `start`; anything else is a bug
-                    raise RuntimeError(f"data for iteration {batch['iteration']} arrived at iteration {it}")
-                images = batch["images"].to(info.device, non_blocking=True)
-                metrics, outputs = trainer.step(images, it)
-                # On the training device: NCCL reduces CUDA tensors only.
-                skipped_now = torch.tensor(int(batch["skipped"]), device=info.device)
-                skipped += int(distributed.all_reduce_sum(skipped_now).item())
-                now = time.perf_counter()
-                step_frames = metrics["frames"] * info.world_size
-                frames += step_frames
-                metrics.update(skipped_images=skipped, frames_per_s=step_frames / max(now - t_last, 1e-9))
-                t_last = now
-                tlog.log(it, metrics)
-                if t.image_every and it % t.image_every == 0:
-                    images_log.log(it, images, outputs["pred"], outputs["mask"], trainer.model)
-                it += 1
-                if on_iteration is not None:
-                    on_iteration(it, trainer)
-                if it % t.checkpoint_every == 0 or it == t.iterations:
-                    save(it)
-                if it >= t.iterations:
-                    break
+        loop = run_loop(
+            trainer, loader, step=step, run=t, info=info, start=start, total=t.iterations, save=save,
+            count=lambda m: m["frames"] * info.world_size, unit="frames", on_iteration=on_iteration,
+        )  # fmt: skip
     finally:
-        tlog.close()
         images_log.close()
-    elapsed = time.perf_counter() - t_start
-    throughput = frames / elapsed if it > start else 0.0
+    it, throughput = loop.iterations, loop.throughput
     digests = agreed_digests(weights_digest(trainer.model))
     outputs_written = None
     if it >= t.iterations:

@@ -11,6 +11,7 @@ from torch.utils.data import default_collate
 from training.distill.config import PRESETS as DISTILL
 from training.distill.datasets import build_train_dataset as distill_dataset
 from training.distill.train import DistillTrainer
+from training.finetune.batch import PairBatch
 from training.finetune.config import PRESETS as FINETUNE
 from training.finetune.config import replace as finetune_replace
 from training.finetune.train import FinetuneTrainer, build_train_dataset
@@ -71,7 +72,8 @@ def test_finetune_tiny_loss_falls_on_pairs_at_its_resolutions(tmp_path):
     torch.manual_seed(0)
     trainer = FinetuneTrainer(cfg)
     dataset = build_train_dataset(cfg.data)
-    batches = [default_collate([dataset[(i, 7 * i, res)] for i in range(2)]) for res in cfg.data.resolutions]
+    batches = [PairBatch.from_collated(default_collate([dataset[(i, 7 * i, res)] for i in range(2)]))
+               for res in cfg.data.resolutions]  # fmt: skip
     losses, cpu = _steps(lambda it: trainer.step([batches[it % 3]], it)["loss"], 9)
     _report("finetune tiny (decoder + heads on the frozen student)", trainer.model, cpu, 9)
     assert all(torch.isfinite(torch.tensor(losses)))

@@ -81,3 +81,8 @@ def test_torchrun_two_ranks_agree(tmp_path, torchrun):
     ckpt = load_checkpoint(out / "checkpoint_00000003.pth")
     assert len(ckpt["rng"]) == 2  # one RNG state per rank
     assert ckpt["sampler"]["world_size"] == 2
+
+
+def test_a_non_finite_loss_saves_the_last_good_state_and_stops_in_one_line(tmp_path, diverge_at):
+    cfg = tiny_config(tmp_path / "run", iterations=4, checkpoint_every=100)
+    diverge_at(2, lambda trainer: trainer.module).check(train, cfg)

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from training.finetune.config import LossConfig
 from training.finetune.losses import (
-    LossWeights,
     criterion,
     infonce_proper,
     matching_accuracy,
@@ -42,40 +42,40 @@ class TestRegression:
     def test_scale_invariant_for_non_metric_samples(self):
         gt = make_gt()
         for mode in ("?avg_dis", "avg_dis"):
-            loss, d = regression_loss(*pred_of(gt, scale=3.0), gt, LossWeights(norm_mode=mode))
+            loss, d = regression_loss(*pred_of(gt, scale=3.0), gt, LossConfig(norm_mode=mode))
             assert d["regr_1"] < 1e-5 and d["regr_2"] < 1e-5
             assert abs(loss.item()) < 1e-5  # conf = 1: log(conf) = 0
 
     def test_metric_samples_must_predict_the_true_scale(self):
         gt = make_gt(metric=True)
-        loss, d = regression_loss(*pred_of(gt, scale=3.0), gt, LossWeights(norm_mode="?avg_dis"))
+        loss, d = regression_loss(*pred_of(gt, scale=3.0), gt, LossConfig(norm_mode="?avg_dis"))
         n1, n2 = gt["valid1"].sum().item(), gt["valid2"].sum().item()
         # Both divided by the GT factor: the error is 2x the normalised GT distance, whose mean over both views is 1
         # per pair; with two pairs of different factors, check per pair through pointmap-weighted means instead.
         mean = (d["regr_1"] * n1 + d["regr_2"] * n2) / (n1 + n2)
         assert mean == pytest.approx(2.0, rel=0.05)
-        loss_all, _ = regression_loss(*pred_of(gt, scale=3.0), gt, LossWeights(norm_mode="avg_dis"))
+        loss_all, _ = regression_loss(*pred_of(gt, scale=3.0), gt, LossConfig(norm_mode="avg_dis"))
         assert abs(loss_all.item()) < 1e-5 and loss.item() > 1.0
 
     def test_raw_units(self):
         gt = make_gt()
-        _, d = regression_loss(*pred_of(gt, scale=1.0), gt, LossWeights(norm_mode="none"))
+        _, d = regression_loss(*pred_of(gt, scale=1.0), gt, LossConfig(norm_mode="none"))
         assert d["regr_1"] == 0 and d["regr_2"] == 0
-        _, d = regression_loss(*pred_of(gt, scale=2.0), gt, LossWeights(norm_mode="none"))
+        _, d = regression_loss(*pred_of(gt, scale=2.0), gt, LossConfig(norm_mode="none"))
         assert d["regr_1"] == pytest.approx(gt["pts1"][gt["valid1"]].norm(dim=-1).mean().item(), rel=1e-5)
 
     def test_sky_pixels_cost_the_constant(self):
         gt = make_gt(sky=True)
-        loss, _ = regression_loss(*pred_of(gt), gt, LossWeights(sky_loss_value=2.0, alpha=0.2))
+        loss, _ = regression_loss(*pred_of(gt), gt, LossConfig(sky_loss_value=2.0, alpha=0.2))
         n = gt["valid1"].numel()
         expected = 2.0 * (~gt["valid1"]).sum() / n + 2.0 * (~gt["valid2"]).sum() / n
         assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-        loss0, _ = regression_loss(*pred_of(gt), gt, LossWeights(sky_loss_value=0.0))
+        loss0, _ = regression_loss(*pred_of(gt), gt, LossConfig(sky_loss_value=0.0))
         assert abs(loss0.item()) < 1e-5
 
     def test_confidence_term(self):
         gt = make_gt()
-        loss, _ = regression_loss(*pred_of(gt, conf=2.0), gt, LossWeights(alpha=0.2, sky_loss_value=0))
+        loss, _ = regression_loss(*pred_of(gt, conf=2.0), gt, LossConfig(alpha=0.2, sky_loss_value=0))
         assert loss.item() == pytest.approx(2 * (-0.2 * math.log(2.0)), rel=1e-5)
 
     def test_to_camera(self):
@@ -113,11 +113,11 @@ class TestMatching:
         c = torch.stack([xs, torch.randint(0, H, (N,), generator=g)], -1).expand(B, N, 2)
         valid = torch.zeros(B, N, dtype=torch.bool)
         valid[:, :4] = True
-        loss, d = matching_loss(p1, p2, c, c, valid, LossWeights(matching_alpha=10.0))
+        loss, d = matching_loss(p1, p2, c, c, valid, LossConfig(matching_alpha=10.0))
         rows = infonce_proper(desc[torch.arange(B)[:, None], c[..., 1], c[..., 0]],
                               desc[torch.arange(B)[:, None], c[..., 1], c[..., 0]], 0.05)[valid]  # fmt: skip
         assert loss.item() == pytest.approx(rows.mean().item(), rel=1e-5)  # conf 1: no log term
-        w = LossWeights(blocksize=4)
+        w = LossConfig(blocksize=4)
         blocked, _ = matching_loss(p1, p2, c, c, valid, w, torch.Generator().manual_seed(0))
         assert torch.isfinite(blocked)
         with pytest.raises(ValueError, match="multiple of the block size"):
@@ -128,7 +128,7 @@ class TestMatching:
         conf = torch.ones(1, 3, 3, requires_grad=True)
         p = {"desc": desc, "desc_conf": conf}
         c = torch.zeros(1, 4, 2, dtype=torch.long)
-        loss, _ = matching_loss(p, p, c, c, torch.zeros(1, 4, dtype=torch.bool), LossWeights())
+        loss, _ = matching_loss(p, p, c, c, torch.zeros(1, 4, dtype=torch.bool), LossConfig())
         loss.backward()
         assert loss.item() == 0 and desc.grad is not None and torch.all(desc.grad == 0)
 
@@ -142,7 +142,7 @@ def test_criterion_adds_the_weighted_matching_term():
         p.update(desc=desc, desc_conf=torch.ones(B, H, W))
     c = torch.randint(0, 6, (B, 10, 2))
     gt.update(corres1=c, corres2=c, valid_corres=torch.ones(B, 10, dtype=torch.bool))
-    w = LossWeights(sky_loss_value=0)
+    w = LossConfig(sky_loss_value=0)
     total, d = criterion(p1, p2, gt, w)
     assert total.item() == pytest.approx(d["loss_regr"] + 0.075 * d["loss_match"], rel=1e-5)
 

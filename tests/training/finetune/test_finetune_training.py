@@ -12,24 +12,25 @@ from torch.utils.data import default_collate
 
 import recon
 from training.common.checkpoint import load_checkpoint
+from training.finetune.batch import PairBatch
 from training.finetune.config import replace
 from training.finetune.losses import pointmap_error
 from training.finetune.model import trainable_digest
-from training.finetune.train import FinetuneTrainer, build_train_dataset, ground_truth, train
+from training.finetune.train import FinetuneTrainer, build_train_dataset, train
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def fixed_batch(cfg, n=2, res=(56, 42)):
     dataset = build_train_dataset(cfg.data)
-    return default_collate([dataset[(i, 100 + i, res)] for i in range(n)])
+    return PairBatch.from_collated(default_collate([dataset[(i, 100 + i, res)] for i in range(n)]))
 
 
 @torch.no_grad()
 def error_on(trainer, batch):
     trainer.net.eval()
-    pred1, pred2 = trainer.net(batch["view1"]["img"], batch["view2"]["img"], False)
-    return pointmap_error(pred1, pred2, ground_truth(batch, False)).mean().item()
+    pred1, pred2 = trainer.net(batch.view1.img, batch.view2.img, False)
+    return pointmap_error(pred1, pred2, batch.in_frame_of_view1()).mean().item()
 
 
 def test_overfit_a_fixed_batch_loss_falls_and_pointmaps_align(tmp_path):

@@ -183,3 +183,8 @@ def test_cli_prints_config_and_is_a_recon_train_subcommand(tmp_path, capsys):
         recon_main(["train", "mum", "--help"])
     assert exc.value.code == 0
     assert "masked image modelling" in capsys.readouterr().out
+
+
+def test_a_non_finite_loss_saves_the_last_good_state_and_stops_in_one_line(tmp_path, diverge_at):
+    cfg = tiny_config(tmp_path / "run", iterations=4, checkpoint_every=100)
+    diverge_at(2, lambda trainer: trainer.model).check(train, cfg)
