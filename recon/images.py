@@ -530,9 +530,8 @@ def _load_video(path: Path, opts: dict, fps: float, max_images: int | None, skip
         except _Skip as why:
             skipped.append(Skipped(f"{path}#{name}", str(why)))
             continue
-        views.append(
-            View(image=tensor, idx=len(views), name=name, path=str(path), orig_size=orig_size, net_to_orig=to_orig)
-        )
+        # a frame has no file of its own: path stays None
+        views.append(View(image=tensor, idx=len(views), name=name, orig_size=orig_size, net_to_orig=to_orig))
     frames.close()
     logger.info("sampled %d frames from %s at %g fps, skipped %d", len(views), path.name, fps, len(skipped))
     return views, skipped

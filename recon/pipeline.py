@@ -1,8 +1,14 @@
 """``reconstruct()``: the one function the CLI, the app and the evaluators call.
 
-It only composes the steps, each a plain function over the dataclasses of ``recon.types``::
+Every front-end makes the same three calls::
 
-    images -> pairs -> inference (encode once) -> matching -> alignment -> Scene
+    model = prepare_model(name_or_path, config)          # loaded on config.device, eval mode
+    views = load_views(photos, model, config)            # decoded; bad images skipped, with the reason
+    scene, report = reconstruct(views, model, config, priors)
+
+``reconstruct`` only composes the steps, each a plain function over the dataclasses of ``recon.types``::
+
+    views -> pairs -> inference (encode once) -> matching -> alignment -> Scene
 
 and records what happened (images used / skipped and why, pairs, time and peak memory per stage) in a
 ``RunReport``. Exporting is left to the caller (``recon.export.export``) so a result can be re-exported with
@@ -358,38 +364,125 @@ def build_priors(views: Sequence[View], user: UserPriors) -> Priors:
     )
 
 
-def _model_id(model, name: str | None) -> str:
-    if name:
-        return name
+def _model_id(model) -> str:
     return f"{type(model).__name__}-{sum(p.numel() for p in model.parameters())}-{id(model)}"
 
 
-def reconstruct(
-    images: str | os.PathLike | Sequence[str | os.PathLike] | Sequence[View],
-    model=None,
-    *,
-    config: ReconstructConfig = ReconstructConfig(),
-    priors: UserPriors = UserPriors(),
-    backbone: str | None = None,
-    progress: ProgressFn | None = None,
-) -> tuple[Scene, RunReport]:
-    """Reconstruct a scene from photos.
+class Views(list):
+    """Views ready for the network (a ``list`` of ``View``), with what ``load_views`` skipped and its time.
+
+    Attributes:
+        skipped: ``Skipped(path, reason)`` of every input that produced no view.
+        seconds: time spent decoding, counted in the ``load`` stage of the ``RunReport``.
+    """
+
+    def __init__(self, views: Sequence[View] = (), skipped: Sequence = (), seconds: float = 0.0):
+        super().__init__(views)
+        self.skipped = list(skipped)
+        self.seconds = seconds
+
+
+def prepare_model(model=None, config: ReconstructConfig = ReconstructConfig(), *, backbone: str | None = None):
+    """The model ``reconstruct`` runs, loaded on ``config.device`` and in eval mode.
 
     Args:
-        images: a folder, a video, a list of files, or already prepared ``View``s.
-        model: a loaded model, a weights name, or a checkpoint path (default: ``DEFAULT_MODEL``).
+        model: a loaded model (returned as it is, in eval mode), a weights name or a checkpoint path;
+            ``None`` = ``DEFAULT_MODEL``. With ``config.align == "feedforward"``: a ``FeedForwardModel`` or a
+            ``feedforward_final.pth`` file (required).
+        config: ``device`` and ``align`` are read.
+        backbone: encoder to pair with a DUNE-MASt3R decoder checkpoint (name or path).
+
+    Raises:
+        ReconstructionError: feed-forward alignment without a model, unknown device.
+        CheckpointError / WeightsError: the weights cannot be read or fetched.
+    """
+    device = resolve_device(config.device)
+    if config.align == "feedforward":
+        from recon.feedforward.checkpoint import load_feedforward
+        from recon.feedforward.model import FeedForwardModel
+
+        if model is None:
+            raise ReconstructionError("--align feedforward needs --checkpoint FILE (a feedforward_final.pth)")
+        if not isinstance(model, FeedForwardModel):
+            model = load_feedforward(model, device)
+    elif model is None or isinstance(model, (str, os.PathLike)):
+        from recon.model.loading import load_model
+
+        model = load_model(str(model or DEFAULT_MODEL), backbone=backbone, device=device)
+    return model.eval()
+
+
+def load_views(
+    images: str | os.PathLike | Sequence[str | os.PathLike],
+    model,
+    config: ReconstructConfig = ReconstructConfig(),
+    *,
+    max_images: int | None = None,
+    video_fps: float = 1.0,
+    max_pixels: int | None = None,
+) -> Views:
+    """Decode photos into views sized for ``model``: the first step of every front-end, before ``reconstruct``.
+
+    Unreadable, empty, too small, oversized and duplicate inputs are skipped, each with its reason, in
+    ``Views.skipped`` (``reconstruct`` reports them).
+
+    Args:
+        images: a folder (natural-sorted, not recursive), a list of files and/or folders, or one video.
+        model: the loaded model (``prepare_model``): its input size (unless ``config.image_size``) and patch size.
+        config: ``image_size`` and ``align`` are read.
+        max_images: use at most this many images (the rest are reported as skipped).
+        video_fps: frames per second sampled from a video.
+        max_pixels: skip files with more pixels (decompression-bomb guard); ``None`` = ``recon.images``' default.
+
+    Raises:
+        ReconstructionError: fewer than two usable images (the message lists what was skipped and why).
+        ImageLoadError: a video was given but PyAV is missing.
+    """
+    from recon.images import DEFAULT_MAX_PIXELS, load_images
+
+    t0 = time.perf_counter()
+    if config.align == "feedforward":
+        size, square_ok = config.image_size or model.encoder.spec.image_size, True
+    else:
+        size, square_ok = config.image_size or model.image_size, model.patch_size != 16
+    views, skipped = load_images(
+        images,
+        size=size,
+        patch_size=model.patch_size,
+        square_ok=square_ok,
+        max_images=max_images,
+        video_fps=video_fps,
+        max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+    )
+    if len(views) < 2:
+        why = "; ".join(f"{path}: {reason}" for path, reason in skipped) or "none were given"
+        raise ReconstructionError(f"need at least 2 usable images, got {len(views)} ({why})")
+    return Views(views, skipped, time.perf_counter() - t0)
+
+
+def reconstruct(
+    views: Sequence[View],
+    model,
+    config: ReconstructConfig = ReconstructConfig(),
+    priors: UserPriors = UserPriors(),
+    *,
+    progress: ProgressFn | None = None,
+) -> tuple[Scene, RunReport]:
+    """Reconstruct a scene from views (``load_views``).
+
+    Args:
+        views: the views; a ``Views`` also brings the inputs its loading skipped and its time into the report.
+        model: a loaded model (``prepare_model``).
         config: pipeline settings.
         priors: known intrinsics / poses (original pixels).
-        backbone: encoder to pair with a DUNE-MASt3R decoder checkpoint (name or path).
         progress: optional callback ``(stage, fraction, message)``.
 
     Returns:
-        The ``Scene`` and a ``RunReport``.
+        The ``Scene`` (``Scene.paths`` from the views) and a ``RunReport``.
 
     Raises:
-        ReconstructionError: fewer than two usable images, unreadable prior files, unknown device.
+        ReconstructionError: fewer than two views, unreadable prior files, unknown device.
     """
-    from recon.images import load_images
     from recon.inference import InferenceConfig, encode_views, run_inference
     from recon.pairs import check_graph, choose_graph, make_pairs, parse_graph, plan_pairs
 
@@ -398,29 +491,19 @@ def reconstruct(
     if config.align == "feedforward":  # one pass of a feed-forward model replaces pairs, matching and alignment
         from recon.feedforward.run import reconstruct_feedforward
 
-        return reconstruct_feedforward(images, model, config, device, progress)
+        scene, report = reconstruct_feedforward(list(views), model, config, device, progress)
+        _loading_into(report, views)
+        return scene, report
+    if model is None or isinstance(model, (str, os.PathLike)):
+        raise TypeError("reconstruct() takes a loaded model: load it with recon.pipeline.prepare_model first")
     report = RunReport()
-    model_name = None
     with _stage(report, "load", device, progress):
-        if model is None or isinstance(model, (str, os.PathLike)):
-            import recon
-
-            model_name = str(model or DEFAULT_MODEL)
-            model = recon.load_model(model_name, backbone=backbone, device=device)
         model.eval()
-        if images and isinstance(images, Sequence) and not isinstance(images, str) and isinstance(images[0], View):
-            views, skipped = list(images), []
-        else:
-            size = config.image_size or model.image_size
-            views, skipped = load_images(
-                images, size=size, patch_size=model.patch_size, square_ok=model.patch_size != 16
-            )
-        report.skipped = [(str(s[0]), str(s[1])) for s in skipped]
         if len(views) < 2:
-            why = "; ".join(f"{n}: {r}" for n, r in report.skipped) or "none were given"
-            raise ReconstructionError(f"need at least 2 usable images, got {len(views)} ({why})")
+            raise ReconstructionError(f"need at least 2 usable images, got {len(views)}")
         report.n_images = len(views)
         user_priors = build_priors(views, priors)
+    _loading_into(report, views)
 
     with _stage(report, "pairs", device, progress):
         feats = None
@@ -464,18 +547,23 @@ def reconstruct(
             feats = encode_views(model, views, progress=config.progress)
             report.n_encoder_images += len(views)
         preds = run_inference(
-            model, views, pairs, inf_cfg, model_id=_model_id(model, model_name), progress=config.progress, feats=feats
+            model, views, pairs, inf_cfg, model_id=_model_id(model), progress=config.progress, feats=feats
         )
         del feats
     with preds:  # removes the temporary spill folder, whatever happens next
         scene = _match_and_align(views, preds, user_priors, config, report, device, progress)
 
-    # exports that ship the photos (COLMAP, nerfstudio) copy them from here
-    scene.info.setdefault("image_paths", [v.path for v in views])
     report.registered = int(np.sum(scene.registered)) if scene.registered is not None else len(scene)
     confs = [c[c > 0].mean() for c in scene.conf if (c > 0).any()]
     report.mean_conf = float(np.mean(confs)) if confs else float("nan")
     return scene, report
+
+
+def _loading_into(report: RunReport, views: Sequence[View]) -> None:
+    """Put what ``load_views`` skipped, and its time, into the report's ``load`` stage."""
+    if isinstance(views, Views):
+        report.skipped = [(str(path), str(reason)) for path, reason in views.skipped]
+        report.stage_seconds["load"] = report.stage_seconds.get("load", 0.0) + views.seconds
 
 
 def _match_and_align(views, preds, user_priors, config, report, device, progress) -> Scene:

@@ -40,8 +40,8 @@ def check_scene(scene: Scene) -> None:
     """Raise ``SceneError`` naming the field when ``scene``'s fields disagree in shape or length.
 
     Checks: ``T_world_cam [N,4,4]``, ``K [N,3,3]``, N ``depth [H_k,W_k]``, ``conf [H_k,W_k]``,
-    ``colors [H_k,W_k,3]``, N names, and, when present, N ``net_to_orig [3,3]``, N ``orig_sizes`` and
-    ``registered [N]``.
+    ``colors [H_k,W_k,3]``, N names, and, when present, N ``net_to_orig [3,3]``, N ``orig_sizes``,
+    ``registered [N]`` and N ``paths`` (each a string or ``None``).
     """
     T = np.asarray(scene.T_world_cam)
     if T.ndim != 3 or T.shape[1:] != (4, 4):
@@ -70,6 +70,10 @@ def check_scene(scene: Scene) -> None:
         raise SceneError(f"orig_sizes must be N={n} pairs (H0, W0)")
     if scene.registered is not None and np.shape(scene.registered) != (n,):
         raise SceneError(f"registered must be [N]={n} booleans, got shape {np.shape(scene.registered)}")
+    if scene.paths is not None and (
+        len(scene.paths) != n or not all(p is None or isinstance(p, str) for p in scene.paths)
+    ):
+        raise SceneError(f"paths must be N={n} strings or None, got {scene.paths!r:.120}")
 
 
 def registered_mask(scene: Scene) -> np.ndarray:
@@ -320,7 +324,8 @@ def scene_to_arrays(scene: Scene) -> dict[str, np.ndarray]:
 
     Keys: ``format``, ``T_world_cam``, ``K``, ``names``, ``depth_{k:05d}``, ``conf_{k:05d}``,
     ``colors_{k:05d}``, ``info_json``, and when set ``net_to_orig [N,3,3]``, ``orig_sizes [N,2]``,
-    ``registered [N]``. ``info`` is stored as JSON (numpy values become lists / numbers).
+    ``registered [N]``, ``paths [N]`` (``""`` for a view without a file). ``info`` is stored as JSON (numpy values
+    become lists / numbers).
     """
     check_scene(scene)
     n = len(scene)
@@ -341,11 +346,14 @@ def scene_to_arrays(scene: Scene) -> dict[str, np.ndarray]:
         arrays["orig_sizes"] = np.asarray(scene.orig_sizes, dtype=np.int64).reshape(n, 2)
     if scene.registered is not None:
         arrays["registered"] = np.asarray(scene.registered)
+    if scene.paths is not None:
+        arrays["paths"] = np.array([p or "" for p in scene.paths], dtype=np.str_).reshape(n)
     return arrays
 
 
 def scene_from_arrays(arrays) -> Scene:
-    """Inverse of ``scene_to_arrays`` (accepts a dict or an open ``NpzFile``)."""
+    """Inverse of ``scene_to_arrays`` (accepts a dict or an open ``NpzFile``); older files without ``paths`` load
+    with ``paths=None``."""
     keys = set(arrays.keys())
     if "format" not in keys or str(arrays["format"]) != SCENE_FORMAT:
         found = str(arrays["format"]) if "format" in keys else "no 'format' entry"
@@ -369,6 +377,7 @@ def scene_from_arrays(arrays) -> Scene:
         net_to_orig=list(arrays["net_to_orig"]) if "net_to_orig" in keys else None,
         orig_sizes=[(int(h), int(w)) for h, w in arrays["orig_sizes"]] if "orig_sizes" in keys else None,
         registered=arrays["registered"] if "registered" in keys else None,
+        paths=[str(p) or None for p in arrays["paths"]] if "paths" in keys else None,
         info=json.loads(str(arrays["info_json"])) if "info_json" in keys else {},
     )
     check_scene(scene)

@@ -25,7 +25,7 @@ class View:
         image: ``[3, H, W]`` float32 RGB in [0, 1], ``H`` and ``W`` multiples of the backbone's patch size.
         idx: position of this view in the reconstruction (0..N-1).
         name: display name (file name, or ``frame_000123`` for video frames).
-        path: source path, if the image came from a file.
+        path: source file, if the image came from one of its own (``None`` for a video frame).
         orig_size: ``(H0, W0)`` of the original image after EXIF orientation.
         net_to_orig: ``[3, 3]`` float64 affine map from network pixels to original pixels
             (``x_orig = net_to_orig @ [x, y, 1]``); so ``K_orig = net_to_orig @ K``.
@@ -136,6 +136,9 @@ class Scene:
         net_to_orig: N ``[3, 3]`` maps from network to original pixels (see ``View``).
         orig_sizes: N ``(H0, W0)`` original sizes.
         registered: ``[N]`` bool, False for views the alignment could not place.
+        paths: N source photo files (``View.path``), ``None`` for a view that has none (a video frame); set when
+            the scene is made from the views; ``None`` as a whole when unknown (a scene file from before the field).
+            COLMAP and nerfstudio exports copy the photos from here.
         info: free-form diagnostics (losses, timings) that exports may record.
     """
 
@@ -148,6 +151,7 @@ class Scene:
     net_to_orig: list[np.ndarray] | None = None
     orig_sizes: list[tuple[int, int]] | None = None
     registered: np.ndarray | None = None
+    paths: list[str | None] | None = None
     info: dict = field(default_factory=dict)
 
     def __len__(self) -> int:

@@ -769,6 +769,7 @@ def dust3r_align(
         net_to_orig=[np.asarray(v.net_to_orig, np.float64) for v in views],
         orig_sizes=[v.orig_size if v.orig_size is not None else v.true_shape for v in views],
         registered=registered,
+        paths=[v.path for v in views],
         info=info,
     )
     if cfg.clean_depth:

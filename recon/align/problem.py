@@ -319,6 +319,7 @@ def make_scene(
         net_to_orig=[np.asarray(v.net_to_orig, np.float64) for v in prob.views],
         orig_sizes=[v.orig_size if v.orig_size is not None else v.true_shape for v in prob.views],
         registered=np.asarray(registered, bool),
+        paths=[v.path for v in prob.views],
         info=info,
     )
 

@@ -61,7 +61,6 @@ def reconstruct_feedforward(
             raise ReconstructionError(str(err)) from None
     with _stage(report, "alignment", device, progress):
         scene = align(views, prediction, method="feedforward")
-    scene.info.setdefault("image_paths", [v.path for v in views])
     report.registered = len(scene)
     report.mean_conf = float(np.mean([c.mean() for c in scene.conf]))
     return scene, report

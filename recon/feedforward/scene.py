@@ -53,5 +53,6 @@ def to_scene(views: Sequence[View], prediction: FeedForwardPrediction) -> Scene:
         names=[v.name for v in views],
         net_to_orig=[np.asarray(v.net_to_orig, dtype=np.float64) for v in views],
         orig_sizes=[v.orig_size or v.true_shape for v in views],
+        paths=[v.path for v in views],
         info={"align": "feedforward"},
     )

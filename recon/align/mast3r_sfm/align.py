@@ -378,5 +378,6 @@ def mast3r_sfm_align(
         net_to_orig=[np.asarray(v.net_to_orig, np.float64) for v in views],
         orig_sizes=[v.orig_size if v.orig_size is not None else v.true_shape for v in views],
         registered=registered,
+        paths=[v.path for v in views],
         info=info,
     )
