@@ -16,7 +16,7 @@ from safetensors.numpy import load_file
 
 from recon.align import DenseAlignConfig, SparseAlignConfig, align
 from recon.align.confidence import default_conf_thr, dense_view_conf, sparse_view_conf, view_confidences
-from recon.export import export
+from recon.export import PlyOptions, export
 from recon.matching import match_pair
 from recon.scene import valid_masks
 from recon.types import PairPrediction, View
@@ -106,6 +106,6 @@ def test_align_reports_official_conf_and_exports_at_the_demo_default(method, tmp
     n_default = sum(int(m.sum()) for m in valid_masks(scene))
     assert n_default == sum(int(m.sum()) for m in valid_masks(scene, thr))
     assert n_default != sum(int(m.sum()) for m in valid_masks(scene, 1.0))
-    export(scene, tmp_path / "a.ply", clean_depth=False)
-    export(scene, tmp_path / "b.ply", conf_thr=thr, clean_depth=False)
+    export(scene, tmp_path / "a.ply", PlyOptions(clean_depth=False))
+    export(scene, tmp_path / "b.ply", PlyOptions(conf_thr=thr, clean_depth=False))
     assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()

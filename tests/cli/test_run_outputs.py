@@ -72,9 +72,9 @@ class TestEarlierOutputs:
         assert not written_by_recon(tmp_path / "absent.glb", fmt)
 
     def test_own_earlier_output_is_renamed_foreign_file_is_kept(self, tmp_path):
-        from recon.export import export
+        from recon.export import GlbOptions, export
 
-        ours = export(tiny_scene(), tmp_path / "scene.glb", conf_thr=0)
+        ours = export(tiny_scene(), tmp_path / "scene.glb", GlbOptions(conf_thr=0))
         data = ours.read_bytes()
         note = retire_previous_output(ours, "glb")
         assert "renamed scene.previous.glb" in note and not ours.exists()
@@ -86,18 +86,18 @@ class TestEarlierOutputs:
         assert mine.read_bytes() == b"the user's own file"
 
     def test_a_foreign_previous_file_blocks_the_rename(self, tmp_path):
-        from recon.export import export
+        from recon.export import GlbOptions, export
 
-        ours = export(tiny_scene(), tmp_path / "scene.glb", conf_thr=0)
+        ours = export(tiny_scene(), tmp_path / "scene.glb", GlbOptions(conf_thr=0))
         (tmp_path / "scene.previous.glb").write_bytes(b"not recon's")
         assert "not renamed" in retire_previous_output(ours, "glb")
         assert ours.exists() and (tmp_path / "scene.previous.glb").read_bytes() == b"not recon's"
 
     def test_failed_run_renames_recon_output_and_says_so(self, tmp_path, monkeypatch, capsys):
         from backbone.checkpoint import CheckpointError
-        from recon.export import export
+        from recon.export import GlbOptions, export
 
-        export(tiny_scene(), tmp_path / "scene.glb", conf_thr=0)
+        export(tiny_scene(), tmp_path / "scene.glb", GlbOptions(conf_thr=0))
 
         def fail(*args, **kwargs):
             raise CheckpointError("weights are broken")
@@ -124,10 +124,10 @@ class TestDeterminism:
         assert not all(torch.equal(a[k], c[k]) for k in a)
 
     def test_glb_bytes_depend_only_on_the_scene(self, tmp_path):
-        from recon.export import export
+        from recon.export import GlbOptions, export
 
-        one = export(tiny_scene(3), tmp_path / "a.glb", conf_thr=0).read_bytes()
-        two = export(tiny_scene(3), tmp_path / "b.glb", conf_thr=0).read_bytes()
+        one = export(tiny_scene(3), tmp_path / "a.glb", GlbOptions(conf_thr=0)).read_bytes()
+        two = export(tiny_scene(3), tmp_path / "b.glb", GlbOptions(conf_thr=0)).read_bytes()
         assert one == two
 
     @pytest.mark.slow

@@ -7,7 +7,7 @@ import pycolmap
 import pytest
 from PIL import Image
 
-from recon.export import export
+from recon.export import ColmapOptions, export
 from recon.export.colmap import rotmat_to_qvec
 from recon.scene import valid_masks
 
@@ -30,7 +30,7 @@ def _write_photos(folder, scene, synth) -> list:
 
 @pytest.mark.parametrize("kind", ["binary", "text"])
 def test_reads_back_with_consistent_projections(tmp_path, scene, synth, kind):
-    out = export(scene, tmp_path / "colmap", "colmap", max_points=500)
+    out = export(scene, tmp_path / "colmap", ColmapOptions(max_points=500))
     rec = _read(out, kind)
     assert rec.num_images() == 3 and rec.num_cameras() == 3 and rec.num_points3D() == 500
     K_orig = scene.K_orig
@@ -58,7 +58,7 @@ def test_reads_back_with_consistent_projections(tmp_path, scene, synth, kind):
 
 def test_source_observation_is_the_pixel_in_original_pixels(tmp_path, scene, synth):
     """Hand-computed: network pixel (x, y) is original pixel 2x + 0.5 (centre at 0), 2x + 1 in COLMAP."""
-    out = export(scene, tmp_path / "colmap", "colmap", multi_view_tracks=False)
+    out = export(scene, tmp_path / "colmap", ColmapOptions(multi_view_tracks=False))
     rec = _read(out, "binary")
     assert rec.num_points3D() == 3 * synth.H * synth.W
     image = rec.images[2]  # view 1
@@ -70,7 +70,7 @@ def test_source_observation_is_the_pixel_in_original_pixels(tmp_path, scene, syn
 
 
 def test_multi_view_tracks_link_overlapping_views(tmp_path, scene):
-    rec = _read(export(scene, tmp_path / "colmap", "colmap"), "binary")
+    rec = _read(export(scene, tmp_path / "colmap", ColmapOptions()), "binary")
     lengths = np.array([p.track.length() for p in rec.points3D.values()])
     assert lengths.max() == 3 and lengths.mean() > 2
     assert rec.compute_mean_reprojection_error() < 1e-6
@@ -79,14 +79,14 @@ def test_multi_view_tracks_link_overlapping_views(tmp_path, scene):
 def test_extra_observations_need_agreeing_depth(tmp_path, scene):
     # View 2 disagrees with the plane everywhere (a wrong depth map): nothing from views 0/1 is observed there.
     scene.depth[2] = scene.depth[2] * 1.5
-    rec = _read(export(scene, tmp_path / "colmap", "colmap", clean_depth=False), "binary")
+    rec = _read(export(scene, tmp_path / "colmap", ColmapOptions(clean_depth=False)), "binary")
     for point in rec.points3D.values():
         images = {el.image_id for el in point.track.elements}
         assert not (3 in images and len(images) > 1)
 
 
 def test_bin_and_txt_agree(tmp_path, scene):
-    out = export(scene, tmp_path / "colmap", "colmap", max_points=300)
+    out = export(scene, tmp_path / "colmap", ColmapOptions(max_points=300))
     a, b = _read(out, "binary"), _read(out, "text")
     assert a.num_points3D() == b.num_points3D() == 300
     for pid, p in a.points3D.items():
@@ -99,7 +99,7 @@ def test_bin_and_txt_agree(tmp_path, scene):
 
 def test_conf_threshold_limits_points(tmp_path, scene):
     scene.conf[0][:] = 1.0
-    out = export(scene, tmp_path / "colmap", "colmap", conf_thr=1.5)
+    out = export(scene, tmp_path / "colmap", ColmapOptions(conf_thr=1.5))
     rec = _read(out, "binary")
     assert rec.num_points3D() == sum(m.sum() for m in valid_masks(scene, 1.5))
     # View 0 keeps its pose but, with no confident pixel, neither contributes nor observes points.
@@ -109,7 +109,7 @@ def test_conf_threshold_limits_points(tmp_path, scene):
 
 def test_unregistered_view_is_left_out(tmp_path, synth):
     s = synth.make_scene(3, registered=np.array([True, False, True]))
-    rec = _read(export(s, tmp_path / "colmap", "colmap"), "binary")
+    rec = _read(export(s, tmp_path / "colmap", ColmapOptions()), "binary")
     assert sorted(rec.images) == [1, 3]
     assert rec.num_points3D() == 2 * synth.H * synth.W
 
@@ -118,12 +118,12 @@ def test_images_are_copied_and_named(tmp_path, scene, synth):
     photos = tmp_path / "photos"
     photos.mkdir()
     scene.names = ["a b.png", "b.png", "c.png"]
-    paths = _write_photos(photos, scene, synth)
-    out = export(scene, tmp_path / "colmap", "colmap", images=paths, max_points=50)
+    scene.paths = [str(p) for p in _write_photos(photos, scene, synth)]
+    out = export(scene, tmp_path / "colmap", ColmapOptions(max_points=50))
     assert sorted(p.name for p in (out / "images").iterdir()) == ["a_b.png", "b.png", "c.png"]
     rec = _read(out, "text")
     assert sorted(i.name for i in rec.images.values()) == ["a_b.png", "b.png", "c.png"]
-    linked = export(scene, tmp_path / "linked", "colmap", images=paths, link_images=True, max_points=50)
+    linked = export(scene, tmp_path / "linked", ColmapOptions(link_images=True, max_points=50))
     assert (linked / "images" / "b.png").is_symlink()
 
 
@@ -131,9 +131,10 @@ def test_wrong_image_size_is_refused(tmp_path, scene):
     paths = []
     for name in scene.names:
         Image.new("RGB", (10, 10)).save(tmp_path / name)
-        paths.append(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    scene.paths = paths
     with pytest.raises(ValueError, match="expects 64x48"):
-        export(scene, tmp_path / "colmap", "colmap", images=paths)
+        export(scene, tmp_path / "colmap", ColmapOptions())
     assert not (tmp_path / "colmap").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
@@ -147,7 +148,8 @@ def test_exif_rotated_photo_is_written_upright(tmp_path, scene, synth):
     exif[0x0112] = 6
     paths[0] = tmp_path / "rot.jpg"
     stored.save(paths[0], exif=exif.tobytes(), quality=100)
-    out = export(scene, tmp_path / "colmap", "colmap", images=paths, max_points=10)
+    scene.paths = [str(p) for p in paths]
+    out = export(scene, tmp_path / "colmap", ColmapOptions(max_points=10))
     with Image.open(out / "images" / "rot.jpg") as im:
         assert im.size == (synth.W * synth.SCALE, synth.H * synth.SCALE)
         assert im.getexif().get(0x0112, 1) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 
 import numpy as np
@@ -9,37 +11,106 @@ import pytest
 import trimesh
 
 import recon.export.colmap as colmap_module
-from recon.export import export, resolve_format
+from recon.export import (
+    DEFAULT_SPARSE_POINTS,
+    ColmapOptions,
+    ExportOptionsError,
+    GlbOptions,
+    NerfstudioOptions,
+    NpzOptions,
+    PlyOptions,
+    export,
+    resolve_options,
+)
 from recon.export._atomic import MANIFEST
+from recon.export.options import PointOptions
 from recon.export.ply import ply_bytes
-from recon.scene import load_scene, scene_points
+from recon.scene import SceneError, load_scene, scene_points
 
 
 def _leftovers(folder) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-class TestResolveFormat:
-    @pytest.mark.parametrize(("name", "fmt"), [("a.glb", "glb"), ("a.PLY", "ply"), ("a.npz", "npz")])
-    def test_from_extension(self, tmp_path, name, fmt):
-        assert resolve_format(tmp_path / name) == fmt
+class TestResolveOptions:
+    @pytest.mark.parametrize(("name", "kind"), [("a.glb", GlbOptions), ("a.PLY", PlyOptions), ("a.npz", NpzOptions)])
+    def test_defaults_from_extension(self, tmp_path, name, kind):
+        assert resolve_options(tmp_path / name) == kind()
 
-    def test_explicit(self, tmp_path):
-        assert resolve_format(tmp_path / "out", "COLMAP") == "colmap"
-        assert resolve_format(tmp_path / "out.d", "nerfstudio") == "nerfstudio"
+    def test_options_name_the_format(self, tmp_path):
+        options = ColmapOptions(max_points=5)
+        assert resolve_options(tmp_path / "out", options) is options
+        assert isinstance(resolve_options(tmp_path / "out.d", NerfstudioOptions()), NerfstudioOptions)
 
     def test_errors(self, tmp_path):
-        with pytest.raises(ValueError, match="cannot tell the export format"):
-            resolve_format(tmp_path / "out")
-        with pytest.raises(ValueError, match="does not match"):
-            resolve_format(tmp_path / "a.ply", "glb")
-        with pytest.raises(ValueError, match="unknown export format"):
-            resolve_format(tmp_path / "a", "obj")
+        with pytest.raises(ExportOptionsError, match="cannot tell the export format"):
+            resolve_options(tmp_path / "out")
+        with pytest.raises(ExportOptionsError, match=r"GlbOptions writes glb, which does not match the name 'a.ply'"):
+            resolve_options(tmp_path / "a.ply", GlbOptions())
+        with pytest.raises(TypeError, match="export options must be one of"):
+            resolve_options(tmp_path / "a", PointOptions())
+
+
+class TestOptionsValidation:
+    """Each options type refuses out-of-range values and contradicting settings at construction, in one line."""
+
+    @pytest.mark.parametrize("kind", [GlbOptions, PlyOptions, ColmapOptions, NerfstudioOptions])
+    @pytest.mark.parametrize(
+        ("field", "value", "message"),
+        [
+            ("conf_thr", -1.0, "conf_thr must be a finite number >= 0, got -1.0"),
+            ("conf_thr", float("nan"), "conf_thr must be a finite number >= 0, got nan"),
+            ("clean_tol", 0.0, "clean_tol must be a finite number > 0, got 0.0"),
+            ("max_points", 0, "max_points must be an integer >= 1, got 0"),
+            ("max_points", 2.5, "max_points must be an integer >= 1, got 2.5"),
+            ("tsdf_thresh", float("inf"), "tsdf_thresh must be a finite number >= 0, got inf"),
+            ("seed", -1, "seed must be an integer >= 0, got -1"),
+        ],
+    )
+    def test_point_settings(self, kind, field, value, message):
+        with pytest.raises(ExportOptionsError) as info:
+            kind(**{field: value})
+        assert str(info.value) == message
+
+    def test_npz(self):
+        assert NpzOptions(tsdf_thresh=0.5, seed=3).tsdf_thresh == 0.5
+        with pytest.raises(ExportOptionsError, match="tsdf_thresh must be a finite number >= 0"):
+            NpzOptions(tsdf_thresh=-0.1)
+        with pytest.raises(TypeError):
+            NpzOptions(conf_thr=1.0)  # an .npz keeps every pixel: no point settings
+
+    @pytest.mark.parametrize("kind", [GlbOptions, PlyOptions])
+    def test_mesh_has_no_point_budget(self, kind):
+        assert kind(mesh=True).mesh and kind(max_points=10).max_points == 10
+        with pytest.raises(ExportOptionsError, match="max_points cannot apply to a mesh"):
+            kind(mesh=True, max_points=10)
+
+    def test_glb(self):
+        assert GlbOptions(cam_size=0.5, frame="world").frame == "world"
+        with pytest.raises(ExportOptionsError, match="cam_size must be a finite number > 0, got 0"):
+            GlbOptions(cam_size=0)
+        with pytest.raises(ExportOptionsError, match="cameras=False leaves them out"):
+            GlbOptions(cameras=False, cam_size=0.5)
+        with pytest.raises(ExportOptionsError, match="frame must be one of first_camera, world, got 'camera0'"):
+            GlbOptions(frame="camera0")
+        with pytest.raises(TypeError):
+            PlyOptions(cameras=False)  # a .ply has no camera frustums
+
+    @pytest.mark.parametrize("kind", [ColmapOptions, NerfstudioOptions])
+    def test_photo_formats(self, kind):
+        assert kind().max_points == DEFAULT_SPARSE_POINTS and kind(max_points=None).max_points is None
+        assert kind(link_images=True).link_images
+        with pytest.raises(ExportOptionsError, match="photos=False leaves them out"):
+            kind(photos=False, link_images=True)
+
+    def test_options_are_frozen(self):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            GlbOptions().mesh = True
 
 
 class TestPly:
     def test_points_read_back(self, tmp_path, scene):
-        path = export(scene, tmp_path / "cloud.ply", conf_thr=1.5)
+        path = export(scene, tmp_path / "cloud.ply", PlyOptions(conf_thr=1.5))
         assert path.read_bytes().startswith(b"ply\nformat binary_little_endian 1.0\n")
         cloud = trimesh.load(path)
         xyz, rgb, _, _ = scene_points(scene, conf_thr=1.5)
@@ -48,7 +119,7 @@ class TestPly:
 
     def test_mesh_reads_back(self, tmp_path, synth):
         s = synth.make_scene(1)
-        mesh = trimesh.load(export(s, tmp_path / "mesh.ply", as_mesh=True), process=False)
+        mesh = trimesh.load(export(s, tmp_path / "mesh.ply", PlyOptions(mesh=True)), process=False)
         assert len(mesh.faces) == 2 * (synth.H - 1) * (synth.W - 1)
         np.testing.assert_allclose(mesh.vertices[:, 2], synth.PLANE_Z, atol=1e-4)
 
@@ -72,9 +143,15 @@ def test_missing_parent_fails_before_any_work(tmp_path, scene, monkeypatch):
         raise AssertionError("cleaning ran before the path check")
 
     monkeypatch.setattr("recon.export.clean_scene", boom)
-    for name, fmt in [("x.glb", None), ("x.ply", None), ("x.npz", None), ("x", "colmap"), ("x", "nerfstudio")]:
+    for name, options in [
+        ("x.glb", None),
+        ("x.ply", None),
+        ("x.npz", None),
+        ("x", ColmapOptions()),
+        ("x", NerfstudioOptions()),
+    ]:
         with pytest.raises(FileNotFoundError, match="does not exist"):
-            export(scene, tmp_path / "missing" / name, fmt)
+            export(scene, tmp_path / "missing" / name, options)
     assert _leftovers(tmp_path) == []
 
 
@@ -83,11 +160,24 @@ def test_bad_photo_list_fails_before_cleaning(tmp_path, scene, monkeypatch):
         raise AssertionError("cleaning ran before the photo check")
 
     monkeypatch.setattr("recon.export.clean_scene", boom)
+    scene.paths = [str(tmp_path / n) for n in scene.names]
     with pytest.raises(FileNotFoundError, match="source images not found"):
-        export(scene, tmp_path / "c", "colmap", images=[tmp_path / n for n in scene.names])
-    with pytest.raises(ValueError, match="3 views"):
-        export(scene, tmp_path / "ns", "nerfstudio", images=[tmp_path / "a.png"])
+        export(scene, tmp_path / "c", ColmapOptions())
+    scene.paths = [str(tmp_path / "a.png")] * len(scene)
+    with pytest.raises(ValueError, match=r"exported image names must be unique; repeated: \['a.png'\]"):
+        export(scene, tmp_path / "ns", NerfstudioOptions())
+    scene.paths = [str(tmp_path / "a.png")]
+    with pytest.raises(SceneError, match="paths must be N=3 strings or None"):
+        export(scene, tmp_path / "ns", NerfstudioOptions())
     assert _leftovers(tmp_path) == []
+
+
+def test_views_without_photo_files_are_named_without_photos(tmp_path, scene):
+    scene.paths = [None] * len(scene)  # video frames
+    out = export(scene, tmp_path / "ns", NerfstudioOptions())
+    assert not (out / "images").exists()
+    frames = json.loads((out / "transforms.json").read_text())["frames"]
+    assert [f["file_path"] for f in frames] == [f"images/{n}" for n in scene.names]
 
 
 def test_no_registered_camera(tmp_path, synth):
@@ -117,7 +207,7 @@ class TestAtomicity:
 
         monkeypatch.setattr("pathlib.Path.write_bytes", fail)
         with pytest.raises(OSError, match="disk full"):
-            export(scene, path, conf_thr=3.0)
+            export(scene, path, PlyOptions(conf_thr=3.0))
         assert path.read_bytes() == before
         assert _leftovers(tmp_path) == ["a.ply"]
 
@@ -128,11 +218,11 @@ class TestAtomicity:
 
         monkeypatch.setattr(colmap_module, "_write_points3D_txt", fail)
         with pytest.raises(RuntimeError, match="interrupted"):
-            export(scene, tmp_path / "colmap", "colmap")
+            export(scene, tmp_path / "colmap", ColmapOptions())
         assert _leftovers(tmp_path) == []
 
     def test_failing_folder_export_keeps_the_previous_one(self, tmp_path, scene, monkeypatch):
-        out = export(scene, tmp_path / "colmap", "colmap", max_points=10)
+        out = export(scene, tmp_path / "colmap", ColmapOptions(max_points=10))
         before = (out / "sparse" / "0" / "points3D.txt").read_text()
 
         def fail(path, model):
@@ -140,13 +230,13 @@ class TestAtomicity:
 
         monkeypatch.setattr(colmap_module, "_write_points3D_txt", fail)
         with pytest.raises(RuntimeError):
-            export(scene, out, "colmap", max_points=20)
+            export(scene, out, ColmapOptions(max_points=20))
         assert (out / "sparse" / "0" / "points3D.txt").read_text() == before
         assert _leftovers(tmp_path) == ["colmap"]
 
     def test_folder_export_replaces_an_earlier_export(self, tmp_path, scene):
-        out = export(scene, tmp_path / "ns", "nerfstudio", max_points=10)
-        export(scene, out, "nerfstudio", max_points=20, point_cloud=False)
+        out = export(scene, tmp_path / "ns", NerfstudioOptions(max_points=10))
+        export(scene, out, NerfstudioOptions(max_points=20, point_cloud=False))
         assert _leftovers(out) == [MANIFEST, "transforms.json"]  # its own stale sparse_pc.ply is gone
         assert _leftovers(tmp_path) == ["ns"]
 
@@ -154,7 +244,7 @@ class TestAtomicity:
         folder = tmp_path / "photos"
         folder.mkdir()
         (folder / "IMG_0001.jpg").write_bytes(b"precious")
-        export(scene, folder, "colmap")
+        export(scene, folder, ColmapOptions())
         assert _leftovers(folder) == [MANIFEST, "IMG_0001.jpg", "sparse"]
         assert (folder / "IMG_0001.jpg").read_bytes() == b"precious"
         assert _leftovers(tmp_path) == ["photos"]
@@ -164,7 +254,7 @@ class TestAtomicity:
         (folder / "sparse" / "0").mkdir(parents=True)
         (folder / "sparse" / "0" / "points3D.txt").write_text("my own model")
         with pytest.raises(FileExistsError, match=r"recon did not write: sparse/0/points3D.txt"):
-            export(scene, folder, "colmap")
+            export(scene, folder, ColmapOptions())
         assert _leftovers(folder / "sparse" / "0") == ["points3D.txt"]  # nothing was moved in
         assert _leftovers(tmp_path) == ["project"]
 
@@ -173,5 +263,5 @@ class TestAtomicity:
         os.umask(umask)
         path = export(scene, tmp_path / "a.glb")
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # tempfile alone would give 0o600
-        folder = export(scene, tmp_path / "c", "colmap", max_points=5)
+        folder = export(scene, tmp_path / "c", ColmapOptions(max_points=5))
         assert folder.stat().st_mode & 0o777 == 0o777 & ~umask

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from recon.export import export
+from recon.export import GlbOptions, export
 from recon.export.glb import OPENGL, glb_transform
 from recon.export.mesh import grid_faces
 from recon.scene import scene_points
@@ -36,7 +36,7 @@ def _world_vertices(glb: trimesh.Scene, name: str) -> np.ndarray:
 class TestPointCloud:
     def test_points_and_frustums(self, tmp_path, scene):
         scene.conf[2][:4] = 1.0
-        path = export(scene, tmp_path / "scene.glb", conf_thr=1.5)
+        path = export(scene, tmp_path / "scene.glb", GlbOptions(conf_thr=1.5))
         glb = _load(path)
         assert _frustums(glb) == ["camera_000", "camera_001", "camera_002"]
         assert isinstance(glb.geometry["points"], trimesh.PointCloud)
@@ -62,12 +62,12 @@ class TestPointCloud:
         assert (A @ below)[1] < (A @ above)[1]
 
     def test_world_frame(self, tmp_path, scene):
-        glb = _load(export(scene, tmp_path / "w.glb", glb_frame="world"))
+        glb = _load(export(scene, tmp_path / "w.glb", GlbOptions(frame="world")))
         np.testing.assert_array_equal(np.asarray(glb.metadata["recon"]["glb_from_world"]), OPENGL)
         np.testing.assert_allclose(_world_vertices(glb, "points"), scene_points(scene)[0], atol=1e-4)
 
     def test_frustum_apex_at_camera_centre(self, tmp_path, scene):
-        glb = _load(export(scene, tmp_path / "s.glb", cam_size=0.5))
+        glb = _load(export(scene, tmp_path / "s.glb", GlbOptions(cam_size=0.5)))
         for k in range(3):
             v = _world_vertices(glb, f"camera_{k:03d}")
             d = np.linalg.norm(v - scene.T_world_cam[k, :3, 3], axis=1)
@@ -82,12 +82,12 @@ class TestPointCloud:
         image = quad.visual.material.baseColorTexture
         assert image.size == (scene.colors[1].shape[1], scene.colors[1].shape[0])
         np.testing.assert_array_equal(np.asarray(image.convert("RGB")), scene.colors[1])
-        plain = _load(export(scene, tmp_path / "p.glb", textured_cameras=False))
+        plain = _load(export(scene, tmp_path / "p.glb", GlbOptions(textured_cameras=False)))
         assert not [n for n in plain.geometry if n.endswith("_image")]
         assert len(_frustums(plain)) == 3
 
     def test_no_cameras(self, tmp_path, scene):
-        glb = _load(export(scene, tmp_path / "s.glb", show_cameras=False))
+        glb = _load(export(scene, tmp_path / "s.glb", GlbOptions(cameras=False)))
         assert list(glb.geometry) == ["points"]
 
     def test_unregistered_camera_is_left_out(self, tmp_path, synth):
@@ -103,7 +103,7 @@ class TestPointCloud:
         scene.depth[0][12, 16] *= 0.5
         scene.conf[0][12, 16] = 3.0
         n_clean = len(_load(export(scene, tmp_path / "c.glb")).geometry["points"].vertices)
-        n_raw = len(_load(export(scene, tmp_path / "r.glb", clean_depth=False)).geometry["points"].vertices)
+        n_raw = len(_load(export(scene, tmp_path / "r.glb", GlbOptions(clean_depth=False))).geometry["points"].vertices)
         assert n_raw == n_clean + 1 == 3 * scene.depth[0].size
 
 
@@ -118,7 +118,7 @@ class TestMesh:
 
     def test_mesh_export(self, tmp_path, scene, synth):
         scene.conf[0][5, 5] = 1.0
-        glb = _load(export(scene, tmp_path / "m.glb", as_mesh=True))
+        glb = _load(export(scene, tmp_path / "m.glb", GlbOptions(mesh=True)))
         mesh = glb.geometry["mesh"]
         H, W = synth.H, synth.W
         assert len(mesh.faces) == 3 * 2 * (H - 1) * (W - 1) - 6
@@ -128,7 +128,7 @@ class TestMesh:
 
     def test_normals_face_their_camera(self, tmp_path, synth):
         s = synth.make_scene(1)
-        glb = _load(export(s, tmp_path / "m.glb", as_mesh=True, glb_frame="world"))
+        glb = _load(export(s, tmp_path / "m.glb", GlbOptions(mesh=True, frame="world")))
         mesh = glb.geometry["mesh"]
         normals_world = mesh.face_normals @ OPENGL[:3, :3]  # OPENGL is its own inverse
         to_camera = s.T_world_cam[0, :3, 3] - _to_world(glb, mesh.triangles_center)
@@ -137,5 +137,5 @@ class TestMesh:
 
 def test_bad_frame(tmp_path, scene):
     with pytest.raises(ValueError, match="first_camera"):
-        export(scene, tmp_path / "s.glb", glb_frame="camera0")
+        export(scene, tmp_path / "s.glb", GlbOptions(frame="camera0"))
     assert not list(tmp_path.iterdir())

@@ -8,7 +8,7 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-from recon.export import export
+from recon.export import NerfstudioOptions, export
 from recon.scene import scene_points
 
 FLIP = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -19,7 +19,7 @@ def _meta(folder) -> dict:
 
 
 def test_fields_and_shared_intrinsics(tmp_path, scene, synth):
-    meta = _meta(export(scene, tmp_path / "ns", "nerfstudio"))
+    meta = _meta(export(scene, tmp_path / "ns", NerfstudioOptions()))
     assert meta["camera_model"] == "OPENCV"
     assert all(meta[k] == 0.0 for k in ("k1", "k2", "p1", "p2"))
     assert (meta["w"], meta["h"]) == (synth.W * synth.SCALE, synth.H * synth.SCALE)
@@ -32,7 +32,7 @@ def test_fields_and_shared_intrinsics(tmp_path, scene, synth):
 
 
 def test_matrices_invert_to_our_poses(tmp_path, scene):
-    meta = _meta(export(scene, tmp_path / "ns", "nerfstudio"))
+    meta = _meta(export(scene, tmp_path / "ns", NerfstudioOptions()))
     for k, f in enumerate(meta["frames"]):
         M = np.asarray(f["transform_matrix"])
         np.testing.assert_allclose(M @ FLIP, scene.T_world_cam[k], atol=1e-12)
@@ -42,7 +42,7 @@ def test_matrices_invert_to_our_poses(tmp_path, scene):
 
 def test_rays_pass_through_the_points(tmp_path, scene):
     """nerfstudio's ray of pixel coordinate (u, v) in camera space is ((u - cx)/fx, -(v - cy)/fy, -1)."""
-    meta = _meta(export(scene, tmp_path / "ns", "nerfstudio"))
+    meta = _meta(export(scene, tmp_path / "ns", NerfstudioOptions()))
     xyz, _, view, pix = scene_points(scene)
     for k, f in enumerate(meta["frames"]):
         sel = view == k
@@ -58,7 +58,7 @@ def test_rays_pass_through_the_points(tmp_path, scene):
 
 def test_per_frame_intrinsics_when_they_differ(tmp_path, synth):
     s = synth.make_scene(3, focals=(30.0, 31.0, 30.0))
-    meta = _meta(export(s, tmp_path / "ns", "nerfstudio"))
+    meta = _meta(export(s, tmp_path / "ns", NerfstudioOptions()))
     assert "fl_x" not in meta
     assert [f["fl_x"] for f in meta["frames"]] == [60.0, 62.0, 60.0]
     assert all({"fl_x", "fl_y", "cx", "cy", "w", "h"} <= set(f) for f in meta["frames"])
@@ -68,8 +68,9 @@ def test_point_cloud_and_images(tmp_path, scene, synth):
     paths = []
     for k, name in enumerate(scene.names):
         Image.fromarray(np.kron(scene.colors[k], np.ones((2, 2, 1), np.uint8))).save(tmp_path / name)
-        paths.append(tmp_path / name)
-    out = export(scene, tmp_path / "ns", "nerfstudio", images=paths, max_points=123)
+        paths.append(str(tmp_path / name))
+    scene.paths = paths
+    out = export(scene, tmp_path / "ns", NerfstudioOptions(max_points=123))
     meta = _meta(out)
     assert meta["ply_file_path"] == "sparse_pc.ply"
     cloud = trimesh.load(out / meta["ply_file_path"])
@@ -77,12 +78,12 @@ def test_point_cloud_and_images(tmp_path, scene, synth):
     for f in meta["frames"]:
         with Image.open(out / f["file_path"]) as im:
             assert im.size == (meta["w"], meta["h"])
-    no_ply = _meta(export(scene, tmp_path / "ns2", "nerfstudio", point_cloud=False))
+    no_ply = _meta(export(scene, tmp_path / "ns2", NerfstudioOptions(point_cloud=False)))
     assert "ply_file_path" not in no_ply and not (tmp_path / "ns2" / "sparse_pc.ply").exists()
 
 
 def test_unregistered_view_is_left_out(tmp_path, synth):
     s = synth.make_scene(3, registered=np.array([True, True, False]))
-    meta = _meta(export(s, tmp_path / "ns", "nerfstudio"))
+    meta = _meta(export(s, tmp_path / "ns", NerfstudioOptions()))
     assert [f["file_path"] for f in meta["frames"]] == ["images/view_0.png", "images/view_1.png"]
     assert meta["unregistered"] == [s.names[2]]

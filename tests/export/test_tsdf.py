@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from recon.export import export
+from recon.export import NpzOptions, PlyOptions, export
 from recon.tsdf import tsdf_refine
 from recon.types import Scene
 from tools.synth import render_scene
@@ -73,9 +73,9 @@ def test_export_option(noisy, tmp_path):
     small.K = small.K.copy()
     small.K[:, 0, 2] -= 24
     small.K[:, 1, 2] -= 16
-    export(small, tmp_path / "a.npz", tsdf_thresh=0.02 * med, seed=1)
+    export(small, tmp_path / "a.npz", NpzOptions(tsdf_thresh=0.02 * med, seed=1))
     want = tsdf_refine(small, 0.02 * med, seed=1)  # the official 1000 samples
     for x, y in zip(load_scene(tmp_path / "a.npz").depth, want.depth, strict=True):
         np.testing.assert_array_equal(x, y)
     with pytest.raises(ValueError, match="finite"):
-        export(small, tmp_path / "b.ply", tsdf_thresh=float("nan"))
+        PlyOptions(tsdf_thresh=float("nan"))

@@ -12,13 +12,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from recon.export import export
+from recon.export import ColmapOptions, NerfstudioOptions, PlyOptions, export
 from recon.export._atomic import MANIFEST, OverwriteRefusedError
+from recon.export.options import OPTIONS_BY_FORMAT
 from recon.types import Scene
 
 from .helpers import one_line, tree_digest
@@ -26,8 +28,11 @@ from .helpers import one_line, tree_digest
 H, W = 12, 16  # network pixels; photos are twice as large
 
 
-def _scene(names) -> Scene:
-    n = len(names)
+def _scene(photos) -> Scene:
+    """A scene of one view per photo (a path: its ``paths`` entry and name; a bare name: no photo file)."""
+    n = len(photos)
+    names = [Path(p).name for p in photos]
+    paths = [str(p) for p in photos] if all(isinstance(p, Path) for p in photos) else None
     T = np.tile(np.eye(4), (n, 1, 1))
     T[:, 0, 3] = np.arange(n) * 0.2
     K = np.array([[20.0, 0, (W - 1) / 2], [0, 20.0, (H - 1) / 2], [0, 0, 1]])
@@ -41,6 +46,7 @@ def _scene(names) -> Scene:
         names=list(names),
         net_to_orig=[np.diag([2.0, 2.0, 1.0]) + np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]]) for _ in range(n)],
         orig_sizes=[(2 * H, 2 * W)] * n,
+        paths=paths,
     )
 
 
@@ -74,20 +80,20 @@ def test_colmap_into_the_project_folder_keeps_every_user_file(project, notes_bes
     if not notes_beside:
         (proj / "notes.txt").unlink()
     before = tree_digest(proj)
-    export(_scene([p.name for p in photos]), proj, "colmap", images=photos)
+    export(_scene(photos), proj, ColmapOptions())
     after = tree_digest(proj)
     _unchanged(before, after)  # RAW, sidecar, notes and the photos themselves: untouched
     added = sorted(set(after) - set(before))
     assert added == [MANIFEST, "sparse", "sparse/0"] + [f"sparse/0/{f}" for f in sorted(
         ["cameras.bin", "cameras.txt", "images.bin", "images.txt", "points3D.bin", "points3D.txt"])]  # fmt: skip
-    export(_scene([p.name for p in photos]), proj, "colmap", images=photos)  # a rerun works and changes no user file
+    export(_scene(photos), proj, ColmapOptions())  # a rerun works and changes no user file
     _unchanged(before, tree_digest(proj))
 
 
 def test_nerfstudio_into_the_project_folder_keeps_every_user_file(project):
     proj, photos = project
     before = tree_digest(proj)
-    export(_scene([p.name for p in photos]), proj, "nerfstudio", images=photos)
+    export(_scene(photos), proj, NerfstudioOptions())
     _unchanged(before, tree_digest(proj))
     assert (proj / "transforms.json").is_file() and (proj / "sparse_pc.ply").is_file()
 
@@ -97,7 +103,7 @@ def test_copied_images_are_only_added(project, tmp_path):
     out = tmp_path / "export"
     (out / "images").mkdir(parents=True)
     (out / "images" / "keep_me.jpg").write_bytes(b"user photo")
-    export(_scene([p.name for p in photos]), out, "colmap", images=photos)
+    export(_scene(photos), out, ColmapOptions())
     assert (out / "images" / "keep_me.jpg").read_bytes() == b"user photo"
     assert (out / "images" / "IMG_0.jpg").read_bytes() == photos[0].read_bytes()
 
@@ -109,7 +115,7 @@ def test_an_image_of_the_same_name_with_other_content_is_refused(project, tmp_pa
     (out / "images" / "IMG_1.jpg").write_bytes(b"a different photo")
     before = tree_digest(tmp_path)
     with pytest.raises(OverwriteRefusedError, match=r"recon did not write: images/IMG_1.jpg") as info:
-        export(_scene([p.name for p in photos]), out, "colmap", images=photos)
+        export(_scene(photos), out, ColmapOptions())
     assert "nothing was changed" in one_line(info.value)
     assert tree_digest(tmp_path) == before  # no partial export, no staging folder left
 
@@ -129,7 +135,7 @@ def test_rotated_photo_in_place_is_refused_not_replaced(tmp_path):
         photos.append(p)
     before = tree_digest(tmp_path)
     with pytest.raises(OverwriteRefusedError, match=r"R_0.jpg is already at its place .* stored rotated") as info:
-        export(_scene([p.name for p in photos]), proj, "colmap", images=photos)
+        export(_scene(photos), proj, ColmapOptions())
     one_line(info.value)
     assert tree_digest(tmp_path) == before
 
@@ -137,22 +143,22 @@ def test_rotated_photo_in_place_is_refused_not_replaced(tmp_path):
 def test_rerun_replaces_only_its_own_unchanged_files(project, tmp_path):
     proj, photos = project
     out = tmp_path / "export"
-    scene = _scene([p.name for p in photos])
-    export(scene, out, "nerfstudio", images=photos)
+    scene = _scene(photos)
+    export(scene, out, NerfstudioOptions())
     (out / "images" / "IMG_0.jpg").write_bytes(b"edited by the user")  # ours, but changed since
     with pytest.raises(OverwriteRefusedError, match="images/IMG_0.jpg"):
-        export(scene, out, "nerfstudio", images=photos)
+        export(scene, out, NerfstudioOptions())
     assert (out / "images" / "IMG_0.jpg").read_bytes() == b"edited by the user"
     (out / "images" / "IMG_0.jpg").unlink()
-    export(scene, out, "nerfstudio", images=photos, point_cloud=False)
+    export(scene, out, NerfstudioOptions(point_cloud=False))
     assert not (out / "sparse_pc.ply").exists()  # its own stale, unchanged output is gone
     (out / "sparse_pc.ply").write_text("the user's own point cloud")
-    export(scene, out, "nerfstudio", images=photos, point_cloud=False)
+    export(scene, out, NerfstudioOptions(point_cloud=False))
     assert (out / "sparse_pc.ply").read_text() == "the user's own point cloud"  # not ours: left alone
 
 
-@pytest.mark.parametrize(("name", "fmt"), [("scene.glb", None), ("scene.ply", None), ("out", "colmap")])
-def test_a_failure_mid_write_leaves_no_temporary(project, tmp_path, monkeypatch, name, fmt):
+@pytest.mark.parametrize(("name", "options"), [("scene.glb", None), ("scene.ply", None), ("out", ColmapOptions())])
+def test_a_failure_mid_write_leaves_no_temporary(project, tmp_path, monkeypatch, name, options):
     proj, photos = project
     target = tmp_path / name
 
@@ -164,7 +170,7 @@ def test_a_failure_mid_write_leaves_no_temporary(project, tmp_path, monkeypatch,
     monkeypatch.setattr("trimesh.Scene.export", interrupted)
     before = tree_digest(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        export(_scene([p.name for p in photos]), target, fmt, images=photos if fmt else None)
+        export(_scene(photos), target, options)
     assert tree_digest(tmp_path) == before
 
 
@@ -181,9 +187,9 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next_run(project, tmp_path
     alive.write_bytes(b"in progress")
     lookalike = tmp_path / ".scene.glb.backup.tmp"  # not recon's shape: kept
     lookalike.write_bytes(b"user")
-    scene = _scene([p.name for p in photos])
+    scene = _scene(photos)
     export(scene, tmp_path / "scene.glb")
-    export(scene, tmp_path / "out", "colmap", images=photos)
+    export(scene, tmp_path / "out", ColmapOptions())
     assert not any(p.exists() for p in leftovers)
     assert alive.read_bytes() == b"in progress" and lookalike.read_bytes() == b"user"
 
@@ -254,7 +260,7 @@ def test_a_file_recon_did_not_write_is_never_overwritten(tmp_path, name):
     target.unlink()
     export(scene, target)  # recon's own output is replaced on a rerun
     first = target.read_bytes()
-    export(scene, target, conf_thr=6.0)
+    export(scene, target, None if name == "scene.npz" else OPTIONS_BY_FORMAT[name[-3:]](conf_thr=6.0))
     assert target.read_bytes() != first or name == "scene.npz"
 
 
@@ -266,6 +272,8 @@ def test_destination_can_be_checked_before_a_long_reconstruction(tmp_path):
     with pytest.raises(OverwriteRefusedError, match="was not written by recon"):
         check_destination(tmp_path / "mine.glb")
     with pytest.raises(OverwriteRefusedError, match="is not a folder"):
-        check_destination(tmp_path / "afile", "colmap")
-    assert check_destination(tmp_path / "new.ply") == "ply"
-    assert check_destination(tmp_path, "colmap") == "colmap"  # an existing folder is fine: files are checked later
+        check_destination(tmp_path / "afile", ColmapOptions())
+    assert check_destination(tmp_path / "new.ply") == PlyOptions()
+    assert (
+        check_destination(tmp_path, ColmapOptions()) == ColmapOptions()
+    )  # an existing folder is fine: files are checked later
