@@ -135,9 +135,8 @@ class RunResult:
         random_weights: made by a model with random weights: the geometry is meaningless.
     """
 
-    scene: object  # recon.types.Scene
+    scene: object  # recon.types.Scene (its ``paths``: the photos COLMAP exports copy)
     report: object  # recon.pipeline.RunReport
-    image_paths: list[Path | None]
     exports: ExportSet | None = None
     cleaned: object | None = None  # the scene with floaters demoted, computed once on first use
     random_weights: bool = False
@@ -408,8 +407,15 @@ def run_reconstruction(
         RunCancelled: ``cancel`` was set.
     """
     from recon.align import AlignmentError
-    from recon.images import ImageLoadError, load_images
-    from recon.pipeline import ReconstructConfig, ReconstructionError, UserPriors, reconstruct, resolve_device
+    from recon.images import ImageLoadError
+    from recon.pipeline import (
+        ReconstructConfig,
+        ReconstructionError,
+        UserPriors,
+        load_views,
+        reconstruct,
+        resolve_device,
+    )
     from recon.progress import step_hook
 
     current = {"stage": "load"}
@@ -425,28 +431,6 @@ def run_reconstruction(
     if not ws.inputs:
         raise RunError("upload photos (at least 2), a zip of photos or a short video first")
     ws.result = None
-    t0 = time.perf_counter()
-    report("load", 0.0, f"loading {len(ws.inputs)} file(s)")
-    video = len(ws.inputs) == 1 and ws.inputs[0].name.startswith("video")
-    try:
-        views, skipped = load_images(
-            str(ws.inputs[0]) if video else [str(p) for p in ws.inputs],
-            size=settings.image_size or model.image_size,
-            patch_size=model.patch_size,
-            square_ok=model.patch_size != 16,
-            max_images=limits.max_images,
-            video_fps=limits.video_fps,
-            max_pixels=limits.max_pixels,
-        )
-    except ImageLoadError as err:
-        raise RunError(str(err), "load") from None
-    skipped = [(Path(str(p)).name, str(why)) for p, why in skipped]
-    if len(views) < 2:
-        why = "; ".join(f"{n}: {r}" for n, r in skipped) or "only one was given"
-        raise RunError(f"need at least 2 usable images, got {len(views)} ({why})", "load")
-    load_s = time.perf_counter() - t0
-    report("load", 1.0, f"{len(views)} images loaded, {len(skipped)} skipped")
-
     on_cpu = resolve_device(device).type == "cpu"
     config = ReconstructConfig(
         graph=settings.graph.strip(),
@@ -467,6 +451,20 @@ def run_reconstruction(
         use_exif=settings.use_exif,
         fix_focal=settings.fix_focal,
     )
+    report("load", 0.0, f"loading {len(ws.inputs)} file(s)")
+    video = len(ws.inputs) == 1 and ws.inputs[0].name.startswith("video")
+    try:
+        views = load_views(
+            str(ws.inputs[0]) if video else [str(p) for p in ws.inputs],
+            model,
+            config,
+            max_images=limits.max_images,
+            video_fps=limits.video_fps,
+            max_pixels=limits.max_pixels,
+        )
+    except (ImageLoadError, ReconstructionError) as err:
+        raise RunError(str(err), "load") from None
+    report("load", 1.0, f"{len(views)} images loaded, {len(views.skipped)} skipped")
 
     def forward(stage: str, frac: float, msg: str) -> None:
         if stage != "load":  # our own loading above already reported it
@@ -480,19 +478,16 @@ def run_reconstruction(
 
     try:
         with step_hook(on_step):
-            scene, run_report = reconstruct(views, model, config=config, priors=priors, progress=forward)
+            scene, run_report = reconstruct(views, model, config, priors, progress=forward)
     except RunError:
         raise
     except (ReconstructionError, AlignmentError) as err:
         raise RunError(str(err), current["stage"]) from None
     except ValueError as err:  # a scene graph the pairing step does not understand, and similar settings
         raise RunError(f"cannot run with these settings: {err}", current["stage"]) from None
-    run_report.skipped = skipped + list(run_report.skipped)
-    run_report.stage_seconds["load"] = run_report.stage_seconds.get("load", 0.0) + load_s
+    run_report.skipped = [(Path(path).name, why) for path, why in run_report.skipped]
     _check_outcome(scene, run_report, settings)
-    # Video frames have no file of their own (their ``path`` is the video): exports then name views only.
-    paths = [None if video or not v.path else Path(v.path) for v in views]
-    result = RunResult(scene=scene, report=run_report, image_paths=paths, random_weights=random_weights)
+    result = RunResult(scene=scene, report=run_report, random_weights=random_weights)
     report("export", 0.0, "writing GLB, PLY, COLMAP and transforms.json")
     t1 = time.perf_counter()
     ws.result = result
@@ -537,7 +532,7 @@ def export_result(ws: Workspace, view: ViewSettings) -> ExportSet:
     Raises:
         RunError: no result is cached (run first), or nothing is left to export at these settings.
     """
-    from recon.export import export
+    from recon.export import ColmapOptions, GlbOptions, NerfstudioOptions, PlyOptions, export
     from recon.scene import valid_masks
 
     result = ws.result
@@ -548,8 +543,7 @@ def export_result(ws: Workspace, view: ViewSettings) -> ExportSet:
     if not (math.isfinite(view.tsdf_thresh) and view.tsdf_thresh >= 0):
         raise RunError(f"the TSDF threshold must be >= 0, got {view.tsdf_thresh}")
     out = ws.new_output_dir()
-    kw = dict(conf_thr=view.conf_thr, clean_depth=False)
-    images = result.image_paths if all(p is not None for p in result.image_paths) else None
+    points = dict(conf_thr=view.conf_thr, clean_depth=False)
     try:
         # Cleaning does not depend on the threshold: do it once per result, not per export and slider move.
         scene = result.cleaned_scene() if view.clean_depth else result.scene
@@ -557,10 +551,10 @@ def export_result(ws: Workspace, view: ViewSettings) -> ExportSet:
             from recon.tsdf import tsdf_refine
 
             scene = tsdf_refine(scene, view.tsdf_thresh, seed=0)
-        glb = export(scene, out / "scene.glb", as_mesh=view.as_mesh, show_cameras=view.show_cameras, **kw)
-        ply = export(scene, out / "scene.ply", as_mesh=view.as_mesh, **kw)
-        colmap = export(scene, out / "colmap", format="colmap", images=images, **kw)
-        ns = export(scene, out / "nerfstudio", format="nerfstudio", images=None, point_cloud=False, **kw)
+        glb = export(scene, out / "scene.glb", GlbOptions(mesh=view.as_mesh, cameras=view.show_cameras, **points))
+        ply = export(scene, out / "scene.ply", PlyOptions(mesh=view.as_mesh, **points))
+        colmap = export(scene, out / "colmap", ColmapOptions(**points))
+        ns = export(scene, out / "nerfstudio", NerfstudioOptions(photos=False, point_cloud=False, **points))
     except ValueError as err:  # e.g. no registered camera
         raise RunError(f"cannot export this result: {err}") from None
     colmap_zip = Path(shutil.make_archive(str(out / "colmap"), "zip", root_dir=colmap))

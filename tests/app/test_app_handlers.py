@@ -206,7 +206,7 @@ def test_video_frames_are_sampled_up_to_the_image_limit(manager, model, demo_ima
     result = run_reconstruction(ws, model, FAST, AppLimits(max_images=2, video_fps=1.0), device="cpu")
     assert result.report.n_images == 2
     assert result.scene.names == ["frame_000000", "frame_000001"]  # sampling stops at the limit
-    assert result.image_paths == [None, None]  # frames have no files of their own
+    assert result.scene.paths == [None, None]  # frames have no files of their own
     assert result.exports.colmap_zip.is_file()
 
 
