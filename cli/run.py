@@ -21,6 +21,14 @@ from pathlib import Path
 
 FORMATS = ("glb", "ply", "colmap", "nerfstudio", "npz")
 FOLDER_FORMATS = ("colmap", "nerfstudio")
+# The output flags each format has a use for (an .npz keeps the whole scene: no point selection).
+OUTPUT_FLAGS = {
+    "glb": ("--mesh", "--no-cameras", "--conf-thr", "--no-clean-depth"),
+    "ply": ("--mesh", "--conf-thr", "--no-clean-depth"),
+    "colmap": ("--conf-thr", "--no-clean-depth"),
+    "nerfstudio": ("--conf-thr", "--no-clean-depth"),
+    "npz": (),
+}
 REAL_MODEL_HINT = "for a real reconstruction: recon run PHOTOS --out scene.glb (released weights; recon weights list)"
 
 
@@ -113,11 +121,10 @@ def register(subparsers) -> None:
 
 
 def check_output(out: Path, fmt_flag: str | None) -> str:
-    """The output format, after checking that ``out`` can be written as it.
+    """The output format, after checking that ``out``'s folder can be written.
 
     Raises:
         InputError: unknown format, missing or unwritable parent folder.
-        OverwriteRefusedError: a folder where a file goes or the reverse, or a file recon did not write.
     """
     from recon.plan import InputError, writable
 
@@ -129,20 +136,50 @@ def check_output(out: Path, fmt_flag: str | None) -> str:
         raise InputError(f"output folder {parent} does not exist; create it or choose another --out")
     if not writable(parent):
         raise InputError(f"output folder {parent} is not writable; choose another --out")
-    from recon.export import check_destination
-
-    check_destination(out, fmt)  # a file where a folder goes, or a file recon did not write: refused now
     return fmt
+
+
+def export_options(fmt: str, args):
+    """The export options of ``fmt`` from the output flags; a flag the format has no use for is an error.
+
+    Raises:
+        InputError: e.g. ``--mesh`` for a COLMAP folder, ``--no-cameras`` for a ``.ply``.
+    """
+    from recon.export import ColmapOptions, GlbOptions, NerfstudioOptions, NpzOptions, PlyOptions
+    from recon.plan import InputError
+
+    given = [
+        flag
+        for flag, value in [
+            ("--mesh", args.mesh),
+            ("--no-cameras", args.no_cameras),
+            ("--conf-thr", args.conf_thr is not None),
+            ("--no-clean-depth", args.no_clean_depth),
+        ]
+        if value
+    ]
+    unused = [flag for flag in given if flag not in OUTPUT_FLAGS[fmt]]
+    if unused:
+        raise InputError(f"{' and '.join(unused)} cannot apply to a {fmt} export; leave it out")
+    if fmt == "npz":
+        return NpzOptions(tsdf_thresh=args.tsdf_thresh)
+    points = dict(conf_thr=args.conf_thr, clean_depth=not args.no_clean_depth, tsdf_thresh=args.tsdf_thresh)
+    if fmt == "glb":
+        return GlbOptions(**points, mesh=args.mesh, cameras=not args.no_cameras)
+    if fmt == "ply":
+        return PlyOptions(**points, mesh=args.mesh)
+    return ColmapOptions(**points) if fmt == "colmap" else NerfstudioOptions(**points)
 
 
 def written_by_recon(path: Path, fmt: str) -> bool:
     """Whether the file at ``path`` is an earlier recon export of format ``fmt`` (``recon.export`` reads its marker)."""
     from recon.export import OverwriteRefusedError, check_destination
+    from recon.export.options import OPTIONS_BY_FORMAT
 
     if not path.is_file():
         return False
     try:
-        check_destination(path, fmt)  # refuses exactly the files recon did not write
+        check_destination(path, OPTIONS_BY_FORMAT[fmt]())  # refuses exactly the files recon did not write
     except (OverwriteRefusedError, OSError, ValueError):
         return False
     return True
@@ -187,7 +224,15 @@ def run(args) -> int:
     import time
 
     from recon.errors import UserError
-    from recon.pipeline import ReconstructConfig, ReconstructionError, UserPriors, reconstruct
+    from recon.export import check_destination
+    from recon.pipeline import (
+        ReconstructConfig,
+        ReconstructionError,
+        UserPriors,
+        load_views,
+        prepare_model,
+        reconstruct,
+    )
     from recon.plan import DEFAULT_MAX_DECODES, InputError, check_finite, plan_run
 
     t0 = time.perf_counter()
@@ -195,6 +240,8 @@ def run(args) -> int:
     fmt = check_output(out, args.format)
     check_finite("--conf-thr", args.conf_thr, minimum=0)
     check_finite("--tsdf-thresh", args.tsdf_thresh, minimum=0)
+    options = export_options(fmt, args)
+    check_destination(out, options)  # a file where a folder goes, or a file recon did not write: refused now
     if args.retrieval_model is not None and not args.retrieval_model.is_file():
         raise InputError(f"--retrieval-model file not found: {args.retrieval_model}")
     images = args.images[0] if len(args.images) == 1 else args.images
@@ -232,7 +279,12 @@ def run(args) -> int:
     from recon.export import export
 
     try:
-        scene, report = reconstruct(images, model, config=config, priors=priors, backbone=args.backbone)
+        t_model = time.perf_counter()
+        model = prepare_model(model, config, backbone=args.backbone)
+        model_s = time.perf_counter() - t_model
+        views = load_views(images, model, config)
+        scene, report = reconstruct(views, model, config, priors)
+        report.stage_seconds["load"] += model_s  # the load stage counts the model, as the photos
         if report.registered == 0 and fmt != "npz":  # an .npz still records what the run produced
             raise ReconstructionError(
                 no_camera_message(
@@ -244,20 +296,7 @@ def run(args) -> int:
                 )
             )
         t1 = time.perf_counter()
-        photos = scene.info.get("image_paths")
-        if fmt not in FOLDER_FORMATS or not photos or not all(photos):
-            photos = None  # video frames have no source file: views are then named without copying photos
-        written = export(
-            scene,
-            out,
-            format=fmt,
-            conf_thr=args.conf_thr,
-            clean_depth=not args.no_clean_depth,
-            as_mesh=args.mesh,
-            show_cameras=not args.no_cameras,
-            images=photos,
-            tsdf_thresh=args.tsdf_thresh,
-        )
+        written = export(scene, out, options)  # video frames have no photo file: their views are named only
     except BaseException as err:
         note = retire_previous_output(out, fmt)
         if note and isinstance(err, UserError):

@@ -14,6 +14,7 @@ import trimesh
 
 from cli import main
 from cli.run import no_camera_message, retire_previous_output, written_by_recon
+from recon.export import GlbOptions, PlyOptions
 from recon.types import PairPrediction, Scene
 
 DEMO = Path(__file__).resolve().parents[2] / "demo_data" / "orbit"
@@ -55,11 +56,13 @@ def tiny_scene(n: int = 2) -> Scene:
 
 
 class TestEarlierOutputs:
-    @pytest.mark.parametrize("fmt", ["glb", "ply", "npz"])
-    def test_recon_recognises_its_own_files_only(self, tmp_path, fmt):
+    @pytest.mark.parametrize(
+        ("fmt", "options"), [("glb", GlbOptions(conf_thr=0)), ("ply", PlyOptions(conf_thr=0)), ("npz", None)]
+    )
+    def test_recon_recognises_its_own_files_only(self, tmp_path, fmt, options):
         from recon.export import export
 
-        ours = export(tiny_scene(), tmp_path / f"ours.{fmt}", conf_thr=0)
+        ours = export(tiny_scene(), tmp_path / f"ours.{fmt}", options)
         assert written_by_recon(ours, fmt)
         foreign = tmp_path / f"foreign.{fmt}"
         if fmt == "glb":
