@@ -96,7 +96,7 @@ def match_hits(model, folder: Path, synth_by_name: dict, image_size: int) -> tup
 def evaluate_model(model_path: Path, opts, work: Path) -> dict:
     """Figures of ``model_path`` on ``opts.eval_scenes`` held-out scenes per layout (see the module doc)."""
     import recon
-    from recon.pipeline import ReconstructConfig, reconstruct
+    from recon.pipeline import ReconstructConfig, load_views, reconstruct
     from tools.eval.metrics import accuracy, pair_errors
     from tools.synth import render_scene
     from tools.synth.folder import write_folder
@@ -115,7 +115,7 @@ def evaluate_model(model_path: Path, opts, work: Path) -> dict:
             write_folder(views, folder, image_format="png")
             by_name = {Path(v.name).stem: v for v in views}
             cfg = ReconstructConfig(device=opts.device, image_size=image_size, progress=False, precision="float32")
-            scene, _ = reconstruct(str(folder), model, config=cfg)
+            scene, _ = reconstruct(load_views(folder, model, cfg), model, cfg)
             T_gt = np.stack([by_name[Path(n).stem].T_world_cam for n in scene.names])
             rot, trans = pair_errors(T_gt, scene.T_world_cam)
             acc["rot"] += list(rot)
