@@ -15,6 +15,7 @@ from recon.scene import (
     sample_masks,
     save_scene,
     scene_points,
+    scene_to_arrays,
     valid_masks,
 )
 from recon.types import Scene
@@ -167,6 +168,14 @@ class TestCheckScene:
         with pytest.raises(SceneError, match="names"):
             check_scene(scene)
 
+    def test_paths_one_per_view(self, scene):
+        scene.paths = ["a.png", None]
+        with pytest.raises(SceneError, match="paths must be N=3 strings or None"):
+            check_scene(scene)
+        scene.paths = ["a.png", None, 3]
+        with pytest.raises(SceneError, match="paths must be N=3 strings or None"):
+            check_scene(scene)
+
 
 class TestNpz:
     def _assert_same(self, a: Scene, b: Scene):
@@ -177,7 +186,7 @@ class TestNpz:
             for x, y in zip(getattr(a, field), getattr(b, field), strict=True):
                 np.testing.assert_array_equal(x, y)
                 assert x.dtype == y.dtype
-        assert a.names == b.names and a.info == b.info and a.orig_sizes == b.orig_sizes
+        assert a.names == b.names and a.info == b.info and a.orig_sizes == b.orig_sizes and a.paths == b.paths
         if a.net_to_orig is None:
             assert b.net_to_orig is None
         else:
@@ -195,6 +204,22 @@ class TestNpz:
         self._assert_same(s, load_scene(path))
         with np.load(path, allow_pickle=False) as data:
             assert all(data[k].dtype != object for k in data.files)
+
+    def test_paths_round_trip(self, tmp_path, synth):
+        s = synth.make_scene(3)
+        s.paths = ["/photos/a b é.jpg", None, "relative/c.png"]  # None: a video frame, no file of its own
+        back = load_scene(save_scene(s, tmp_path / "p.npz"))
+        assert back.paths == ["/photos/a b é.jpg", None, "relative/c.png"]
+        self._assert_same(s, back)
+
+    def test_file_from_before_paths_loads_with_none(self, tmp_path, synth):
+        s = synth.make_scene(2)
+        s.paths = ["a.png", "b.png"]
+        arrays = scene_to_arrays(s)
+        del arrays["paths"]
+        np.savez(tmp_path / "old.npz", **arrays)
+        back = load_scene(tmp_path / "old.npz")
+        assert back.paths is None and back.names == s.names
 
     def test_round_trip_without_optional_fields(self, tmp_path, synth):
         s = synth.make_scene(2, with_orig=False)

@@ -453,6 +453,7 @@ class TestVideo:
             views, skipped = load_images(path, size=64, video_fps=2)
         assert [v.name for v in views] == [f"frame_{k:06d}" for k in (0, 5, 10, 15, 20, 25)]
         assert not skipped and views[0].true_shape == (48, 64) and views[0].orig_size == (72, 96)
+        assert all(v.path is None for v in views)  # a frame has no file of its own
         assert "sampled 6 frames" in caplog.text
         assert len(load_images(path, size=64, video_fps=2, max_images=3)[0]) == 3
 
