@@ -3,7 +3,8 @@
 The two entry points most users need are re-exported here lazily (importing ``recon`` stays cheap):
 
 - ``recon.load_model(path_or_name, backbone=None, device="cpu")`` -> a binocular model;
-- ``recon.reconstruct(images, ...)`` -> a ``recon.types.Scene`` (see ``recon.pipeline``).
+- ``recon.reconstruct(views, model, config, priors)`` -> a ``recon.types.Scene``, the views from
+  ``recon.pipeline.load_views`` (see ``recon.pipeline``).
 """
 
 __version__ = "0.1.0"
