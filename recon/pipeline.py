@@ -420,6 +420,7 @@ def load_views(
     max_images: int | None = None,
     video_fps: float = 1.0,
     max_pixels: int | None = None,
+    skip_duplicates: bool = True,
 ) -> Views:
     """Decode photos into views sized for ``model``: the first step of every front-end, before ``reconstruct``.
 
@@ -433,6 +434,8 @@ def load_views(
         max_images: use at most this many images (the rest are reported as skipped).
         video_fps: frames per second sampled from a video.
         max_pixels: skip files with more pixels (decompression-bomb guard); ``None`` = ``recon.images``' default.
+        skip_duplicates: skip files whose bytes equal an earlier file's (an evaluation that pairs a frame with
+            itself keeps them).
 
     Raises:
         ReconstructionError: fewer than two usable images (the message lists what was skipped and why).
@@ -453,6 +456,7 @@ def load_views(
         max_images=max_images,
         video_fps=video_fps,
         max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+        skip_duplicates=skip_duplicates,
     )
     if len(views) < 2:
         why = "; ".join(f"{path}: {reason}" for path, reason in skipped) or "none were given"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from recon.oracle import OracleModel
 from recon.pipeline import (
     ReconstructConfig,
     ReconstructionError,
@@ -18,8 +17,9 @@ from recon.pipeline import (
     prepare_model,
     reconstruct,
 )
-from recon.synth import render_scene
-from recon.synth.folder import write_folder
+from tools.oracle import OracleModel
+from tools.synth import render_scene
+from tools.synth.folder import write_folder
 
 W, H = 96, 64
 CFG = ReconstructConfig(graph="complete", align="dense", progress=False)

@@ -51,16 +51,17 @@ class PairSource(Protocol):
     def __call__(self, frames: Sequence[EvalFrame]) -> PairOutputs: ...
 
 
-def load_views(frames: Sequence[EvalFrame], size: int, patch_size: int) -> list[View]:
+def frame_views(frames: Sequence[EvalFrame], model, image_size: int | None = None) -> list[View]:
     """Network views of the frames' images, one per frame in order (duplicates kept: the benchmark pairs them)."""
-    from recon.images import load_images
+    from recon.pipeline import ReconstructConfig, ReconstructionError, load_views
 
-    views, skipped = load_images(
-        [f.image_path for f in frames], size=size, patch_size=patch_size, square_ok=patch_size != 16,
-        skip_duplicates=False,
-    )  # fmt: skip
-    if skipped or len(views) != len(frames):
-        why = "; ".join(f"{s[0]}: {s[1]}" for s in skipped)
+    config = ReconstructConfig(image_size=image_size, progress=False)
+    try:
+        views = load_views([f.image_path for f in frames], model, config, skip_duplicates=False)
+    except ReconstructionError as err:
+        raise ModelUnavailableError(f"could not load every sampled image ({err})") from None
+    if views.skipped or len(views) != len(frames):
+        why = "; ".join(f"{s[0]}: {s[1]}" for s in views.skipped)
         raise ModelUnavailableError(f"could not load every sampled image ({why})")
     return views
 
@@ -94,7 +95,7 @@ class ModelPairSource:
         from recon.matching import match_pair
 
         model = self.model
-        views = load_views(frames, self.image_size or model.image_size, model.patch_size)
+        views = frame_views(frames, model, self.image_size)
         pairs = [tuple(p) for p in all_pairs(len(views)).tolist()]
         store = run_inference(model, views, pairs, InferenceConfig(batch_size=self.batch_size), progress=False)
         preds = {(p.i, p.j): p for p in store}
@@ -195,9 +196,9 @@ class GlobalPredictor:
         from recon.pipeline import ReconstructConfig, reconstruct
 
         model = self.model
-        views = load_views(frames, self.image_size or model.image_size, model.patch_size)
+        views = frame_views(frames, model, self.image_size)
         config = ReconstructConfig(graph="complete", align=self.align, device=self.device, progress=False)
-        scene, report = reconstruct(views, model, config=config)
+        scene, report = reconstruct(views, model, config)
         return PosePrediction(
             T_world_cam=np.asarray(scene.T_world_cam, dtype=np.float64),
             K=np.asarray(scene.K_orig, dtype=np.float64),
