@@ -88,11 +88,17 @@ def _batched_points(M: np.ndarray, X: np.ndarray, fn) -> np.ndarray:
         return out.reshape(*X.shape[:-1], out.shape[-1])
     if M.ndim != 3 or X.ndim < 2 or X.shape[0] != M.shape[0]:
         raise ValueError(
-            f"a batch of B matrices [B, {M.shape[-2]}, {M.shape[-1]}] pairs with points [B, ..., {X.shape[-1]}]; "
+            f"a batch of B matrices pairs with points [B, ..., {X.shape[-1]}]; "
             f"got matrices {list(M.shape)} and points {list(X.shape)}"
         )
     out = fn(M, X.reshape(X.shape[0], -1, X.shape[-1]))
     return out.reshape(*X.shape[:-1], out.shape[-1])
+
+
+def _affine(M: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """``M[:, :, :d] P + M[:, :, d]`` for ``M [B, r, d + 1]`` and points ``P [B, N, d]`` -> ``[B, N, r]``."""
+    d = P.shape[-1]
+    return P @ M[:, :, :d].transpose(0, 2, 1) + M[:, None, :, d]
 
 
 # --- pixels, cameras, transforms -------------------------------------------------------------------------------
@@ -125,11 +131,11 @@ def unproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     dtype = _float_dtype(depth, K)
     H, W = depth.shape[-2:]
     Ki = np.linalg.inv(K.astype(np.float64)).astype(dtype)[..., None, None, :, :]  # ... 1 1 3 3
-    x = np.arange(W, dtype=dtype)[:, None]  # W 1
-    y = np.arange(H, dtype=dtype)[:, None, None]  # H 1 1
-    # K⁻¹ (x, y, 1) by broadcasting three columns: several times faster than an [H, W, 3] @ [3, 3] matmul.
-    rays = Ki[..., 0] * x + Ki[..., 1] * y + Ki[..., 2]  # ... H W 3
-    return rays * depth.astype(dtype, copy=False)[..., None]
+    x = np.arange(W, dtype=dtype)  # W
+    y = np.arange(H, dtype=dtype)[:, None]  # H 1
+    d = depth.astype(dtype, copy=False)
+    # depth · K⁻¹ (x, y, 1), one output coordinate at a time: no [H, W, 3] pixel grid is built.
+    return np.stack([(Ki[..., r, 0] * x + Ki[..., r, 1] * y + Ki[..., r, 2]) * d for r in range(3)], axis=-1)
 
 
 def unproject_points(xy: np.ndarray, z: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -150,8 +156,7 @@ def unproject_points(xy: np.ndarray, z: np.ndarray, K: np.ndarray) -> np.ndarray
         raise ValueError(f"z must have shape {list(xy.shape[:-1])} (xy without its last axis), got {list(z.shape)}")
     dtype = _float_dtype(xy, z, K)
     Ki = np.linalg.inv(K.astype(np.float64)).astype(dtype)
-    xyh = np.concatenate([xy.astype(dtype), np.ones((*xy.shape[:-1], 1), dtype)], axis=-1)
-    rays = _batched_points(Ki, xyh, lambda M, P: P @ M.transpose(0, 2, 1))
+    rays = _batched_points(Ki, xy.astype(dtype, copy=False), _affine)  # K⁻¹ (x, y, 1)
     return rays * z.astype(dtype, copy=False)[..., None]
 
 
@@ -173,7 +178,7 @@ def project(X: np.ndarray, K: np.ndarray) -> np.ndarray:
     X, K = X.astype(dtype, copy=False), K.astype(dtype, copy=False)
     with np.errstate(divide="ignore", invalid="ignore"):
         xy = X[..., :2] / X[..., 2:3]
-    return _batched_points(K, xy, lambda M, P: P @ M[:, :2, :2].transpose(0, 2, 1) + M[:, None, :2, 2])
+    return _batched_points(K[..., :2, :], xy, _affine)
 
 
 def transform(T: np.ndarray, X: np.ndarray) -> np.ndarray:
@@ -191,7 +196,7 @@ def transform(T: np.ndarray, X: np.ndarray) -> np.ndarray:
     check_shape(X, "... 3", "X")
     dtype = _float_dtype(T, X)
     T, X = T.astype(dtype, copy=False), X.astype(dtype, copy=False)
-    return _batched_points(T, X, lambda M, P: P @ M[:, :3, :3].transpose(0, 2, 1) + M[:, None, :3, 3])
+    return _batched_points(T[..., :3, :], X, _affine)
 
 
 def invert(T: np.ndarray) -> np.ndarray:

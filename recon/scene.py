@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from recon import fileio
+from recon.geometry import transform, unproject
 from recon.types import Scene
 
 logger = logging.getLogger(__name__)
@@ -121,28 +122,13 @@ def valid_masks(scene: Scene, conf_thr: float | None = None) -> list[np.ndarray]
     return masks
 
 
-def _camera_rows(depth: np.ndarray, K: np.ndarray, dtype=np.float64) -> np.ndarray:
-    """``[3, H, W]`` camera-frame coordinates ``X, Y, Z`` of every pixel from z-depth ``[H, W]`` and ``K [3, 3]``.
-
-    Row-wise broadcasting instead of an ``[H,W,3] @ [3,3]`` matmul, which numpy runs several times slower.
-    """
-    H, W = depth.shape
-    Kinv = np.linalg.inv(np.asarray(K, dtype=np.float64))
-    x = np.arange(W, dtype=np.float64)[None, :]
-    y = np.arange(H, dtype=np.float64)[:, None]
-    d = np.asarray(depth, dtype=np.float64)
-    rows = [(Kinv[r, 0] * x + Kinv[r, 1] * y + Kinv[r, 2]) * d for r in range(3)]
-    return np.stack(rows).astype(dtype, copy=False)
-
-
 def world_points(scene: Scene, k: int) -> np.ndarray:
     """``[H_k, W_k, 3]`` float64 world points of view ``k`` (``Scene.pts3d_world`` without the float32 cast).
 
     Uses the full ``K`` (skew included), so exports that reproject these points land on their pixels exactly.
     """
-    X, Y, Z = _camera_rows(scene.depth[k], scene.K[k])
-    T = np.asarray(scene.T_world_cam[k], dtype=np.float64)
-    return np.stack([T[r, 0] * X + T[r, 1] * Y + T[r, 2] * Z + T[r, 3] for r in range(3)], axis=-1)
+    K = np.asarray(scene.K[k], dtype=np.float64)
+    return transform(np.asarray(scene.T_world_cam[k], dtype=np.float64), unproject(scene.depth[k], K))
 
 
 def cleaned_conf(scene: Scene, tol: float = DEFAULT_CLEAN_TOL, bad_conf: float = 0.0) -> list[np.ndarray]:
@@ -183,7 +169,7 @@ def cleaned_conf(scene: Scene, tol: float = DEFAULT_CLEAN_TOL, bad_conf: float =
         # relative tolerance of 1e-3, and float32 halves the memory traffic of this O(N^2 H W) loop.
         # Coordinates as three contiguous rows: numpy's [P,3] @ [3,3] matmul is several times slower than
         # three fused row expressions on a structure-of-arrays layout.
-        pts = _camera_rows(depth[i], K[i], np.float32).reshape(3, -1)  # 3 P
+        pts = np.ascontiguousarray(unproject(depth[i], K[i]).astype(np.float32).reshape(-1, 3).T)  # 3 P
         conf_i = conf[i].reshape(-1)
         cand = np.flatnonzero(np.isfinite(pts).all(axis=0))  # points not yet found bad
         pts_c, conf_c = pts[:, cand], conf_i[cand]

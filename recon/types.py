@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from recon.geometry import transform, unproject
+
 
 @dataclass
 class View:
@@ -166,12 +168,5 @@ class Scene:
 
     def pts3d_world(self, k: int) -> np.ndarray:
         """``[H_k, W_k, 3]`` world points of view ``k`` from its depth, ``K`` and ``T_world_cam``."""
-        depth = self.depth[k]
-        H, W = depth.shape
-        y, x = np.mgrid[0:H, 0:W].astype(np.float64)
-        K = self.K[k]
-        xc = (x - K[0, 2]) / K[0, 0] * depth
-        yc = (y - K[1, 2]) / K[1, 1] * depth
-        pts_cam = np.stack([xc, yc, depth], axis=-1)
-        T = self.T_world_cam[k]
-        return (pts_cam @ T[:3, :3].T + T[:3, 3]).astype(np.float32)
+        K = np.asarray(self.K[k], dtype=np.float64)
+        return transform(self.T_world_cam[k], unproject(self.depth[k], K)).astype(np.float32)

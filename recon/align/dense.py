@@ -21,10 +21,10 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+import roma
 import torch
 
 from recon.align.config import DenseAlignConfig
-from recon.align.geometry import rotvec_to_matrix, umeyama
 from recon.align.init import chain_init, gauge_from_known_poses
 from recon.align.model import (
     AnchorGrid,
@@ -35,6 +35,7 @@ from recon.align.model import (
     run_stage,
 )
 from recon.align.problem import build_problem, finish_scene
+from recon.geometry import umeyama
 from recon.threads import intra_op_threads
 from recon.types import PairPrediction, Priors, Scene, View
 
@@ -165,7 +166,7 @@ def dense_align(
         z = t_["z"] * tab[:, 15] * torch.exp(model.delta)
         X = SceneModel.to_world(tab, t_["xy"], z).index_select(0, t_["anchor"])  # [P,3]
         lam = pw_log_s if free_scale else pw_log_s - pw_log_s.mean()
-        sR = torch.exp(log_s_e0 + lam)[:, None, None] * (rotvec_to_matrix(pw_rot) @ R_e0)
+        sR = torch.exp(log_s_e0 + lam)[:, None, None] * (roma.rotvec_to_rotmat(pw_rot) @ R_e0)
         te = t_e0 + pw_trans * scene_scale
         etab = torch.cat([sR.reshape(-1, 9), te], 1).index_select(0, t_["edge"])
         Y = torch.bmm(etab[:, :9].reshape(-1, 3, 3), t_["pred"][:, :, None])[:, :, 0] + etab[:, 9:]

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recon.align.geometry import average_rotations, umeyama
 from recon.align.graph import components, maximum_spanning_tree, tree_order
 from recon.align.problem import Problem
+from recon.geometry import average_rotations, umeyama
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import logging
 import math
 
 import numpy as np
+import roma
 import torch
 
-from recon.align.geometry import rotvec_to_matrix
 from recon.progress import step
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class SceneModel(torch.nn.Module):
 
     def poses(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(R [N, 3, 3], t [N, 3])`` camera-to-world."""
-        R = rotvec_to_matrix(self.rot * self.pose_free[:, None]) @ self.R0
+        R = roma.rotvec_to_rotmat(self.rot * self.pose_free[:, None]) @ self.R0
         t = self.t0 + self.trans * self.pose_free[:, None] * self.scene_scale
         return R, t
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recon.align.geometry import pixel_grid, resection_dlt, umeyama
 from recon.align.init import Init, gauge_from_known_poses
 from recon.align.problem import AlignmentError, build_problem, finish_scene
+from recon.geometry import pixel_grid, resection_dlt, umeyama
 from recon.types import PairPrediction, Priors, Scene, View
 
 logger = logging.getLogger(__name__)

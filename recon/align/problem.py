@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recon.align.geometry import weiszfeld_focal
 from recon.errors import UserError
+from recon.geometry import weiszfeld_focal
 from recon.types import PairPrediction, Priors, Scene, View
 
 logger = logging.getLogger(__name__)

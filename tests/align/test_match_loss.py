@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import roma
 import torch
 
-from recon.align.geometry import rotvec_to_matrix
 from recon.align.match_loss import MatchLoss
 
 
@@ -42,7 +42,7 @@ def _problem(seed: int = 0, n: int = 3, m: int = 40, n_anchors: int = 30):
 
 def _table(leaves):
     rot, t, f, pp, s, _ = leaves
-    return torch.cat([rotvec_to_matrix(rot).reshape(-1, 9), t, f, pp, s], 1)
+    return torch.cat([roma.rotvec_to_rotmat(rot).reshape(-1, 9), t, f, pp, s], 1)
 
 
 def _world(tab, delta, view, xy, cz, aidx, aw):
