@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recon.geometry import pixel_grid
+
 logger = logging.getLogger(__name__)
 
 
@@ -41,9 +43,7 @@ def depth_errors(scene, synth_by_name: dict) -> np.ndarray:
     for k, name in enumerate(scene.names):
         v = synth_by_name[Path(name).stem]
         d = scene.depth[k].ravel()
-        h, w = scene.depth[k].shape
-        ys, xs = np.mgrid[0:h, 0:w]
-        xy = np.c_[xs.ravel(), ys.ravel()].astype(np.float64)
+        xy = pixel_grid(*scene.depth[k].shape).reshape(-1, 2)
         gt, inside = _sample(v.depth, scene.net_to_orig[k], xy)
         has, _ = _sample(v.mask.astype(np.float32), scene.net_to_orig[k], xy)
         ok = inside & (has > 0.5) & (gt > 0)

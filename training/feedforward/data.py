@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from recon.feedforward.camera import encode_pose
+from recon.geometry import invert, transform, unproject
 from training.feedforward.config import DataConfig, DatasetConfig
 from training.feedforward.losses import Targets
 
@@ -124,15 +125,11 @@ def load_scenes(d: DatasetConfig, patch_size: int) -> list[SceneFrames]:
 def normalised_targets(scene: SceneFrames, idx: np.ndarray) -> tuple[torch.Tensor, Targets]:
     """Images ``[S, 3, H, W]`` in [0, 1] and the normalised targets (batch dim 1) of frames ``idx`` of ``scene``."""
     T = scene.T_world_cam[idx]
-    T_ref = np.linalg.inv(T[0]) @ T  # S 4 4: cameras in the first camera's frame
+    T_ref = invert(T[0]) @ T  # S 4 4: cameras in the first camera's frame
     depth = scene.depth[idx].astype(np.float64)
     valid = scene.valid[idx]
     S, H, W = depth.shape
-    u, v = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
-    Kinv = np.linalg.inv(scene.K[idx])  # S 3 3
-    pix = np.stack((u, v, np.ones_like(u)), axis=-1)  # H W 3
-    cam = np.einsum("sij,hwj->shwi", Kinv, pix) * depth[..., None]  # S H W 3
-    pts = np.einsum("sij,shwj->shwi", T_ref[:, :3, :3], cam) + T_ref[:, None, None, :3, 3]
+    pts = transform(T_ref, unproject(depth, scene.K[idx]))  # S H W 3, in the first camera's frame
     dist = np.linalg.norm(pts[valid], axis=-1)
     scale = float(dist.mean()) if dist.size and dist.mean() > 0 else 1.0
     T_ref[:, :3, 3] /= scale

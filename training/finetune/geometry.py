@@ -20,6 +20,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from recon.geometry import invert, pixel_grid, transform, unproject
+from recon.geometry import project as project_cam
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,23 +57,12 @@ class Frame:
         return np.isfinite(self.depth) & (self.depth > 0)
 
 
-def depth_to_world(depth: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray) -> np.ndarray:
-    """Unproject a z-depth map: ``[H, W]`` -> world points ``[H, W, 3]`` float32 (garbage where depth is 0)."""
-    H, W = depth.shape
-    x, y = np.meshgrid(np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64))
-    z = depth.astype(np.float64)
-    X = (x - K[0, 2]) / K[0, 0] * z
-    Y = (y - K[1, 2]) / K[1, 1] * z
-    cam = np.stack([X, Y, z], axis=-1)  # H W 3
-    world = cam @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
-    return world.astype(np.float32)
-
-
 def with_points(frame: Frame) -> Frame:
     """``frame`` with ``pts3d`` computed from its depth (a no-op when already present)."""
     if frame.pts3d is not None:
         return frame
-    return replace(frame, pts3d=depth_to_world(frame.depth, frame.K, frame.T_world_cam))
+    pts3d = transform(frame.T_world_cam, unproject(frame.depth, frame.K))  # garbage where depth is 0
+    return replace(frame, pts3d=pts3d.astype(np.float32))
 
 
 def crop_box(
@@ -144,7 +136,7 @@ def crop_resize(frame: Frame, target: tuple[int, int], zoom: float = 1.0) -> Fra
     cols = x0 + _nearest_index(W_t, w)
     valid = frame.valid[np.ix_(rows, cols)]
     pts = frame.pts3d[np.ix_(rows, cols)]
-    T_cam_world = np.linalg.inv(frame.T_world_cam)
+    T_cam_world = invert(frame.T_world_cam)
     z = pts.astype(np.float64) @ T_cam_world[2, :3] + T_cam_world[2, 3]
     depth = np.where(valid & (z > 0), z, 0.0).astype(np.float32)
     sky = frame.sky[np.ix_(rows, cols)] if frame.sky is not None else None
@@ -153,12 +145,8 @@ def crop_resize(frame: Frame, target: tuple[int, int], zoom: float = 1.0) -> Fra
 
 def project(points: np.ndarray, K: np.ndarray, T_world_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """World points ``[..., 3]`` -> pixel coordinates ``[..., 2]`` and camera z ``[...]`` (float64)."""
-    T_cam_world = np.linalg.inv(T_world_cam)
-    cam = points.astype(np.float64) @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
-    z = cam[..., 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uv = (cam[..., :2] / z[..., None]) @ K[:2, :2].T + K[:2, 2]
-    return uv, z
+    cam = transform(invert(np.asarray(T_world_cam, np.float64)), points.astype(np.float64))
+    return project_cam(cam, K), cam[..., 2]
 
 
 def _lookup(frame: Frame, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -306,8 +294,7 @@ def crop_homography(frame: Frame, crop: np.ndarray, target: tuple[int, int]) -> 
     rgb = np.asarray(
         Image.fromarray(frame.rgb).transform((W_t, H_t), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC)
     )
-    ys, xs = np.mgrid[0:H_t, 0:W_t].astype(np.float64)
-    src = np.stack([xs, ys, np.ones_like(xs)], -1) @ Hm.T
+    src = pixel_grid(H_t, W_t, homogeneous=True) @ Hm.T
     u, v = src[..., 0] / src[..., 2], src[..., 1] / src[..., 2]
     W, H = frame.size
     ui, vi = np.round(u).astype(np.int64), np.round(v).astype(np.int64)
@@ -317,7 +304,7 @@ def crop_homography(frame: Frame, crop: np.ndarray, target: tuple[int, int]) -> 
     T[:3, :3] = T[:3, :3] @ R
     pts = frame.pts3d[vi, ui]
     valid = inside & frame.valid[vi, ui]
-    T_cam_world = np.linalg.inv(T)
+    T_cam_world = invert(T)
     z = pts.astype(np.float64) @ T_cam_world[2, :3] + T_cam_world[2, 3]
     depth = np.where(valid & (z > 0), z, 0.0).astype(np.float32)
     sky = (inside & frame.sky[vi, ui]) if frame.sky is not None else None
