@@ -14,6 +14,8 @@ Libraries: kornia's ``depth_to_3d_v2`` / ``unproject_points`` / ``project_points
 ``K``; ``tests/geometry`` checks they agree with kornia for skew-free cameras. Similarity registration and the
 nearest rotation come from roma (``rigid_points_registration``, ``special_procrustes``), called on float64 tensors.
 Written by hand because neither library has them: the Weiszfeld focal, the DLT resection and the CO3D conversion.
+roma and torch are imported inside the two functions that use them, so that importing this module stays
+torch-free for the layers that do not need torch (dataset readers, the ``recon --help`` path).
 """
 
 from __future__ import annotations
@@ -22,8 +24,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import roma
-import torch
 
 __all__ = [
     "K_from_focal",
@@ -306,6 +306,9 @@ def umeyama(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None,
         raise ValueError(f"umeyama: expected src, dst [P,3] and weights [P]; got {src.shape}, {dst.shape}, {w.shape}")
     if int((w > 0).sum()) < 3:
         raise ValueError("umeyama: need at least 3 points with positive weight")
+    import roma
+    import torch
+
     out = roma.rigid_points_registration(
         torch.from_numpy(src), torch.from_numpy(dst), weights=torch.from_numpy(w), compute_scaling=with_scale
     )
@@ -317,6 +320,9 @@ def average_rotations(Rs: np.ndarray) -> np.ndarray:
     """Chordal L2 mean of ``[N, 3, 3]`` rotations -> ``[3, 3]`` (the rotation nearest their sum, by roma)."""
     Rs = np.asarray(Rs, np.float64)
     check_shape(Rs, "N 3 3", "Rs")
+    import roma
+    import torch
+
     return roma.special_procrustes(torch.from_numpy(Rs.sum(0))).numpy()
 
 

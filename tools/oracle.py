@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from recon.geometry import invert, project, transform, unproject, unproject_points
 from recon.types import Matches, PairPrediction, View
 
 logger = logging.getLogger(__name__)
@@ -30,14 +31,6 @@ class GroundTruthView(Protocol):
     depth: np.ndarray  # [H,W] float32 z-depth, 0 = invalid
     K: np.ndarray  # [3,3]
     T_world_cam: np.ndarray  # [4,4]
-
-
-def _backproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    H, W = depth.shape
-    y, x = np.mgrid[0:H, 0:W].astype(np.float64)
-    X = (x - K[0, 2]) / K[0, 0] * depth
-    Y = (y - K[1, 2]) / K[1, 1] * depth
-    return np.stack([X, Y, depth], -1)
 
 
 def _valid(v: GroundTruthView) -> np.ndarray:
@@ -130,15 +123,14 @@ def oracle_predictions(
             K[0, 0] *= 1.0 + focal_noise * rng.standard_normal()
             K[1, 1] = K[0, 0] * Ks[k][1, 1] / Ks[k][0, 0]
         conf = np.where(valid[k], rng.uniform(*conf_range, size=depth.shape), 1.0)
-        return _backproject(depth, K), conf
+        return unproject(depth, K), conf
 
     preds = []
     for i, j in pairs:
         s = float(np.exp(rng.uniform(np.log(scale_range[0]), np.log(scale_range[1]))))
         Pi, Ci = noisy_points(i)
         Pj, Cj = noisy_points(j)
-        T_i_j = np.linalg.inv(T_wc[i]) @ T_wc[j]
-        Pj = Pj @ T_i_j[:3, :3].T + T_i_j[:3, 3]
+        Pj = transform(invert(T_wc[i]) @ T_wc[j], Pj)
         preds.append(
             PairPrediction(
                 i=i,
@@ -169,12 +161,9 @@ def _oracle_matches(gt_views, valid, Ks, T_wc, i, j, n_matches, wrong_frac, rng)
     cand = rng.choice(cand, min(len(cand), 8 * n_matches), replace=False) if len(cand) else cand
     yi, xi = np.divmod(cand, Wi)
     zi = np.asarray(gt_views[i].depth, np.float64)[yi, xi]
-    Xc = np.stack([(xi - Ks[i][0, 2]) / Ks[i][0, 0] * zi, (yi - Ks[i][1, 2]) / Ks[i][1, 1] * zi, zi], -1)
-    T_j_i = np.linalg.inv(T_wc[j]) @ T_wc[i]
-    Xj = Xc @ T_j_i[:3, :3].T + T_j_i[:3, 3]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = Ks[j][0, 0] * Xj[:, 0] / Xj[:, 2] + Ks[j][0, 2]
-        v = Ks[j][1, 1] * Xj[:, 1] / Xj[:, 2] + Ks[j][1, 2]
+    Xc = unproject_points(np.stack([xi, yi], -1), zi, Ks[i])
+    Xj = transform(invert(T_wc[j]) @ T_wc[i], Xc)
+    u, v = project(Xj, Ks[j]).T
     xj, yj = np.rint(np.nan_to_num(u, nan=-1)).astype(np.int64), np.rint(np.nan_to_num(v, nan=-1)).astype(np.int64)
     ok = (Xj[:, 2] > 0) & (xj >= 0) & (xj < Wj) & (yj >= 0) & (yj < Hj)
     xj_c, yj_c = np.where(ok, xj, 0), np.where(ok, yj, 0)
@@ -237,17 +226,17 @@ class OracleModel(torch.nn.Module):
 
     def _world(self, k: int) -> np.ndarray:
         v = self.gt[k]
-        return _backproject(v.depth, v.K) @ v.T_world_cam[:3, :3].T + v.T_world_cam[:3, 3]
+        return transform(v.T_world_cam, unproject(np.asarray(v.depth, np.float64), v.K))
 
     def decode(self, feat1, feat2, shape1, shape2):
         """Ground-truth predictions for each ``(i, j)`` of the batch, as the model's ``decode`` returns them."""
         out: tuple[list, list] = ([], [])
         for a, b in zip(feat1[:, 0, 0].long().tolist(), feat2[:, 0, 0].long().tolist(), strict=True):
             scale = 0.5 + np.random.default_rng([self.seed, a, b]).random()
-            T_cam_world = np.linalg.inv(self.gt[a].T_world_cam)
+            T_cam_world = invert(self.gt[a].T_world_cam)
             for slot, k in enumerate((a, b)):
                 Xw = self._world(k)
-                pts = (Xw @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]) * scale
+                pts = transform(T_cam_world, Xw) * scale
                 valid = torch.from_numpy(self.gt[k].depth > 0)
                 phase = torch.from_numpy(Xw).float() @ self._freqs.T
                 desc = torch.nn.functional.normalize(torch.cat([phase.sin(), phase.cos()], -1), dim=-1)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.datasets.cameras import CameraFormatError, co3d_to_opencv
+from recon.datasets.cameras import CameraFormatError, co3d_viewpoint_to_opencv
 from recon.datasets.data import DatasetError, EvalFrame, EvalSequence
 
 logger = logging.getLogger(__name__)
@@ -107,10 +107,7 @@ class Co3dCategory:
         vp = ann["viewpoint"]
         H, W = (int(v) for v in ann["image"]["size"])
         try:
-            T_world_cam, K = co3d_to_opencv(
-                vp["R"], vp["T"], vp["focal_length"], vp["principal_point"], (H, W),
-                vp.get("intrinsics_format", "ndc_norm_image_bounds"),
-            )  # fmt: skip
+            T_world_cam, K = co3d_viewpoint_to_opencv(vp, (H, W))
         except CameraFormatError as err:
             raise DatasetError(f"{self.name}/{sequence} frame {frame_number}: {err}") from err
         rel_path = rel_path if rel_path is not None else ann["image"]["path"]

@@ -27,6 +27,7 @@ from trimesh.visual.material import PBRMaterial
 
 from recon.export._atomic import write_bytes_atomic
 from recon.export.mesh import scene_mesh
+from recon.geometry import unproject_points
 from recon.scene import gather_points, registered_mask, unregistered_names
 from recon.types import Scene
 
@@ -103,9 +104,8 @@ def frustum_corners(K: np.ndarray, hw: tuple[int, int], depth: float) -> np.ndar
     The border runs along the outer pixel edges, i.e. pixel coordinates -0.5 and W-0.5 / H-0.5.
     """
     H, W = hw
-    pix = np.array([[-0.5, -0.5, 1], [W - 0.5, -0.5, 1], [W - 0.5, H - 0.5, 1], [-0.5, H - 0.5, 1]])
-    rays = pix @ np.linalg.inv(K).T
-    return rays / rays[:, 2:3] * depth
+    corners = np.array([[-0.5, -0.5], [W - 0.5, -0.5], [W - 0.5, H - 0.5], [-0.5, H - 0.5]])
+    return unproject_points(corners, np.full(4, float(depth)), K)
 
 
 def _tube_quads(starts: np.ndarray, ends: np.ndarray, width: float) -> tuple[np.ndarray, np.ndarray]:

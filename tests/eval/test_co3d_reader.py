@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from recon.datasets.cameras import CameraFormatError, co3d_to_opencv, opencv_to_co3d, re10k_to_opencv
+from recon.datasets.cameras import CameraFormatError, co3d_viewpoint_to_opencv, re10k_to_opencv
 from recon.datasets.co3d import Co3dReader
 from recon.datasets.data import DatasetError
+from recon.geometry import co3d_to_opencv, opencv_to_co3d
 from tools.eval.sampling import RECIPES, Sampling, build_sampling
 
 from .layouts import apple_spec, look_at_circle, write_co3d_layout
@@ -82,11 +83,14 @@ class TestConversion:
         np.testing.assert_allclose(T_wc, T, atol=1e-12)
         np.testing.assert_allclose(K, [[320, 0, 320], [0, 216, 162], [0, 0, 1]], atol=1e-12)
 
-    def test_bad_format_raises(self):
+    def test_bad_record_raises(self):
+        vp = {"R": np.eye(3), "T": np.zeros(3), "focal_length": [1, 1], "principal_point": [0, 0]}
         with pytest.raises(CameraFormatError, match="intrinsics_format"):
-            co3d_to_opencv(np.eye(3), np.zeros(3), [1, 1], [0, 0], (4, 4), "screen")
+            co3d_viewpoint_to_opencv({**vp, "intrinsics_format": "screen"}, (4, 4))
         with pytest.raises(CameraFormatError, match="wrong shapes"):
-            co3d_to_opencv(np.eye(3), np.zeros(2), [1, 1], [0, 0], (4, 4))
+            co3d_viewpoint_to_opencv({**vp, "T": np.zeros(2)}, (4, 4))
+        with pytest.raises(CameraFormatError, match="'focal_length'"):
+            co3d_viewpoint_to_opencv({"R": np.eye(3), "T": np.zeros(3)}, (4, 4))
 
 
 class TestFilters:

@@ -11,11 +11,17 @@ import torch
 from PIL import Image
 
 from recon.datasets.data import DatasetError
+from recon.geometry import transform, unproject_points
 from tools.eval import matchprobe as mp
 
 from .helpers import tiny_model
 
 SIZE = (112, 84)  # (W, H): a 8x6 grid at patch 14
+
+
+def world_points(v, xy):
+    """World points of pixels ``xy [M, 2]`` of view ``v`` (nearest-pixel depth)."""
+    return transform(v.T_world_cam, unproject_points(xy, mp._depth_at(v.depth, xy), v.K))
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +54,7 @@ def oracle_features(views, stride: int = 2):
         v = views[int(np.argmin(np.abs(sums - image.double().sum().item())))]
         H, W = image.shape[-2:]
         xy = mp._grid_centres(H // stride, W // stride, stride)
-        X = mp.transform(v.T_world_cam, mp.unproject(v.depth, v.K, xy))
+        X = world_points(v, xy)
         phase = torch.from_numpy(X) @ freqs.T
         return torch.cat([phase.sin(), phase.cos()], -1).float().reshape(H // stride, W // stride, -1)
 
@@ -75,8 +81,8 @@ class TestGroundTruth:
         xy0 = mp._grid_centres(42, 56, 2)
         xy1, vis = mp.gt_matches(g, xy0)
         assert 0.1 < vis.mean() < 1.0  # overlapping views, some parts leave the frame or are hidden
-        Xw0 = mp.transform(views[0].T_world_cam, mp.unproject(views[0].depth, views[0].K, xy0[vis]))
-        Xw1 = mp.transform(views[1].T_world_cam, mp.unproject(views[1].depth, views[1].K, xy1[vis]))
+        Xw0 = world_points(views[0], xy0[vis])
+        Xw1 = world_points(views[1], xy1[vis])
         # nearest-pixel depth lookup in view 1: the points agree to a pixel's footprint
         assert np.median(np.linalg.norm(Xw0 - Xw1, axis=1)) < 0.05
 

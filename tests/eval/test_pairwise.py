@@ -5,30 +5,25 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from recon.datasets.data import EvalFrame
+from recon.geometry import K_from_focal, unproject
 from tools.eval.metrics import all_pairs, pair_errors, pooled_metrics, rotation_error_deg, translation_error_deg
 from tools.eval.model_predictors import PairOutputs, PairwisePredictor
-from tools.eval.pairwise import estimate_focal, intrinsics_from_focal, relative_pose_from_matches, star_poses
+from tools.eval.pairwise import estimate_focal, relative_pose_from_matches, star_poses
 from tools.eval.predictors import as_prediction
 from tools.oracle import oracle_predictions
 from tools.synth import render_scene
 
 
-def pointmap(K, depth):
-    H, W = depth.shape
-    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
-    return np.stack([(u - K[0, 2]) / K[0, 0] * depth, (v - K[1, 2]) / K[1, 1] * depth, depth], -1)
-
-
 class TestFocal:
     def test_exact_pointmap(self):
-        K = intrinsics_from_focal(123.4, (48, 64))
+        K = K_from_focal(123.4, (48, 64))
         depth = np.random.default_rng(0).uniform(1, 5, (48, 64))
-        assert estimate_focal(pointmap(K, depth)) == pytest.approx(123.4, rel=1e-9)
+        assert estimate_focal(unproject(depth, K)) == pytest.approx(123.4, rel=1e-9)
 
     def test_robust_to_outliers_and_masks_low_confidence(self):
-        K = intrinsics_from_focal(80.0, (60, 80))
+        K = K_from_focal(80.0, (60, 80))
         rng = np.random.default_rng(1)
-        P = pointmap(K, rng.uniform(1, 5, (60, 80)))
+        P = unproject(rng.uniform(1, 5, (60, 80)), K)
         bad = rng.random((60, 80)) < 0.15
         P[bad] = rng.normal(size=(int(bad.sum()), 3)) + [0, 0, 3]
         assert estimate_focal(P) == pytest.approx(80.0, rel=0.03)
@@ -36,8 +31,8 @@ class TestFocal:
         assert estimate_focal(P, conf, min_conf=2.0) == pytest.approx(80.0, rel=1e-9)
 
     def test_clamped_to_plausible_range(self):
-        K = intrinsics_from_focal(5000.0, (48, 64))
-        f = estimate_focal(pointmap(K, np.full((48, 64), 2.0)))
+        K = K_from_focal(5000.0, (48, 64))
+        f = estimate_focal(unproject(np.full((48, 64), 2.0), K))
         assert f == pytest.approx(3.5 * 64 / (2 * np.tan(np.radians(30))))
 
 
@@ -61,7 +56,7 @@ class TestEssential:
     # Plain RANSAC keeps the best minimal-sample model, so its error is a few times that of USAC's refined one.
     @pytest.mark.parametrize("method, max_rot, max_trans", [("ransac", 1.0, 4.0), ("usac_accurate", 0.3, 1.0)])
     def test_recovers_pose_with_noise_and_outliers(self, method, max_rot, max_trans):
-        K_i, K_j = intrinsics_from_focal(500, (480, 640)), intrinsics_from_focal(450, (480, 640))
+        K_i, K_j = K_from_focal(500, (480, 640)), K_from_focal(450, (480, 640))
         for seed in range(3):
             xy_i, xy_j = synthetic_pair(self.R, self.t, K_i, K_j, seed=seed)
             pose = relative_pose_from_matches(xy_i, xy_j, K_i, K_j, ransac_px=1.5, method=method)
@@ -73,7 +68,7 @@ class TestEssential:
             np.testing.assert_array_equal(again.T_j_i, pose.T_j_i)  # seeded RANSAC repeats exactly
 
     def test_too_few_matches_fail_with_zero_translation(self):
-        K = intrinsics_from_focal(500, (480, 640))
+        K = K_from_focal(500, (480, 640))
         xy_i, xy_j = synthetic_pair(self.R, self.t, K, K, n=6)
         pose = relative_pose_from_matches(xy_i, xy_j, K, K)
         assert not pose.ok and pose.matches == 6

@@ -15,15 +15,16 @@ import pytest
 import torch
 
 from recon.datasets.data import EvalFrame
+from recon.geometry import K_from_focal
 from recon.types import Matches, PairPrediction, View
 from tools.eval.metrics import all_pairs
 from tools.eval.model_predictors import PairOutputs, PairwisePredictor
-from tools.eval.pairwise import intrinsics_from_focal, relative_pose_from_matches
+from tools.eval.pairwise import relative_pose_from_matches
 from tools.eval.predictors import PosePrediction
 from tools.eval.runner import evaluate, summarize
 from tools.eval.sampling import SampledSequence
 
-K = intrinsics_from_focal(100.0, (64, 64))
+K = K_from_focal(100.0, (64, 64))
 RNG = np.random.default_rng(0)
 
 

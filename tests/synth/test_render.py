@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from recon.geometry import K_from_focal
 from tools.synth import SynthScene, make_scene, render_scene, render_view
-from tools.synth.cameras import intrinsics, look_at
+from tools.synth.cameras import look_at
 from tools.synth.geometry import Box, Cylinder, Quad, Sphere
 from tools.synth.texture import NoiseField, random_material
 
@@ -107,7 +108,7 @@ def _noise_scene(prims) -> SynthScene:
 def test_depth_is_exact_z_on_a_plane_and_ray_distance_on_a_sphere():
     # A camera 2 units above the plane z = 0, looking straight down: z-depth is 2 at every pixel.
     T = look_at([0.3, -0.2, 2.0], [0.3, -0.2, 0.0], up=np.array([0.0, 1.0, 0.0]))
-    K = intrinsics(40.0, (48, 32))
+    K = K_from_focal(40.0, (32, 48))
     v = render_view(_noise_scene([Quad(half=(np.inf, np.inf))]), K, T, (48, 32))
     assert v.mask.all()
     np.testing.assert_allclose(v.depth, 2.0, rtol=1e-6)
@@ -137,7 +138,7 @@ def test_depth_is_exact_z_on_a_plane_and_ray_distance_on_a_sphere():
 )
 def test_points_lie_on_the_primitive_surface(prim, inside):
     T = look_at([1.5, 1.0, 0.9], [0.0, 0.0, 0.0])
-    K = intrinsics(60.0, (40, 40))
+    K = K_from_focal(60.0, (40, 40))
     v = render_view(_noise_scene([prim]), K, T, (40, 40))
     ys, xs = np.nonzero(v.mask)
     X = backproject(v, np.stack([xs, ys], 1))

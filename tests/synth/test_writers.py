@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
+from recon.datasets.cameras import co3d_viewpoint_to_opencv, opencv_to_co3d_viewpoint
+from recon.geometry import K_from_focal
 from tools.synth import (
     CamerasFileError,
     Co3dSequence,
     SynthView,
-    co3d_viewpoint_to_opencv,
-    opencv_to_co3d_viewpoint,
     read_folder,
     read_re10k_clip,
     render_scene,
@@ -22,7 +22,7 @@ from tools.synth import (
     write_folder,
     write_re10k,
 )
-from tools.synth.cameras import intrinsics, look_at
+from tools.synth.cameras import look_at
 from tools.synth.co3d import decode_depth_png
 
 F = np.diag([-1.0, -1.0, 1.0])
@@ -41,7 +41,7 @@ def circle_views(n: int, size=(64, 48), focal=48.0, radius=3.0, height=0.5) -> l
         valid = np.ones((H, W), dtype=bool)
         valid[0] = False  # one invalid row, written as depth 0
         rgb = np.full((H, W, 3), 40 + i, dtype=np.uint8)
-        views.append(SynthView(f"f{i}", rgb, depth, valid, intrinsics(focal, size), T, fg))
+        views.append(SynthView(f"f{i}", rgb, depth, valid, K_from_focal(focal, (H, W)), T, fg))
     return views
 
 
@@ -102,7 +102,7 @@ def test_folder_without_depth_and_errors(tmp_path):
 def test_co3d_viewpoint_matches_hand_computed_values():
     """Reference 7.2: f = 2 (isotropic NDC), p = 0, origin at pixel (32, 24), centre at distance sqrt(9.25)."""
     for v in circle_views(5):
-        vp = opencv_to_co3d_viewpoint(v.K, v.T_world_cam, (64, 48))
+        vp = opencv_to_co3d_viewpoint(v.T_world_cam, v.K, (48, 64))
         assert vp["intrinsics_format"] == "ndc_isotropic"
         np.testing.assert_allclose(vp["focal_length"], [2.0, 2.0])
         np.testing.assert_allclose(vp["principal_point"], [0.0, 0.0], atol=1e-15)
@@ -118,10 +118,10 @@ def test_co3d_viewpoint_matches_hand_computed_values():
             if not X.any():
                 np.testing.assert_allclose(screen, [32.0, 24.0], atol=1e-9)
         assert np.linalg.norm(-R @ T) == pytest.approx(np.sqrt(9.25))
-        legacy = opencv_to_co3d_viewpoint(v.K, v.T_world_cam, (64, 48), "ndc_norm_image_bounds")
+        legacy = opencv_to_co3d_viewpoint(v.T_world_cam, v.K, (48, 64), "ndc_norm_image_bounds")
         np.testing.assert_allclose(legacy["focal_length"], [1.5, 2.0])
         for fmt_vp in (vp, legacy):
-            K, T_wc = co3d_viewpoint_to_opencv(fmt_vp, [48, 64])
+            T_wc, K = co3d_viewpoint_to_opencv(fmt_vp, [48, 64])
             np.testing.assert_allclose(K, v.K, atol=1e-12)
             np.testing.assert_allclose(T_wc, v.T_world_cam, atol=1e-12)
 
@@ -129,14 +129,14 @@ def test_co3d_viewpoint_matches_hand_computed_values():
 def test_co3d_off_centre_principal_point_and_portrait():
     K = np.array([[50.0, 0.0, 20.0], [0.0, 55.0, 33.0], [0.0, 0.0, 1.0]])
     T = look_at([1.0, 2.0, 0.5], [0.0, 0.1, 0.2], roll_deg=10.0)
-    vp = opencv_to_co3d_viewpoint(K, T, (48, 64))  # portrait: W = 48, H = 64, s = 24
+    vp = opencv_to_co3d_viewpoint(T, K, (64, 48))  # portrait: W = 48, H = 64, s = 24
     np.testing.assert_allclose(vp["focal_length"], [50 / 24, 55 / 24])
     np.testing.assert_allclose(vp["principal_point"], [(24 - 20) / 24, (32 - 33) / 24])
-    K2, T2 = co3d_viewpoint_to_opencv(vp, [64, 48])
+    T2, K2 = co3d_viewpoint_to_opencv(vp, [64, 48])
     np.testing.assert_allclose(K2, K, atol=1e-12)
     np.testing.assert_allclose(T2, T, atol=1e-12)
     with pytest.raises(ValueError, match="intrinsics_format"):
-        opencv_to_co3d_viewpoint(K, T, (48, 64), "ndc")
+        opencv_to_co3d_viewpoint(T, K, (64, 48), "ndc")
 
 
 # ---------------------------------------------------------------- CO3D layout
@@ -208,7 +208,7 @@ def test_co3d_cameras_depth_and_masks_round_trip(co3d_root):
     frames = read_jgz(co3d_root / "ball" / "frame_annotations.jgz")
     s1 = sorted((f for f in frames if f["sequence_name"] == "s1"), key=lambda f: f["frame_number"])
     for f, v in zip(s1, views[::-1], strict=True):
-        K, T = co3d_viewpoint_to_opencv(f["viewpoint"], f["image"]["size"])
+        T, K = co3d_viewpoint_to_opencv(f["viewpoint"], f["image"]["size"])
         np.testing.assert_allclose(K, v.K, atol=1e-12)
         np.testing.assert_allclose(T, v.T_world_cam, atol=1e-12)
     from PIL import Image
@@ -264,7 +264,7 @@ def test_synth_co3d_sequences_renders_valid_sequences_and_decoys(tmp_path):
     frames = read_jgz(tmp_path / "cup" / "frame_annotations.jgz")
     f0 = frames[0]
     assert f0["viewpoint"]["intrinsics_format"] == "ndc_norm_image_bounds"
-    K, T = co3d_viewpoint_to_opencv(f0["viewpoint"], f0["image"]["size"])
+    T, K = co3d_viewpoint_to_opencv(f0["viewpoint"], f0["image"]["size"])
     np.testing.assert_allclose(K, seqs[0].views[0].K, atol=1e-12)
     np.testing.assert_allclose(T, seqs[0].views[0].T_world_cam, atol=1e-12)
     depth = decode_depth_png(tmp_path / f0["depth"]["path"])

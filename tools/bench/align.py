@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recon.geometry import transform, unproject
+
 logger = logging.getLogger(__name__)
 
 KNOWN_METHODS = ("sparse", "dense", "mast3r-sfm", "dust3r")
@@ -148,11 +150,8 @@ def synthetic_case(n: int, size: tuple[int, int], seed: int = 0) -> Case:
     freqs = torch.tensor(np.geomspace(0.5, 40.0, 12)[:, None] * rng.standard_normal((12, 3)), dtype=torch.float32)
     desc, desc_conf = [], []
     for v in gt:
-        H, W = v.depth.shape
-        y, x = np.mgrid[0:H, 0:W].astype(np.float64)
         z = np.asarray(v.depth, np.float64)
-        cam = np.stack([(x - v.K[0, 2]) / v.K[0, 0] * z, (y - v.K[1, 2]) / v.K[1, 1] * z, z], -1)
-        Xw = torch.from_numpy(cam @ v.T_world_cam[:3, :3].T + v.T_world_cam[:3, 3]).float()
+        Xw = torch.from_numpy(transform(v.T_world_cam, unproject(z, v.K))).float()
         phase = Xw @ freqs.T
         d = torch.cat([phase.sin(), phase.cos()], -1)
         d = d + 0.02 * torch.from_numpy(rng.standard_normal(d.shape)).float()

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from recon.datasets.data import DatasetError
+from recon.geometry import pixel_grid, project, transform, unproject_points
 from tools.eval.mvdepth import _matrix, orig_to_grid, read_depth, read_list
 
 logger = logging.getLogger(__name__)
@@ -136,24 +137,12 @@ class PairGeometry:
     T_1_0: np.ndarray
 
 
-def unproject(depth: np.ndarray, K: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Camera points ``[M, 3]`` of pixels ``xy [M, 2]`` (float, sampled nearest) of a ``[H, W]`` depth map."""
+def _depth_at(depth: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """``[M]`` values of a ``[H, W]`` depth map at the nearest pixels of ``xy [M, 2]`` (clipped to the image)."""
     H, W = depth.shape
     xi = np.clip(np.rint(xy[:, 0]).astype(int), 0, W - 1)
     yi = np.clip(np.rint(xy[:, 1]).astype(int), 0, H - 1)
-    z = depth[yi, xi]
-    rays = np.linalg.solve(K, np.stack([xy[:, 0], xy[:, 1], np.ones(len(xy))])).T
-    return rays * z[:, None]
-
-
-def project(K: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """Pixels ``[M, 2]`` of camera points ``X [M, 3]``."""
-    uvw = X @ K.T
-    return uvw[:, :2] / np.clip(uvw[:, 2:3], 1e-9, None)
-
-
-def transform(T: np.ndarray, X: np.ndarray) -> np.ndarray:
-    return X @ T[:3, :3].T + T[:3, 3]
+    return depth[yi, xi]
 
 
 def gt_matches(g: PairGeometry, xy0: np.ndarray, rel_tol: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -166,9 +155,9 @@ def gt_matches(g: PairGeometry, xy0: np.ndarray, rel_tol: float = 0.05) -> tuple
         ``(xy1 [M, 2], visible [M] bool)``.
     """
     H, W = g.depth[1].shape
-    X0 = unproject(g.depth[0], g.K[0], xy0)
+    X0 = unproject_points(xy0, _depth_at(g.depth[0], xy0), g.K[0])
     X1 = transform(g.T_1_0, X0)
-    xy1 = project(g.K[1], X1)
+    xy1 = project(X1, g.K[1])
     inside = (xy1[:, 0] > -0.5) & (xy1[:, 0] < W - 0.5) & (xy1[:, 1] > -0.5) & (xy1[:, 1] < H - 0.5)
     ok = (X0[:, 2] > 0) & (X1[:, 2] > 0) & inside
     z1 = np.zeros(len(xy0))
@@ -198,9 +187,9 @@ def load_pair(reader: MatchReader, pair: MatchPair, size: int, patch_size: int) 
         gt = reader.depth(pair, k)
         G = orig_to_grid(v.orig_size, gt.shape) @ A  # network pixel -> ground-truth pixel
         h, w = v.true_shape
-        y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-        xg = np.clip(np.rint(G[0, 0] * x + G[0, 2]).astype(int), 0, gt.shape[1] - 1)
-        yg = np.clip(np.rint(G[1, 1] * y + G[1, 2]).astype(int), 0, gt.shape[0] - 1)
+        xy = pixel_grid(h, w)
+        xg = np.clip(np.rint(G[0, 0] * xy[..., 0] + G[0, 2]).astype(int), 0, gt.shape[1] - 1)
+        yg = np.clip(np.rint(G[1, 1] * xy[..., 1] + G[1, 2]).astype(int), 0, gt.shape[0] - 1)
         depths.append(gt[yg, xg])
     return PairGeometry((views[0].image, views[1].image), (depths[0], depths[1]), (Ks[0], Ks[1]), pair.T_1_0)
 
@@ -234,8 +223,7 @@ def backbone_features(model, layernorm: bool) -> FeatureFn:
 
 def _grid_centres(h: int, w: int, stride: float) -> np.ndarray:
     """``[h*w, 2]`` pixel centres (x, y) of an ``h x w`` grid of cells ``stride`` pixels wide."""
-    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
-    return np.stack([(x.ravel() + 0.5) * stride - 0.5, (y.ravel() + 0.5) * stride - 0.5], 1)
+    return (pixel_grid(h, w).reshape(-1, 2) + 0.5) * stride - 0.5
 
 
 def _top2_cosine(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,7 +259,7 @@ def cosine_probe(feat0: torch.Tensor, feat1: torch.Tensor, g: PairGeometry, *, s
     def grid(feat, k):
         up = F.interpolate(feat.permute(2, 0, 1)[None], size=(gh, gw), mode="bicubic", align_corners=False)[0]
         xy = _grid_centres(gh, gw, stride)
-        X = unproject(g.depth[k], g.K[k], xy)
+        X = unproject_points(xy, _depth_at(g.depth[k], xy), g.K[k])
         valid = X[:, 2] > 0
         return up.permute(1, 2, 0).reshape(-1, feat.shape[-1])[torch.from_numpy(valid)], X[valid], valid.sum()
 
@@ -287,7 +275,9 @@ def cosine_probe(feat0: torch.Tensor, feat1: torch.Tensor, g: PairGeometry, *, s
     c1 = X1[idx[keep, 0].numpy()]
     c0_in1 = transform(g.T_1_0, c0)
     err3d = np.linalg.norm(c0_in1 - c1, axis=1)
-    err2d = np.linalg.norm(project(g.K[1], c0_in1) - project(g.K[1], c1), axis=1)
+    front = c0_in1[:, 2] > 0  # a point behind camera 1 has no pixel there: an infinite 2D error
+    err2d = np.full(len(c0), np.inf)
+    err2d[front] = np.linalg.norm(project(c0_in1[front], g.K[1]) - project(c1[front], g.K[1]), axis=1)
     out = {f"recall_3d@{t * 100:g}cm": 100.0 * float((err3d < t).mean()) for t in RECALL_3D}
     out |= {f"recall_2d@{t:g}px": 100.0 * float((err2d < t).mean()) for t in RECALL_2D}
     out["matches"] = len(keep)

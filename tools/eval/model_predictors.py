@@ -20,9 +20,10 @@ import numpy as np
 
 from recon.datasets.data import EvalFrame
 from recon.errors import UserError
+from recon.geometry import K_from_focal
 from recon.types import Matches, PairPrediction, View
 from tools.eval.metrics import all_pairs
-from tools.eval.pairwise import intrinsics_from_focal, pair_relative_pose, star_poses
+from tools.eval.pairwise import pair_relative_pose, star_poses
 from tools.eval.predictors import PosePrediction
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class PairwisePredictor:
             focals[j].append(f_j)
         K = []
         for k, v in enumerate(out.views):
-            K_net = intrinsics_from_focal(float(np.median(focals[k])), v.true_shape)
+            K_net = K_from_focal(float(np.median(focals[k])), v.true_shape)
             K.append(np.asarray(v.net_to_orig, dtype=np.float64) @ K_net)
         T_rel = np.stack(T_rel)
         if failed:

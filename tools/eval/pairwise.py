@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recon.geometry import K_from_focal, check_shape, focal_bounds, weiszfeld_focal
 from recon.types import Matches, PairPrediction
 
 logger = logging.getLogger(__name__)
 
 # DUSt3R's focal search range: [0.5, 3.5] x the focal of a 60 deg field of view on the long side.
-_FOCAL_BASE_FOV_DEG = 60.0
 MIN_FOCAL_FACTOR, MAX_FOCAL_FACTOR = 0.5, 3.5
 # "ransac": OpenCV's plain RANSAC (the papers say "RANSAC"; no local optimisation, so the pose is the best
 # minimal-sample model); "usac_accurate": GC-RANSAC with local optimisation, markedly more accurate.
@@ -34,9 +34,9 @@ def estimate_focal(
 ) -> float:
     """Focal length (pixels) that best re-projects a camera-frame point map onto its pixel grid.
 
-    Minimises ``sum_k || f * (X_k / Z_k, Y_k / Z_k) - (u_k - cx, v_k - cy) ||`` over valid pixels with Weiszfeld
-    iterations (an L2 closed form first, then re-weighting by 1 / residual), the robust estimate DUSt3R /
-    MASt3R use, clamped to ``[0.5, 3.5]`` x the focal of a 60 deg field of view.
+    ``recon.geometry.weiszfeld_focal`` (the robust estimate DUSt3R / MASt3R use) over the pixels above ``min_conf``,
+    clamped to ``[0.5, 3.5]`` x the focal of a 60 deg field of view (``recon.geometry.focal_bounds``); that 60 deg
+    focal when fewer than 2 pixels count.
 
     Args:
         pts3d_cam: ``[H, W, 3]`` points in the camera frame of the pixel grid (e.g. ``PairPrediction.pts3d_i``).
@@ -49,30 +49,15 @@ def estimate_focal(
         The focal length in pixels of the point map's grid.
     """
     P = np.asarray(pts3d_cam, dtype=np.float64)
-    if P.ndim != 3 or P.shape[-1] != 3:
-        raise ValueError(f"pts3d_cam must be [H, W, 3], got {P.shape}")
-    H, W = P.shape[:2]
-    cx, cy = pp if pp is not None else (W / 2.0, H / 2.0)
-    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+    check_shape(P, "H W 3", "pts3d_cam")
+    lo, hi, base = focal_bounds(P.shape[:2], MIN_FOCAL_FACTOR, MAX_FOCAL_FACTOR)
     ok = np.isfinite(P).all(-1) & (P[..., 2] > 0)
     if conf is not None:
         ok &= np.asarray(conf, dtype=np.float64) > min_conf
-    base = max(H, W) / (2.0 * np.tan(np.radians(_FOCAL_BASE_FOV_DEG) / 2.0))
-    lo, hi = MIN_FOCAL_FACTOR * base, MAX_FOCAL_FACTOR * base
     if ok.sum() < 2:
         logger.debug("estimate_focal: fewer than 2 valid points; returning the 60 deg focal")
         return float(base)
-    q = P[ok][:, :2] / P[ok][:, 2:3]  # [M, 2] normalised rays
-    p = np.stack([u[ok] - cx, v[ok] - cy], axis=-1)  # [M, 2] centred pixels
-    w = np.ones(len(q))
-    f = base
-    for _ in range(n_iter + 1):
-        den = np.sum(w * np.sum(q * q, axis=-1))
-        if den <= 0:
-            break
-        f = np.sum(w * np.sum(q * p, axis=-1)) / den
-        w = 1.0 / np.maximum(np.linalg.norm(f * q - p, axis=-1), 1e-8)
-    return float(np.clip(f, lo, hi))
+    return float(np.clip(weiszfeld_focal(P, pp, ok.astype(np.float64), n_iter), lo, hi))
 
 
 @dataclass
@@ -189,12 +174,6 @@ def relative_pose_from_matches(
     return RelativePose(T, int(n_inl), M, ok, "" if ok else f"{int(n_inl)} inliers (need {min_matches})")
 
 
-def intrinsics_from_focal(focal: float, shape_hw: tuple[int, int]) -> np.ndarray:
-    """``[3, 3]`` pinhole K with the principal point at the image centre ``(W/2, H/2)``."""
-    H, W = shape_hw
-    return np.array([[focal, 0.0, W / 2.0], [0.0, focal, H / 2.0], [0.0, 0.0, 1.0]])
-
-
 def pair_relative_pose(
     pred_ij: PairPrediction,
     matches: Matches,
@@ -235,8 +214,8 @@ def pair_relative_pose(
             focal_j = estimate_focal(_np(pred_ji.pts3d_i), _np(pred_ji.conf_i), min_conf=min_conf)
         else:
             focal_j = focal_i
-    K_i = intrinsics_from_focal(focal_i, shape_i)
-    K_j = intrinsics_from_focal(focal_j, shape_j)
+    K_i = K_from_focal(focal_i, shape_i)
+    K_j = K_from_focal(focal_j, shape_j)
     if "weights" not in ransac:
         ransac["weights"] = matches.conf
     pose = relative_pose_from_matches(matches.xy_i, matches.xy_j, K_i, K_j, **ransac)

@@ -7,8 +7,6 @@ RealEstate10K camera files. See docs/synth.md.
 
 from tools.synth.co3d import (
     Co3dSequence,
-    co3d_viewpoint_to_opencv,
-    opencv_to_co3d_viewpoint,
     synth_co3d_sequences,
     write_co3d,
 )
@@ -23,10 +21,8 @@ __all__ = [
     "Co3dSequence",
     "SynthScene",
     "SynthView",
-    "co3d_viewpoint_to_opencv",
     "iter_render_scene",
     "make_scene",
-    "opencv_to_co3d_viewpoint",
     "read_folder",
     "read_re10k_clip",
     "render_scene",

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recon.geometry import K_from_focal
+
 logger = logging.getLogger(__name__)
 
 UP = np.array([0.0, 0.0, 1.0])
@@ -57,12 +59,6 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = UP, roll_deg: 
     T[:3, :3] = R
     T[:3, 3] = eye
     return T
-
-
-def intrinsics(focal: float, size: tuple[int, int]) -> np.ndarray:
-    """``[3, 3]`` pinhole ``K`` with square pixels and the principal point at the image centre ``(W/2, H/2)``."""
-    W, H = size
-    return np.array([[focal, 0.0, W / 2.0], [0.0, focal, H / 2.0], [0.0, 0.0, 1.0]])
 
 
 def _sizes(size: tuple[int, int], n: int, mixed_orientation: bool, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -121,7 +117,7 @@ def orbit_cameras(
         eye = center + r * np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
         target = center + rng.normal(0, 0.05, 3)
         T = look_at(eye, target, roll_deg=float(rng.normal(0, roll_deg)))
-        cams.append(CameraSpec(f"view_{i:03d}", intrinsics(focal, sizes[i]), T, sizes[i]))
+        cams.append(CameraSpec(f"view_{i:03d}", K_from_focal(focal, sizes[i][::-1]), T, sizes[i]))
     return cams
 
 
@@ -177,7 +173,7 @@ def room_walk_cameras(
         fwd = np.array([np.sin(yaw) * np.cos(pitch), np.cos(yaw) * np.cos(pitch), np.sin(pitch)])
         eye = np.array([x, y, z])
         T = look_at(eye, eye + fwd, roll_deg=float(rng.normal(0, 1.5)))
-        cams.append(CameraSpec(f"view_{i:03d}", intrinsics(focal, sizes[i]), T, sizes[i]))
+        cams.append(CameraSpec(f"view_{i:03d}", K_from_focal(focal, sizes[i][::-1]), T, sizes[i]))
     return cams
 
 
@@ -216,5 +212,5 @@ def room_set_cameras(
         pitch = np.deg2rad(rng.uniform(-15.0, 5.0))
         fwd = np.array([np.sin(yaws[k]) * np.cos(pitch), np.cos(yaws[k]) * np.cos(pitch), np.sin(pitch)])
         T = look_at(eye, eye + fwd, roll_deg=float(rng.normal(0, 2.0)))
-        cams.append(CameraSpec(f"view_{i:03d}", intrinsics(focal, sizes[i]), T, sizes[i]))
+        cams.append(CameraSpec(f"view_{i:03d}", K_from_focal(focal, sizes[i][::-1]), T, sizes[i]))
     return cams

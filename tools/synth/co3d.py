@@ -38,84 +38,16 @@ from pathlib import Path
 
 import numpy as np
 
+from recon.datasets.cameras import INTRINSICS_FORMATS, opencv_to_co3d_viewpoint
 from recon.fileio import write_bytes_atomic, write_json_atomic
 from tools.synth.io_utils import encode_image, write_image_atomic, write_jgz_atomic
 from tools.synth.render import SynthView
 
 logger = logging.getLogger(__name__)
 
-_F = np.diag([-1.0, -1.0, 1.0])
-INTRINSICS_FORMATS = ("ndc_isotropic", "ndc_norm_image_bounds")
 SUBSET = "fewview_dev"
 BAD_T = [1.0e5, 1.0, 0.0]  # signed sum 100001 > 1e5: the protocol drops the whole sequence
 FPS = 30.0
-
-
-def opencv_to_co3d_viewpoint(
-    K: np.ndarray, T_world_cam: np.ndarray, size: tuple[int, int], intrinsics_format: str = "ndc_isotropic"
-) -> dict:
-    """CO3D ``viewpoint`` dict of one OpenCV camera.
-
-    Args:
-        K: ``[3, 3]`` pixel intrinsics (no skew).
-        T_world_cam: ``[4, 4]`` camera-to-world, OpenCV camera.
-        size: ``(W, H)`` of the image in pixels.
-        intrinsics_format: ``"ndc_isotropic"`` or ``"ndc_norm_image_bounds"``.
-
-    Returns:
-        ``{"R": 3x3 rows, "T": [3], "focal_length": [2], "principal_point": [2], "intrinsics_format": str}``.
-    """
-    if intrinsics_format not in INTRINSICS_FORMATS:
-        raise ValueError(f"intrinsics_format must be one of {INTRINSICS_FORMATS}, got {intrinsics_format!r}")
-    K = np.asarray(K, dtype=np.float64)
-    T_world_cam = np.asarray(T_world_cam, dtype=np.float64)
-    if abs(K[0, 1]) > 1e-9:
-        raise ValueError("CO3D viewpoints cannot represent a skewed K")
-    W, H = float(size[0]), float(size[1])
-    R_w2c = T_world_cam[:3, :3].T
-    t_w2c = -R_w2c @ T_world_cam[:3, 3]
-    R = R_w2c.T @ _F
-    T = _F @ t_w2c
-    if intrinsics_format == "ndc_isotropic":
-        half = np.array([min(W, H) / 2.0] * 2)
-    else:
-        half = np.array([W / 2.0, H / 2.0])
-    focal = np.array([K[0, 0], K[1, 1]]) / half
-    pp = (np.array([W / 2.0, H / 2.0]) - K[:2, 2]) / half
-    return {
-        "R": R.tolist(),
-        "T": T.tolist(),
-        "focal_length": focal.tolist(),
-        "principal_point": pp.tolist(),
-        "intrinsics_format": intrinsics_format,
-    }
-
-
-def co3d_viewpoint_to_opencv(viewpoint: Mapping, size_hw: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of ``opencv_to_co3d_viewpoint``: ``(K [3, 3], T_world_cam [4, 4])`` from a viewpoint dict.
-
-    A missing ``intrinsics_format`` means the dataclass default, ``"ndc_norm_image_bounds"``.
-
-    Args:
-        viewpoint: CO3D ``viewpoint`` record.
-        size_hw: ``image.size``, i.e. ``[H, W]``.
-    """
-    fmt = viewpoint.get("intrinsics_format", "ndc_norm_image_bounds")
-    if fmt not in INTRINSICS_FORMATS:
-        raise ValueError(f"unknown intrinsics_format {fmt!r}; expected one of {INTRINSICS_FORMATS}")
-    H, W = float(size_hw[0]), float(size_hw[1])
-    half = np.array([min(W, H) / 2.0] * 2) if fmt == "ndc_isotropic" else np.array([W / 2.0, H / 2.0])
-    f = np.asarray(viewpoint["focal_length"], dtype=np.float64) * half
-    c = np.array([W / 2.0, H / 2.0]) - np.asarray(viewpoint["principal_point"], dtype=np.float64) * half
-    K = np.array([[f[0], 0.0, c[0]], [0.0, f[1], c[1]], [0.0, 0.0, 1.0]])
-    R = np.asarray(viewpoint["R"], dtype=np.float64)
-    T = np.asarray(viewpoint["T"], dtype=np.float64)
-    R_w2c = _F @ R.T
-    t_w2c = _F @ T
-    T_world_cam = np.eye(4)
-    T_world_cam[:3, :3] = R_w2c.T
-    T_world_cam[:3, 3] = -R_w2c.T @ t_w2c
-    return K, T_world_cam
 
 
 def encode_depth_png(depth: np.ndarray) -> bytes:
@@ -249,7 +181,7 @@ def _write_frame(
     stem = f"frame{fn + offset:06d}"
     image_path = f"{cat}/{seq.name}/images/{stem}.jpg"
     write_image_atomic(root / image_path, view.rgb, quality)
-    viewpoint = opencv_to_co3d_viewpoint(view.K, view.T_world_cam, (W, H), intrinsics_format)
+    viewpoint = opencv_to_co3d_viewpoint(view.T_world_cam, view.K, (H, W), intrinsics_format)
     if seq.bad_translation_frame == fn:
         viewpoint["T"] = list(BAD_T)
     ann = {

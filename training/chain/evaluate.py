@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.geometry import pixel_grid
+from recon.geometry import invert, pixel_grid, project, transform, unproject_points
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +76,9 @@ def match_hits(model, folder: Path, synth_by_name: dict, image_size: int) -> tup
         valid, _ = _sample(si.mask.astype(np.float32), vi.net_to_orig, m.xy_i.astype(np.float64))
         orig_i = (vi.net_to_orig @ np.c_[m.xy_i, np.ones(len(m.xy_i))].T).T[:, :2]
         # Back-project in view i, move to view j, project.
-        rays = (np.linalg.inv(si.K) @ np.c_[orig_i, np.ones(len(orig_i))].T).T * d[:, None]
-        world = (si.T_world_cam[:3, :3] @ rays.T).T + si.T_world_cam[:3, 3]
-        T_cam_world = np.linalg.inv(sj.T_world_cam)
-        cam_j = (T_cam_world[:3, :3] @ world.T).T + T_cam_world[:3, 3]
-        proj = (sj.K @ cam_j.T).T
-        orig_j = proj[:, :2] / np.maximum(proj[:, 2:], 1e-9)
+        world = transform(si.T_world_cam, unproject_points(orig_i, d, si.K))
+        cam_j = transform(invert(sj.T_world_cam), world)
+        orig_j = np.where(cam_j[:, 2:] > 0, project(cam_j, sj.K), -1.0)  # behind camera j: off the image
         net_j = (np.linalg.inv(vj.net_to_orig) @ np.c_[orig_j, np.ones(len(orig_j))].T).T[:, :2]
         dj, inside_j = _sample(sj.depth, vj.net_to_orig, net_j)
         # Visible in view j: in front, inside, and not occluded (its depth agrees with view j's depth map).

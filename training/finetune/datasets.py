@@ -6,8 +6,8 @@ A **source** yields pairs of ``Frame`` s (image, depth, cameras) at their native
   sky); a view is paired with another view of its scene.
 - ``Co3dPairs``: the published CO3Dv2 layout (``<category>/frame_annotations.jgz``, set lists, images, depth
   PNGs with ``scale_adjustment``, depth masks, foreground masks), cameras converted with the evaluation
-  protocol's ``recon.datasets.cameras.co3d_to_opencv``; a frame is paired with another frame of its sequence at most
-  ``max_frame_gap`` frames away.
+  protocol's ``recon.datasets.cameras.co3d_viewpoint_to_opencv``; a frame is paired with another frame of its
+  sequence at most ``max_frame_gap`` frames away.
 
 ``PairDataset`` turns a source pair into a training sample at the resolution the batch sampler chose (crop
 around the principal point + resize, ``geometry.crop_resize``), with colour jitter, ground-truth
@@ -173,7 +173,7 @@ class Co3dPairs:
         name: str = "co3d",
         metric: bool = False,
     ) -> None:
-        from recon.datasets.cameras import co3d_to_opencv
+        from recon.datasets.cameras import co3d_viewpoint_to_opencv
         from recon.datasets.co3d import read_jgz
 
         self.root = Path(root)
@@ -211,12 +211,8 @@ class Co3dPairs:
                     raise DataConfigError(f"{cat}: set list names frame {fn} of {seq!r}, absent from annotations")
                 if "depth" not in ann or not ann["depth"]:
                     raise DataConfigError(f"{cat}/{seq} frame {fn} has no depth annotation; finetuning needs depth")
-                vp = ann["viewpoint"]
                 H, W = (int(v) for v in ann["image"]["size"])
-                T_world_cam, K = co3d_to_opencv(
-                    vp["R"], vp["T"], vp["focal_length"], vp["principal_point"], (H, W),
-                    vp.get("intrinsics_format", "ndc_norm_image_bounds"),
-                )  # fmt: skip
+                T_world_cam, K = co3d_viewpoint_to_opencv(ann["viewpoint"], (H, W))
                 key = (cat, str(seq))
                 if key not in seq_index:
                     seq_index[key] = len(seq_index)
