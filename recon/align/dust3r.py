@@ -181,7 +181,7 @@ def _register(src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor):
 def weiszfeld_focal(pts3d: torch.Tensor, pp: torch.Tensor | None = None) -> float:
     """The official ``estimate_focal_knowing_depth(focal_mode='weiszfeld')`` of one camera-frame point map.
 
-    Unlike ``recon.align.geometry.weiszfeld_focal`` it keeps the official averaging exactly: unweighted means over
+    Unlike ``recon.geometry.weiszfeld_focal`` it keeps the official averaging exactly: unweighted means over
     every pixel, points with ``z = 0`` counted with ``x/z = 0``, then a clip at 0 (official ``min_focal=0``).
 
     Args:
