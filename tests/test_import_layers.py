@@ -1,9 +1,9 @@
 """The import direction between the top-level packages, read from the source with ``ast`` (every import statement,
 including those inside functions).
 
-Floors, bottom to top: ``backbone`` < ``recon`` < ``training`` / ``tools`` / ``app`` < ``cli``. A package imports
-only from floors below it (and from its own floor's siblings where the rule below allows it); nothing but ``cli``
-imports ``cli``. The one exception is ``recon/__main__.py``: the entry-point script of ``python -m recon`` runs the
+Floors, bottom to top: ``backbone`` < ``recon`` < ``tools`` < ``training`` / ``app`` < ``cli`` (training renders its
+synthetic scenes with ``tools.synth``). A package imports only from floors below it; nothing but ``cli`` imports
+``cli``. The one exception is ``recon/__main__.py``: the entry-point script of ``python -m recon`` runs the
 command and is never imported by the library.
 """
 
@@ -21,7 +21,7 @@ FORBIDDEN = {
     "backbone": {"recon", "training", "tools", "app", "cli"},
     "recon": {"training", "tools", "app", "cli"},
     "training": {"app", "cli"},
-    "tools": {"app", "cli"},
+    "tools": {"training", "app", "cli"},  # training reads tools.synth scenes as a data source, not the reverse
     "app": {"cli"},
 }
 ENTRY_POINTS = {"recon/__main__.py"}

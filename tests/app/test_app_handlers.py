@@ -375,6 +375,7 @@ def test_parity_aligners_report_iterations_and_can_be_cancelled():
         assert seen[-1] == ("alignment", 3, 50), method
 
 
+@pytest.mark.slow  # ~12 s quiet: TSDF fusion at full size
 def test_tsdf_slider_refines_the_exported_depth(finished):
     """The TSDF threshold (the MASt3R demo's ``TSDF_thresh``) changes the exported geometry; 0 leaves it alone."""
     ws, result, _ = finished

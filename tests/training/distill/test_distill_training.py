@@ -71,6 +71,7 @@ def test_outputs_load_with_backbone_load(tmp_path):
     assert isinstance(backbone.load(tmp_path / "checkpoint_00000002.pth"), DuneBackbone)
 
 
+@pytest.mark.slow  # ~10 s quiet: two torchrun processes
 def test_torchrun_two_ranks_agree(tmp_path, torchrun):
     out = tmp_path / "ddp"
     torchrun("distill", tiny_config(out, iterations=3, checkpoint_every=3))

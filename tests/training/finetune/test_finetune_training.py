@@ -90,6 +90,7 @@ def test_crash_and_resume_reproduces_the_uninterrupted_run(full_run, tmp_path):
     assert full.validation == resumed.validation
 
 
+@pytest.mark.slow  # ~10 s quiet: two torchrun processes
 def test_torchrun_two_gloo_ranks(tmp_path, torchrun):
     out = tmp_path / "ddp"
     torchrun("finetune", tiny_config(out, iterations=2, checkpoint_every=2, val_every=2))

@@ -154,6 +154,7 @@ def test_finetune_recipe_trains_a_decoder_on_the_frozen_mum_encoder(pretrained, 
         assert torch.equal(model.backbone.state_dict()[key], value), key
 
 
+@pytest.mark.slow  # ~10 s quiet: two torchrun processes
 def test_torchrun_two_gloo_ranks_agree(tmp_path, torchrun):
     out = tmp_path / "ddp"
     cfg = tiny_config(out, iterations=3, checkpoint_every=3)
