@@ -532,6 +532,7 @@ def export_result(ws: Workspace, view: ViewSettings) -> ExportSet:
     Raises:
         RunError: no result is cached (run first), or nothing is left to export at these settings.
     """
+    from backbone.fileio import move_into_place
     from recon.export import ColmapOptions, GlbOptions, NerfstudioOptions, PlyOptions, export
     from recon.scene import valid_masks
 
@@ -560,7 +561,7 @@ def export_result(ws: Workspace, view: ViewSettings) -> ExportSet:
     colmap_zip = Path(shutil.make_archive(str(out / "colmap"), "zip", root_dir=colmap))
     shutil.rmtree(colmap)
     transforms = out / "transforms.json"
-    (ns / "transforms.json").replace(transforms)
+    move_into_place(ns / "transforms.json", transforms, fsync=False)  # already on disk: a rename
     shutil.rmtree(ns)
     n_points = int(sum(int(m.sum()) for m in valid_masks(scene, view.conf_thr)))
     result.exports = ExportSet(glb, ply, colmap_zip, transforms, view, n_points)

@@ -2,9 +2,9 @@
 
 - ``download_url`` streams into ``<file>.part`` with a progress bar, resumes a partial ``.part`` with an HTTP
   ``Range`` request (restarting cleanly when the server ignores it), checks size / sha256 when given, and only then
-  renames the file into place (``os.replace``), so a file under its final name is always complete;
+  moves the file into place (``fileio.move_into_place``), so a file under its final name is always complete;
 - ``http(s)://`` and ``file://`` URLs; offline, ``WeightsUnavailableError`` names the URL and the target path;
-- ``sha256_file`` / ``file_digest`` (memoised by size and mtime) and ``check_file`` (size, then hash).
+- ``file_digest`` (``sha256_file`` memoised by size and mtime) and ``check_file`` (size, then hash).
 
 Standard library only at import time (tqdm is imported when a download starts).
 """
@@ -12,7 +12,6 @@ Standard library only at import time (tqdm is imported when a download starts).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import json
 import logging
@@ -25,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from backbone.errors import UserError
+from backbone.fileio import move_into_place, sha256_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +75,6 @@ def _user_agent() -> str:
         return "recon3r"
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 DIGESTS_FILE = ".digests.json"
 """Memo of file digests kept in a folder beside the files it describes (see ``file_digest``)."""
 
@@ -111,13 +102,9 @@ def file_digest(path: str | os.PathLike, memo_dir: str | os.PathLike | None = No
     if memo_path is not None:
         memo = memo if isinstance(memo, dict) else {}
         memo[key] = {"stamp": stamp, "sha256": digest}
-        tmp = memo_path.with_name(f"{memo_path.name}.{os.getpid()}.tmp")
         try:
-            memo_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(memo, indent=1))
-            os.replace(tmp, memo_path)  # readers see the old memo or the new one
+            write_json_atomic(memo_path, memo)  # readers see the old memo or the new one
         except OSError as err:  # a read-only cache folder costs a rehash next time, nothing else
-            tmp.unlink(missing_ok=True)
             logger.debug("cannot write %s: %s", memo_path, err)
     return digest
 
@@ -310,7 +297,7 @@ def download_url(
                 reason = getattr(err, "reason", None) or err
                 raise WeightsUnavailableError(f"cannot reach {url} ({reason})", url, dest) from None
         check_file(part, size, sha256, what=url, remove=True)
-        os.replace(part, dest)
+        move_into_place(part, dest)
     logger.info("downloaded %s -> %s", url, dest)
     return dest
 

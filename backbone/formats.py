@@ -32,7 +32,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -43,8 +42,9 @@ from backbone import hub
 from backbone.checkpoint import CheckpointError, load_strict, parse_constructor, safe_load, state_digest, verify_digest
 from backbone.croco import load_croco
 from backbone.dinov2 import load_dinov2
-from backbone.download import WeightsIntegrityError, check_file, sha256_file
+from backbone.download import WeightsIntegrityError, check_file
 from backbone.dune import DuneBackbone, is_dune_state, load_dune, strip_wrapper_prefixes
+from backbone.fileio import atomic_file, sha256_file
 from backbone.limits import MAX_DEPTH, MAX_TOKENS, MAX_WIDTH, check_int, check_vit_config
 from backbone.mum import is_mum_state, load_mum
 from backbone.vit import VisionTransformer, ViTConfig
@@ -247,14 +247,8 @@ def save(model: VisionTransformer, path: str | os.PathLike) -> Path:
     }
     ckpt["digest"] = state_digest(ckpt["model"], _digest_text(ckpt))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from backbone.fileio import sigterm_as_exit
     from recon.errors import UserError  # imports torch (through backbone): only once a command runs
-    from recon.fileio import sigterm_as_exit
 
     # SIGTERM (a scheduler, `kill`) unwinds (exit code 143), so temporary files and folders are removed on the way
     try:

@@ -165,9 +165,9 @@ def _match(args) -> int:
     import json
     from pathlib import Path
 
+    from backbone.fileio import write_json_atomic, write_text_atomic
     from recon.datasets.data import DatasetError
     from recon.errors import UserError
-    from recon.fileio import write_json_atomic, write_text_atomic
     from tools.eval import matchprobe as mp
 
     if args.max_pairs is not None and args.max_pairs < 1:
@@ -231,9 +231,9 @@ def _match(args) -> int:
 def _match_pairs(args) -> int:
     from pathlib import Path
 
+    from backbone.fileio import write_json_atomic
     from recon.datasets.data import DatasetError
     from recon.errors import UserError
-    from recon.fileio import write_json_atomic
     from tools.eval import matchprobe as mp
 
     out = Path(args.out) if args.out else Path(args.root) / "pairs.json"

@@ -16,7 +16,6 @@ the ``recon`` extras of a ``.glb``, the ``written by recon3r`` comment of a ``.p
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 FORMATS = ("glb", "ply", "colmap", "nerfstudio", "npz")
@@ -187,6 +186,8 @@ def written_by_recon(path: Path, fmt: str) -> bool:
 
 def retire_previous_output(out: Path, fmt: str) -> str:
     """After a failed run: move recon's earlier output out of ``out``'s name; returns a note for the user."""
+    from backbone.fileio import move_into_place
+
     if not out.exists():
         return ""
     if fmt in FOLDER_FORMATS:
@@ -196,7 +197,7 @@ def retire_previous_output(out: Path, fmt: str) -> str:
     previous = out.with_name(f"{out.stem}.previous{out.suffix}")
     if previous.exists() and not written_by_recon(previous, fmt):
         return f"{out} is from an earlier run (not renamed: {previous.name} exists and is not recon's)"
-    os.replace(out, previous)
+    move_into_place(out, previous, fsync=False)  # already on disk: a rename, not a write
     return f"the earlier {out.name} was renamed {previous.name} so it is not taken for this run's result"
 
 

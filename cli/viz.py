@@ -53,9 +53,9 @@ def _run(args) -> int:
 
     import numpy as np
 
+    from backbone.fileio import write_bytes_atomic
     from recon import viz
     from recon.errors import UserError
-    from recon.fileio import write_bytes_atomic
     from recon.images import ImageLoadError, load_images
 
     model, _ = load_model_or_exit(args)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from backbone.fileio import atomic_file
 from recon.progress import step
 from recon.types import PairPrediction, View
 
@@ -183,9 +183,8 @@ class PairStore(Sequence[PairPrediction]):
 
         tensors = {f: getattr(pred, f).contiguous() for f in _FIELDS if getattr(pred, f) is not None}
         path = self._path(pred.i, pred.j) if folder is None else folder / f"pair_{pred.i:05d}_{pred.j:05d}.safetensors"
-        tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp), metadata={"i": str(pred.i), "j": str(pred.j)})
-        os.replace(tmp, path)  # a killed run never leaves a half-written pair behind
+        with atomic_file(path, fsync=False) as tmp:  # a cache: a power failure costs a recomputation, no more
+            save_file(tensors, str(tmp), metadata={"i": str(pred.i), "j": str(pred.j)})
         return path
 
     @staticmethod

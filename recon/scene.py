@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon import fileio
+from backbone import fileio
 from recon.geometry import transform, unproject
 from recon.types import Scene
 
@@ -385,7 +385,7 @@ def save_scene(scene: Scene, path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"output folder {path.parent} does not exist; create it first")
     arrays = scene_to_arrays(scene)
     # Write through the file object: np.savez given a *name* appends ".npz" to it.
-    with fileio.sigterm_as_exit(), fileio.atomic_file(path) as tmp, open(tmp, "wb") as f:
+    with fileio.atomic_file(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
     return path
 

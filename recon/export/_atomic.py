@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from recon import fileio
+from backbone import fileio
 from recon.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -39,15 +39,14 @@ def check_parent(path: Path) -> None:
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is deleted."""
     check_parent(path)
-    with fileio.sigterm_as_exit(), fileio.atomic_file(path) as tmp:
+    with fileio.atomic_file(path) as tmp:
         yield tmp
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically; returns ``path``."""
     check_parent(path)
-    with fileio.sigterm_as_exit():
-        return fileio.write_bytes_atomic(path, data, make_parents=False)
+    return fileio.write_bytes_atomic(path, data, make_parents=False)
 
 
 MANIFEST = ".recon-export.json"
@@ -69,7 +68,7 @@ def export_dir(path: Path) -> Iterator[Path]:
     - files of an earlier export that this one does not write are removed only if recon wrote them and they are
       unchanged; everything else in ``path`` is left alone.
 
-    Each file is moved with ``os.replace`` (whole or not at all); the manifest is written last.
+    Each file is moved with ``fileio.move_into_place`` (whole or not at all); the manifest is written last.
 
     Args:
         path: destination folder (created when missing; its parent must exist).
@@ -138,7 +137,7 @@ def _publish(stage: Path, path: Path) -> None:
     path.mkdir(exist_ok=True)
     for rel in moves:
         (path / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(stage / rel, path / rel)
+        fileio.move_into_place(stage / rel, path / rel)
     for rel, digest in ours.items():  # stale files of an earlier export: removed only if ours and unchanged
         old = path / rel
         if rel not in manifest and (old.is_file() or old.is_symlink()) and _content(old) == digest:

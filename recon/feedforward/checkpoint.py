@@ -17,8 +17,8 @@ import torch
 
 import backbone as bb
 from backbone.checkpoint import CheckpointError, load_strict, safe_load
+from backbone.fileio import atomic_file
 from recon.feedforward.model import FeedForwardConfig, FeedForwardModel
-from recon.fileio import atomic_file
 
 logger = logging.getLogger(__name__)
 

@@ -34,6 +34,7 @@ from backbone.checkpoint import (
     state_digest,
     verify_digest,
 )
+from backbone.fileio import atomic_file
 from backbone.formats import FORMATS, RECON_MODEL_PREFIX, constructor_string, read
 from backbone.hub import UnknownWeightsError, resolve
 from backbone.limits import (
@@ -49,7 +50,6 @@ from backbone.limits import (
     check_int,
     check_vit_config,
 )
-from recon.fileio import atomic_file
 from recon.model.formats import (
     CONF_MODES,
     DEPTH_MODES,

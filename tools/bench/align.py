@@ -413,7 +413,7 @@ def run(args) -> int:
         pass
     print(f"load average after {load[0]:.2f}")
     if args.json:
-        from recon.fileio import write_text_atomic
+        from backbone.fileio import write_text_atomic
 
         write_text_atomic(args.json, json.dumps(rows, indent=1, default=float))
         print(f"wrote {args.json}")

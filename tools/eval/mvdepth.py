@@ -50,8 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backbone.fileio import write_json_atomic, write_text_atomic
 from recon.datasets.data import DatasetError
-from recon.fileio import write_json_atomic, write_text_atomic
 from tools.eval.runner import _repair_torn_tail, check_run_info, shard_items
 
 logger = logging.getLogger(__name__)

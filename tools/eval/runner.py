@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from backbone.fileio import write_json_atomic, write_text_atomic
 from recon.datasets.data import DatasetError
 from recon.errors import UserError
-from recon.fileio import write_json_atomic, write_text_atomic
 from tools.eval.metrics import METRIC_KEYS, aggregate, all_pairs, pair_errors, pooled_metrics
 from tools.eval.predictors import as_prediction
 from tools.eval.sampling import SampledSequence, Sampling

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backbone.fileio import write_json_atomic
 from recon.datasets.data import DatasetError, EvalSequence
-from recon.fileio import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backbone.fileio import write_bytes_atomic, write_json_atomic
 from recon.datasets.cameras import INTRINSICS_FORMATS, opencv_to_co3d_viewpoint
-from recon.fileio import write_bytes_atomic, write_json_atomic
 from tools.synth.io_utils import encode_image, write_image_atomic, write_jgz_atomic
 from tools.synth.render import SynthView
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backbone.fileio import write_bytes_atomic, write_json_atomic
 from recon.errors import UserError
-from recon.fileio import write_bytes_atomic, write_json_atomic
 from tools.synth.io_utils import IMAGE_FORMATS, write_image_atomic
 from tools.synth.render import SynthView
 

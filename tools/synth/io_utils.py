@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.fileio import write_bytes_atomic
+from backbone.fileio import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.fileio import write_bytes_atomic
+from backbone.fileio import write_bytes_atomic
 from tools.synth.io_utils import IMAGE_FORMATS, write_image_atomic
 from tools.synth.render import SynthView
 

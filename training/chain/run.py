@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from backbone.fileio import move_into_place
 from training.common.config import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def render_distill_images(folder: Path, scenes: int, size: int = 160, views: int
         for v in render_scene(EVAL_LAYOUTS[i % 2], n_views=views, size=(size, size), seed=DISTILL_SEED + i):
             Image.fromarray(v.rgb).save(tmp / f"scene{i:04d}_{v.name}.png")
             n += 1
-    tmp.rename(folder)
+    move_into_place(tmp, folder, fsync=False)  # a folder: appears complete or not at all
     return n
 
 
@@ -157,7 +158,7 @@ def stage_finetune(opts: ChainOptions, previous: dict) -> dict:
 def stage_export(opts: ChainOptions, previous: dict) -> dict:
     """The finetuned model as float16 safetensors (``recon.model.loading.save_model``) with its sha256."""
     import recon
-    from recon.fileio import sha256_file
+    from backbone.fileio import sha256_file
     from recon.model.loading import save_model
 
     model = recon.load_model(previous["finetune"]["model"])

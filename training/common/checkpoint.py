@@ -17,9 +17,9 @@ key              content
 ``...``          recipe extras (e.g. DUNE's ``args``)
 ===============  =================================================================================================
 
-Files are named ``checkpoint_{iter:08d}.pth`` in the output folder and written through a temporary file and
-``os.replace`` so a kill mid-write never leaves a truncated checkpoint; ``CheckpointManager.latest()`` finds the
-newest one, and ``keep`` prunes older ones.
+Files are named ``checkpoint_{iter:08d}.pth`` in the output folder and written atomically (``backbone.fileio``)
+so a kill mid-write never leaves a truncated checkpoint; ``CheckpointManager.latest()`` finds the newest one, and
+``keep`` prunes older ones.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import torch
 from torch import nn
 
 from backbone.checkpoint import CheckpointError, safe_load
+from backbone.fileio import atomic_file
 from training.common import distributed
 
 logger = logging.getLogger(__name__)
@@ -94,17 +94,11 @@ def restore_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.G
 
 # ---------------------------------------------------------------------------------------------- files
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file in the destination folder, then ``os.replace`` onto ``path``."""
+    """``torch.save`` onto ``path`` atomically (``backbone.fileio.atomic_file``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -32,7 +32,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from recon import fileio
+from backbone import fileio
 from recon.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def load_json(cls: type[T], path: str | os.PathLike) -> T:
 
 
 def write_json_atomic(data: Any, path: str | os.PathLike) -> Path:
-    """Write ``data`` as indented JSON through a temporary file and ``os.replace``."""
+    """Write ``data`` as indented JSON atomically (``backbone.fileio``); note the argument order."""
     return fileio.write_json_atomic(path, data, indent=2)
 
 

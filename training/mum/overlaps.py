@@ -191,7 +191,7 @@ def iou_sequences(
 
 def write_sequences(path: str | os.PathLike, sequences: list[list[str]]) -> Path:
     """Write ``{"sequences": [[path, ...], ...]}`` as gzipped JSON (atomically)."""
-    from recon import fileio
+    from backbone import fileio
 
     payload = gzip.compress(json.dumps({"sequences": sequences}).encode("utf-8"))
     return fileio.write_bytes_atomic(path, payload)

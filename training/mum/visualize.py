@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from backbone.fileio import write_bytes_atomic
 from training.mum.decoder import MuMAutoEncoder, patchify, unpatchify
 
 logger = logging.getLogger(__name__)
@@ -81,10 +82,7 @@ class ReconstructionLogger:
         path = self.folder / f"it_{step:08d}.png"
         buf = io.BytesIO()
         Image.fromarray(grid).save(buf, format="PNG")
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
-        return path
+        return write_bytes_atomic(path, buf.getvalue())
 
     def close(self) -> None:
         if self._writer is not None:

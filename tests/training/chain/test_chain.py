@@ -9,7 +9,7 @@ import torch
 
 import backbone
 import recon
-from recon.fileio import sha256_file
+from backbone.fileio import sha256_file
 from training.chain import run as chain
 from training.chain.run import HELD_OUT_SEED as HELD_OUT
 from training.chain.run import ChainOptions, run_chain
