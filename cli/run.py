@@ -62,11 +62,13 @@ def register(subparsers) -> None:
     g.add_argument(
         "--align",
         default="sparse",
-        choices=("sparse", "dense", "mast3r-sfm", "dust3r", "feedforward"),
+        choices=("sparse", "dense", "mast3r-sfm", "dust3r", "feedforward", "feedforward+sparse"),
         help="global alignment: sparse / dense = recon's own variants; mast3r-sfm / dust3r = the official "
         "MASt3R-SfM sparse and DUSt3R dense aligners reproduced (docs/alignment.md); feedforward = one pass of a "
-        "--checkpoint feedforward_final.pth (docs/feedforward.md)",
+        "--checkpoint feedforward_final.pth (docs/feedforward.md); feedforward+sparse = sparse started from the "
+        "cameras of --feedforward FILE",
     )
+    g.add_argument("--feedforward", type=Path, help="--align feedforward+sparse: the feedforward_final.pth file")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
     g.add_argument("--image-size", type=int, help="network input size, long side in pixels (default: the model's)")
     g.add_argument("--batch-size", type=int, default=8, help="pairs per decoder call")
@@ -258,6 +260,7 @@ def run(args) -> int:
         precision=args.precision,
         retrieval_model=args.retrieval_model,
         max_decodes=None if args.yes else DEFAULT_MAX_DECODES,
+        feedforward_model=args.feedforward,
     )
     priors = UserPriors(
         focal=args.focal,

@@ -100,6 +100,8 @@ class ReconstructConfig:
         two_view: with two images, ``optimise`` runs the same alignment as for N; ``pairwise`` the closed form.
         retrieval_model: the released ``*_retrieval_trainingfree.pth`` (its ``*_codebook.pkl`` beside it): a
             ``retrieval`` graph then ranks images with its ASMK scores (``recon.asmk``) instead of pooled tokens.
+        feedforward_model: ``align = "feedforward+sparse"``: the feed-forward model (a ``FeedForwardModel`` or a
+            ``feedforward_final.pth``) whose cameras start the sparse alignment.
         max_decodes: refuse (``ReconstructionError``) a graph that plans more decoder passes for the loaded images;
             ``None`` = no limit.
 
@@ -123,6 +125,7 @@ class ReconstructConfig:
     two_view: str = "optimise"
     retrieval_model: Path | None = None
     max_decodes: int | None = None
+    feedforward_model: object | None = None
 
     def __post_init__(self):
         from recon.plan import check_config
@@ -495,11 +498,16 @@ def reconstruct(
     if config.align == "feedforward":  # one pass of a feed-forward model replaces pairs, matching and alignment
         from recon.feedforward.run import reconstruct_feedforward
 
-        scene, report = reconstruct_feedforward(list(views), model, config, device, progress)
+        scene, report = reconstruct_feedforward(list(views), model, config, device, progress, priors)
         _loading_into(report, views)
         return scene, report
     if model is None or isinstance(model, (str, os.PathLike)):
         raise TypeError("reconstruct() takes a loaded model: load it with recon.pipeline.prepare_model first")
+    start_model = None
+    if config.align == "feedforward+sparse":  # a missing or wrong feed-forward file fails before any work
+        from recon.feedforward.run import load_start_model
+
+        start_model = load_start_model(config.feedforward_model, device)
     report = RunReport()
     with _stage(report, "load", device, progress):
         model.eval()
@@ -507,6 +515,11 @@ def reconstruct(
             raise ReconstructionError(f"need at least 2 usable images, got {len(views)}")
         report.n_images = len(views)
         user_priors = build_priors(views, priors)
+        start = None
+        if start_model is not None:
+            from recon.feedforward.run import start_prediction
+
+            start = start_prediction(views, start_model)
     _loading_into(report, views)
 
     with _stage(report, "pairs", device, progress):
@@ -555,7 +568,7 @@ def reconstruct(
         )
         del feats
     with preds:  # removes the temporary spill folder, whatever happens next
-        scene = _match_and_align(views, preds, user_priors, config, report, device, progress)
+        scene = _match_and_align(views, preds, user_priors, config, report, device, progress, start)
 
     report.registered = int(np.sum(scene.registered)) if scene.registered is not None else len(scene)
     confs = [c[c > 0].mean() for c in scene.conf if (c > 0).any()]
@@ -570,14 +583,14 @@ def _loading_into(report: RunReport, views: Sequence[View]) -> None:
         report.stage_seconds["load"] = report.stage_seconds.get("load", 0.0) + views.seconds
 
 
-def _match_and_align(views, preds, user_priors, config, report, device, progress) -> Scene:
+def _match_and_align(views, preds, user_priors, config, report, device, progress, start=None) -> Scene:
     """The matching and alignment stages of ``reconstruct``."""
     from recon.align import AlignmentError, align
     from recon.correspondences import match_unordered_pairs
 
     matches: list[Matches] = []
     with _stage(report, "matching", device, progress):
-        if config.align == "sparse":
+        if config.align in ("sparse", "feedforward+sparse"):
             if preds and preds[0].desc_i is None:
                 raise ReconstructionError(
                     "sparse alignment needs descriptors; this model has none (DUSt3R heads): use --align dense"
@@ -593,12 +606,13 @@ def _match_and_align(views, preds, user_priors, config, report, device, progress
             scene = align(
                 views,
                 preds,
-                matches if config.align == "sparse" else None,
+                matches if config.align in ("sparse", "feedforward+sparse") else None,
                 user_priors,
                 method=config.align,
                 config=config.align_config,
                 seed=config.seed,
                 two_view=config.two_view,
+                start=start,
             )
         except AlignmentError as err:
             raise ReconstructionError(str(err)) from None

@@ -35,7 +35,8 @@ MAX_SEED = 2**32 - 1  # numpy and torch both accept it; larger seeds are not por
 # The CLI refuses larger plans without --yes: 2000 decoder passes are ~30 min of a ViT-L on a laptop GPU.
 DEFAULT_MAX_DECODES = 2000
 DEVICE_FORMS = "auto, cpu, cuda or cuda:K"
-ALIGN_METHODS = ("sparse", "dense", "mast3r-sfm", "dust3r", "feedforward")  # recon.align.align's methods
+# recon.align.align's methods
+ALIGN_METHODS = ("sparse", "dense", "mast3r-sfm", "dust3r", "feedforward", "feedforward+sparse")
 _DEVICE = re.compile(r"auto|cpu|cuda(?::(\d{1,3}))?")
 
 

@@ -29,10 +29,11 @@ def align(
     matches: Sequence[Matches] | None = None,
     priors: Priors | None = None,
     *,
-    method: Literal["sparse", "dense", "mast3r-sfm", "dust3r", "feedforward"] = "sparse",
+    method: Literal["sparse", "dense", "mast3r-sfm", "dust3r", "feedforward", "feedforward+sparse"] = "sparse",
     config: SparseAlignConfig | DenseAlignConfig | Mast3rSfmConfig | Dust3rConfig | None = None,
     seed: int | None = None,
     two_view: Literal["pairwise", "optimise"] = "optimise",
+    start: FeedForwardPrediction | None = None,
     **official_knobs,
 ) -> Scene:
     """Align views into one scene.
@@ -48,11 +49,13 @@ def align(
             N == 2 too); ``"dust3r"``: DUSt3R's official ``PointCloudOptimizer`` reproduced
             (``recon.align.dust3r``; it ignores ``two_view``).
             ``"feedforward"``: ``preds`` is the ``recon.feedforward.FeedForwardPrediction`` of all views, turned
-            into the scene as it is.
+            into the scene as it is. ``"feedforward+sparse"``: ``"sparse"`` started from ``start``'s cameras.
         config: the method's config (default settings when ``None``).
         seed: overrides ``config.seed``.
         two_view: for N == 2, ``"optimise"`` (default) runs the same alignment as for N views, as the official
             code does; ``"pairwise"`` returns the closed-form pair solution (the optimisers start from it anyway).
+        start: ``method="feedforward+sparse"`` only: the ``FeedForwardPrediction`` of the same views (cameras,
+            depth) the sparse alignment starts from (``recon.feedforward.sparse_init``).
         **official_knobs: ``method="mast3r-sfm"`` / ``"dust3r"`` only: ``Mast3rSfmConfig`` / ``Dust3rConfig``
             fields by their official names (e.g. ``matching_conf_thr=0.0``), applied over ``config``.
 
@@ -66,6 +69,10 @@ def align(
         if not isinstance(preds, FeedForwardPrediction):
             raise TypeError(f"method='feedforward' takes a FeedForwardPrediction, got {type(preds).__name__}")
         return to_scene(views, preds)
+    if (method == "feedforward+sparse") != (start is not None):
+        raise ValueError("start= (a FeedForwardPrediction) goes with method='feedforward+sparse' and only with it")
+    if method == "feedforward+sparse":
+        method, two_view = "sparse", "optimise"  # the sparse aligner, started from the feed-forward cameras
     if method == "mast3r-sfm":
         return _mast3r_sfm(views, preds, matches, priors, config, official_knobs)
     if method == "dust3r":
@@ -89,7 +96,7 @@ def align(
     elif matches is None:
         raise ValueError("sparse alignment needs matches (recon.matching); use method='dense' without them")
     else:
-        scene = sparse_align(views, preds, matches, priors, cfg)
+        scene = sparse_align(views, preds, matches, priors, cfg, start=start)
     if len(views) == 2 and scene.registered is not None and not scene.registered.all():
         # Too few usable matches for the sparse losses (the official GA would fall back to its regression loss
         # on such a pair): the closed-form pair solution is the two-view equivalent.

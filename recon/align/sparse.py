@@ -165,6 +165,7 @@ def sparse_align(
     matches: Sequence[Matches],
     priors: Priors | None = None,
     config: SparseAlignConfig | None = None,
+    start=None,
 ) -> Scene:
     """Globally align N views from pair predictions and correspondences (MASt3R-SfM style).
 
@@ -176,6 +177,8 @@ def sparse_align(
         priors: known intrinsics (fixed), shared intrinsics, known poses (fixed; they set the gauge, and with
             two or more of them the scale).
         config: ``SparseAlignConfig``.
+        start: a ``recon.feedforward.FeedForwardPrediction`` of the same views: poses, per-view depth scales and
+            focals start from it instead of the kinematic tree (``recon.feedforward.sparse_init``).
 
     Returns:
         A ``Scene``; ``info`` holds the losses, iterations, timings, the kinematic tree and the pairs that fell
@@ -199,10 +202,15 @@ def sparse_align(
     for a, b in weak:
         scores[a, b] = scores[b, a] = 1e-3 * max(prob.best_pair(a, b).score / best, 1e-6)
     init = chain_init(prob, scores, seed=cfg.seed)
+    if start is not None:
+        from recon.feedforward.sparse_init import start_from_prediction
+
+        start_from_prediction(prob, init, start)
     n_known = gauge_from_known_poses(init, prob.known_poses)
     reg = init.registered
     info: dict = {
         "method": "sparse",
+        "start": "kinematic tree" if start is None else "feedforward",
         "tree": init.tree,
         "root": init.root,
         "n_matches": int(len(ms.conf)),

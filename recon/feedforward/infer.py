@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from recon.feedforward.camera import decode_pose
 from recon.feedforward.model import FeedForwardModel
@@ -57,3 +58,34 @@ def predict(views: Sequence[View], model: FeedForwardModel) -> FeedForwardPredic
         depth=out.depth[0].cpu().numpy().astype(np.float32),
         conf=out.depth_conf[0].cpu().numpy().astype(np.float32),
     )
+
+
+def predict_resized(views: Sequence[View], model: FeedForwardModel) -> FeedForwardPrediction:
+    """``predict`` for views of any one size: resized to the nearest multiple of the patch size for the network,
+    the intrinsics, depth and confidence brought back to the views' pixels (``--align feedforward+sparse`` runs the
+    pair model's views through the feed-forward model this way).
+
+    Raises:
+        ValueError: mixed sizes or too many views.
+    """
+    H, W = check_same_size(views)
+    p = model.patch_size
+    Hn, Wn = max(p, round(H / p) * p), max(p, round(W / p) * p)
+    if (Hn, Wn) == (H, W):
+        return predict(views, model)
+    small = [
+        View(F.interpolate(v.image[None], size=(Hn, Wn), mode="bilinear", antialias=True)[0], v.idx, v.name)
+        for v in views
+    ]
+    pred = predict(small, model)
+    sx, sy = W / Wn, H / Hn
+    K = pred.K.copy()  # pixel centres: x = (x_n + 0.5) * sx - 0.5
+    K[:, 0, 0] *= sx
+    K[:, 1, 1] *= sy
+    K[:, 0, 2] = (K[:, 0, 2] + 0.5) * sx - 0.5
+    K[:, 1, 2] = (K[:, 1, 2] + 0.5) * sy - 0.5
+
+    def back(x: np.ndarray) -> np.ndarray:
+        return F.interpolate(torch.from_numpy(x)[:, None], size=(H, W), mode="bilinear")[:, 0].numpy()
+
+    return FeedForwardPrediction(pred.T_world_cam, K, back(pred.depth), back(pred.conf))
