@@ -31,13 +31,14 @@ STAGES = ("load", "pairs", "inference", "matching", "alignment", "export")
 GRAPHS = ("swin-2", "auto", "complete", "swin-3", "logwin-3", "oneref-0", "retrieval")
 # Alignment modes offered in the page; the first is the default. A new mode of ``recon.pipeline`` is one more
 # entry here (and in ``_ALIGN_ITERATIONS`` if it has an iteration count the page should set).
-ALIGN_MODES = ("sparse", "dense", "mast3r-sfm", "dust3r")
+ALIGN_MODES = ("sparse", "dense", "mast3r-sfm", "dust3r", "feedforward+sparse")
 # Per mode, the fields of its ``recon.align`` config that ``RunSettings.niter`` sets.
 _ALIGN_ITERATIONS = {
     "sparse": ("niter_coarse", "niter_fine"),
     "dense": ("niter",),
     "mast3r-sfm": ("niter1", "niter2"),
     "dust3r": ("niter",),
+    "feedforward+sparse": ("niter_coarse", "niter_fine"),
 }
 
 
@@ -76,6 +77,7 @@ class RunSettings:
         use_exif: use EXIF focal lengths when present (as starting values, optimised like any focal).
         fix_focal: hold the EXIF focal lengths fixed instead (``--fix-focal``).
         seed: seed of the random choices.
+        feedforward_model: ``feedforward+sparse``: the ``feedforward_final.pth`` whose cameras start the alignment.
     """
 
     graph: str = GRAPHS[0]
@@ -89,6 +91,7 @@ class RunSettings:
     use_exif: bool = True
     fix_focal: bool = False
     seed: int = 0
+    feedforward_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -265,7 +268,7 @@ def plan_run(n_images: int, settings: RunSettings, costs: UnitCosts | None = Non
         iters = settings.niter * len(_ALIGN_ITERATIONS.get(settings.align, ("niter",)))
         seconds = {
             "inference": n_images * costs.encode + passes * costs.decode,
-            "matching": passes * costs.match if settings.align == "sparse" else 0.0,
+            "matching": passes * costs.match if settings.align in ("sparse", "feedforward+sparse") else 0.0,
             # mast3r-sfm matches all four maps of each pair itself, inside its alignment stage
             "alignment": iters * n_pairs * costs.align
             + (2 * passes * costs.match if settings.align == "mast3r-sfm" else 0.0),
@@ -339,6 +342,8 @@ def _check_settings(s: RunSettings, limits: AppLimits) -> None:
         raise RunError(f"alignment iterations must be between 1 and 5000, got {s.niter}")
     if s.focal is not None and not (math.isfinite(s.focal) and s.focal > 0):
         raise RunError(f"the known focal length must be a positive number of pixels, got {s.focal}")
+    if s.align == "feedforward+sparse" and not s.feedforward_model:
+        raise RunError("feedforward+sparse needs the feed-forward model file (a feedforward_final.pth)")
 
 
 def _align_config(settings: RunSettings):
@@ -351,6 +356,7 @@ def _align_config(settings: RunSettings):
 
     cls = {
         "sparse": align_config.SparseAlignConfig,
+        "feedforward+sparse": align_config.SparseAlignConfig,
         "dense": align_config.DenseAlignConfig,
         "mast3r-sfm": Mast3rSfmConfig,
         "dust3r": Dust3rConfig,
@@ -444,6 +450,7 @@ def run_reconstruction(
         seed=int(settings.seed),
         progress=False,
         align_config=_align_config(settings),
+        feedforward_model=settings.feedforward_model,
     )
     priors = UserPriors(
         focal=settings.focal,
@@ -506,7 +513,7 @@ def _check_outcome(scene, r, settings: RunSettings) -> None:
 
     In the order the stages run: no match at all (sparse), fewer than 2 views placed, then non-finite (NaN)
     confidences on the views that were placed."""
-    if settings.align == "sparse" and r.n_matches == 0:
+    if settings.align in ("sparse", "feedforward+sparse") and r.n_matches == 0:
         raise RunError(
             "no match was found between any pair (lower the minimum match confidence, or try dense alignment)",
             "matching",

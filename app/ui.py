@@ -234,6 +234,10 @@ def build_app(
                             "images, retrieval for many; or complete, logwin-K, oneref-I, retrieval-K",
                         )
                         align = gr.Radio(list(ALIGN_MODES), value=defaults.align, label="Alignment")
+                        ff_file = gr.Textbox(
+                            defaults.feedforward_model or "",
+                            label="Feed-forward model file (feedforward+sparse: its cameras start the alignment)",
+                        )
                         image_size = gr.Dropdown(sizes, value=size_value, label="Network image size (long side)")
                         niter = gr.Slider(
                             10, 1000, value=defaults.niter, step=10, label="Alignment iterations (per phase)"
@@ -305,9 +309,10 @@ def build_app(
             insp_click = gr.State(None)
 
         knobs = [model_dd, graph, align, image_size, niter, subsample, match_thr, shared, focal, exif, fix_focal]
+        knobs.append(ff_file)
 
         def settings_of(
-            graph_v, align_v, size_v, niter_v, sub_v, thr_v, shared_v, focal_v, exif_v, fix_v=False
+            graph_v, align_v, size_v, niter_v, sub_v, thr_v, shared_v, focal_v, exif_v, fix_v=False, ff_v=""
         ) -> RunSettings:
             return RunSettings(
                 graph=str(graph_v or GRAPHS[0]),
@@ -321,6 +326,7 @@ def build_app(
                 use_exif=bool(exif_v),
                 fix_focal=bool(fix_v),
                 seed=defaults.seed,
+                feedforward_model=str(ff_v or "").strip() or None,
             )
 
         def plan_text(ws, model_key, *knob_values) -> str:
@@ -417,6 +423,7 @@ def build_app(
             focal_v,
             exif_v,
             fix_v,
+            ff_v,
             conf_v,
             clean_v,
             mesh_v,
@@ -424,7 +431,7 @@ def build_app(
             tsdf_v,
             request: gr.Request,
         ):
-            knob_values = (graph_v, align_v, size_v, niter_v, sub_v, thr_v, shared_v, focal_v, exif_v, fix_v)
+            knob_values = (graph_v, align_v, size_v, niter_v, sub_v, thr_v, shared_v, focal_v, exif_v, fix_v, ff_v)
             ws = manager.ensure(ws, _session(request))
             try:
                 settings = settings_of(*knob_values)

@@ -124,3 +124,14 @@ class TestPipeline:
                 sorted(DEMO.glob("*.jpg"))[:3], "some-model", config=ReconstructConfig(align="feedforward+sparse")
             )
         assert calls == []  # refused before the pair model was loaded
+
+
+def test_app_offers_the_mode_and_asks_for_the_file():
+    from app.handlers import ALIGN_MODES, AppLimits, RunError, RunSettings, _align_config, _check_settings
+
+    assert "feedforward+sparse" in ALIGN_MODES
+    s = RunSettings(align="feedforward+sparse", niter=50)
+    assert _align_config(s) == SparseAlignConfig(niter_coarse=50, niter_fine=50)
+    with pytest.raises(RunError, match="feedforward\\+sparse needs the feed-forward model file"):
+        _check_settings(s, AppLimits())
+    _check_settings(RunSettings(align="feedforward+sparse", feedforward_model="ff.pth"), AppLimits())
