@@ -14,8 +14,11 @@ MuM, DINOv3 or CroCo v2 as the frozen encoder).
 4. The camera head reads the camera tokens and refines a 9-d pose encoding (``recon.feedforward.camera``)
    ``camera_iterations`` times: each pass adds an embedding of the (detached) previous estimate to the tokens,
    runs a small transformer over the sequence's camera tokens and adds the predicted update.
-5. Two dense heads (a per-patch MLP and pixel shuffle, MASt3R's "linear" head, on the concatenated outputs of
-   the last frame and global blocks) predict depth + confidence and world points + confidence.
+5. Two dense heads predict depth + confidence and world points + confidence. ``dense_head = "dpt"`` (VGGT): a
+   DPT (``recon.model.heads.dpt.DPT``, the DUSt3R / MASt3R module) on four intermediate aggregator outputs (frame
+   || global tokens after pairs ``dpt_hooks``), reassembled at strides 4 to 1/2 of the patch grid, fused
+   coarse to fine and upsampled to pixels. ``dense_head = "mlp"``: a per-patch MLP and pixel shuffle on the last
+   pair's tokens (MASt3R's "linear" head; cheaper, blockier).
 
 Activations (VGGT): depth ``exp``, points ``sign(x) (exp|x| - 1)``, confidences ``1 + exp``.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +35,7 @@ from torch import Tensor, nn
 
 from backbone.layers import AxialRoPE, Block
 from recon.feedforward.camera import POSE_DIM
+from recon.model.heads.dpt import DPT
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +61,14 @@ class FeedForwardConfig:
     """Transformer blocks of the camera head's trunk (VGGT: 4)."""
     camera_iterations: int = 4
     """Refinement passes of the camera head (VGGT: 4); the loss sees every pass."""
+    dense_head: Literal["dpt", "mlp"] = "dpt"
+    """Depth / point heads: a DPT on four intermediate outputs (VGGT) or a per-patch MLP on the last one."""
+    dpt_features: int = 256
+    """``dense_head = "dpt"``: fusion width of the DPT (VGGT: 256)."""
+    dpt_layer_dims: tuple[int, int, int, int] = (256, 512, 1024, 1024)
+    """``dense_head = "dpt"``: reassembly widths at strides 4, 8, 16, 32 of the patch grid (VGGT's)."""
     head_hidden: int = 256
-    """Hidden width of the dense heads' per-patch MLP."""
+    """``dense_head = "mlp"``: hidden width of the per-patch MLP."""
     rope_base: float = 100.0
     """Period base of the axial RoPE."""
     max_views: int = 1024
@@ -70,6 +81,18 @@ class FeedForwardConfig:
             raise ValueError(f"embed_dim {self.embed_dim} / num_heads {self.num_heads} must give a head dim % 4 == 0")
         if self.camera_iterations < 1 or self.camera_depth < 1:
             raise ValueError("camera_iterations and camera_depth must be >= 1")
+        if self.dense_head not in ("dpt", "mlp"):
+            raise ValueError(f"dense_head must be 'dpt' or 'mlp', got {self.dense_head!r}")
+        object.__setattr__(self, "dpt_layer_dims", tuple(int(d) for d in self.dpt_layer_dims))  # JSON gives lists
+        if len(self.dpt_layer_dims) != 4:
+            raise ValueError(f"dpt_layer_dims must hold 4 widths, got {self.dpt_layer_dims}")
+
+    @property
+    def dpt_hooks(self) -> list[int]:
+        """The four frame + global pairs (0-based) whose outputs feed the DPT, evenly spaced, the last one last
+        (VGGT's [4, 11, 17, 23] of 24 is [5, 11, 17, 23] here; 2 pairs: [0, 0, 1, 1])."""
+        n = self.depth // 2
+        return [max(0, round((k + 1) * n / 4) - 1) for k in range(4)]
 
 
 PRESETS = {
@@ -82,7 +105,8 @@ PRESETS = {
         layer_scale_init=None,
         camera_depth=1,
         camera_iterations=2,
-        head_hidden=64,
+        dpt_features=32,
+        dpt_layer_dims=(16, 32, 64, 64),
     ),
     # VGGT's aggregator and heads (1024-d, 24 + 24 blocks, 16 heads, 4 registers, 4-block camera trunk, 4 passes).
     "paper": FeedForwardConfig(),
@@ -113,8 +137,29 @@ def inverse_log(x: Tensor) -> Tensor:
     return torch.sign(x) * torch.expm1(x.abs())
 
 
+class FeedForwardDPT(nn.Module):
+    """DPT on the intermediate aggregator outputs: a list of ``[N, hw, C_in]`` -> ``[N, out, H, W]``."""
+
+    def __init__(self, dim_in: int, config: FeedForwardConfig, patch_size: int, out_channels: int) -> None:
+        super().__init__()
+        c = config
+        self.dpt = DPT(
+            [dim_in] * 4,
+            [0, 1, 2, 3],  # the caller passes the four hooked outputs in order
+            patch_size,
+            out_channels=out_channels,
+            feature_dim=c.dpt_features,
+            last_dim=max(1, c.dpt_features // 2),
+            layer_dims=c.dpt_layer_dims,
+        )
+
+    def forward(self, tokens: list[Tensor], grid: tuple[int, int]) -> Tensor:
+        p = self.dpt.patch_size
+        return self.dpt(tokens, (grid[0] * p, grid[1] * p))
+
+
 class DenseHead(nn.Module):
-    """Per-patch MLP + pixel shuffle: ``[N, hw, C_in]`` -> ``[N, out, H, W]``."""
+    """Per-patch MLP + pixel shuffle on the last of a list of ``[N, hw, C_in]`` -> ``[N, out, H, W]``."""
 
     def __init__(self, dim_in: int, hidden: int, patch_size: int, out_channels: int) -> None:
         super().__init__()
@@ -122,9 +167,9 @@ class DenseHead(nn.Module):
         self.norm = nn.LayerNorm(dim_in)
         self.mlp = nn.Sequential(nn.Linear(dim_in, hidden), nn.GELU(), nn.Linear(hidden, out_channels * patch_size**2))
 
-    def forward(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+    def forward(self, tokens: list[Tensor], grid: tuple[int, int]) -> Tensor:
         h, w = grid
-        x = self.mlp(self.norm(tokens))  # N hw out*p*p
+        x = self.mlp(self.norm(tokens[-1]))  # N hw out*p*p
         x = x.transpose(1, 2).reshape(x.shape[0], -1, h, w)  # N out*p*p h w
         return F.pixel_shuffle(x, self.patch_size)  # N out H W
 
@@ -190,8 +235,12 @@ class FeedForwardModel(nn.Module):
         self.frame_blocks = nn.ModuleList(block() for _ in range(c.depth // 2))
         self.global_blocks = nn.ModuleList(block() for _ in range(c.depth // 2))
         self.camera_head = CameraHead(2 * c.embed_dim, c)
-        self.depth_head = DenseHead(2 * c.embed_dim, c.head_hidden, self.patch_size, 2)
-        self.point_head = DenseHead(2 * c.embed_dim, c.head_hidden, self.patch_size, 4)
+        if c.dense_head == "dpt":
+            self.depth_head = FeedForwardDPT(2 * c.embed_dim, c, self.patch_size, 2)
+            self.point_head = FeedForwardDPT(2 * c.embed_dim, c, self.patch_size, 4)
+        else:
+            self.depth_head = DenseHead(2 * c.embed_dim, c.head_hidden, self.patch_size, 2)
+            self.point_head = DenseHead(2 * c.embed_dim, c.head_hidden, self.patch_size, 4)
 
     def train(self, mode: bool = True) -> FeedForwardModel:
         super().train(mode)
@@ -211,8 +260,14 @@ class FeedForwardModel(nn.Module):
         if H % p or W % p:
             raise ValueError(f"image size {H}x{W} is not a multiple of the encoder's patch size {p}")
 
-    def aggregate(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        """``images [B, V, 3, H, W]`` -> tokens ``[B, V, 1 + R + h*w, 2C]`` (last frame || last global output)."""
+    def head_pairs(self) -> list[int]:
+        """The frame + global pairs whose outputs the dense heads read, in order (the last one is the final)."""
+        c = self.config
+        return c.dpt_hooks if c.dense_head == "dpt" else [c.depth // 2 - 1]
+
+    def aggregate(self, images: Tensor) -> tuple[dict[int, Tensor], tuple[int, int]]:
+        """``images [B, V, 3, H, W]`` -> ``{pair: tokens [B, V, 1 + R + h*w, 2C]}`` (frame || global output of that
+        frame + global pair) for the pairs of ``head_pairs`` and the last pair, and the patch grid ``(h, w)``."""
         self._check_input(images)
         B, V, _, H, W = images.shape
         p, c = self.patch_size, self.config
@@ -233,12 +288,15 @@ class FeedForwardModel(nn.Module):
             heads = q.shape[1]
             return frame_rope(q.unflatten(2, (V, P)).flatten(1, 2)).unflatten(1, (heads, V)).flatten(2, 3)
 
+        keep = {*self.head_pairs(), len(self.frame_blocks) - 1}
         frame_out = global_out = x
-        for frame_blk, global_blk in zip(self.frame_blocks, self.global_blocks, strict=True):
+        outputs = {}
+        for k, (frame_blk, global_blk) in enumerate(zip(self.frame_blocks, self.global_blocks, strict=True)):
             frame_out = frame_blk(global_out, rope=frame_rope)  # BV P C
             global_out = global_blk(frame_out.reshape(B, V * P, C), rope=global_rope).reshape(B * V, P, C)
-        tokens = torch.cat((frame_out, global_out), dim=-1)  # BV P 2C
-        return tokens.reshape(B, V, P, 2 * C), (h, w)
+            if k in keep:
+                outputs[k] = torch.cat((frame_out, global_out), dim=-1).reshape(B, V, P, 2 * C)
+        return outputs, (h, w)
 
     def forward(self, images: Tensor) -> FeedForwardOutput:
         """Predict cameras, depth and points for ``images [B, V, 3, H, W]`` RGB in [0, 1].
@@ -247,10 +305,10 @@ class FeedForwardModel(nn.Module):
             ValueError: not a 5-d batch, too many views, or H / W not multiples of the patch size.
         """
         B, V, _, H, W = images.shape if images.ndim == 5 else (0, 0, 0, 0, 0)
-        tokens, grid = self.aggregate(images)
+        outputs, grid = self.aggregate(images)
         n_prefix = 1 + self.config.num_register_tokens
-        pose_enc = self.camera_head(tokens[:, :, 0])
-        patches = tokens[:, :, n_prefix:].flatten(0, 1)  # BV hw 2C
+        pose_enc = self.camera_head(outputs[len(self.frame_blocks) - 1][:, :, 0])
+        patches = [outputs[k][:, :, n_prefix:].flatten(0, 1) for k in self.head_pairs()]  # each BV hw 2C
         d = self.depth_head(patches, grid).float().unflatten(0, (B, V))  # B V 2 H W
         pt = self.point_head(patches, grid).float().unflatten(0, (B, V))  # B V 4 H W
         return FeedForwardOutput(

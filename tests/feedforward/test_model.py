@@ -40,6 +40,26 @@ class TestShapes:
         y[0, 2] = torch.rand(3, 28, 28)
         assert not torch.allclose(m(x).pose_enc[-1][0, 1], m(y).pose_enc[-1][0, 1])
 
+    def test_dpt_hooks(self):
+        from recon.feedforward import FeedForwardConfig
+
+        assert FeedForwardConfig().dpt_hooks == [5, 11, 17, 23]  # 24 pairs (VGGT reads 4, 11, 17, 23)
+        assert FeedForwardConfig(embed_dim=64, depth=4, num_heads=4).dpt_hooks == [0, 0, 1, 1]
+        assert FeedForwardConfig(embed_dim=64, depth=16, num_heads=4).dpt_hooks == [1, 3, 5, 7]
+
+    @pytest.mark.parametrize("head", ["dpt", "mlp"])
+    def test_heads_on_a_patch_16_encoder(self, head):
+        import dataclasses
+
+        from recon.feedforward import PRESETS
+
+        torch.manual_seed(0)
+        enc = backbone.create("mum_vitl16", depth=1, embed_dim=32, num_heads=2)
+        m = build_model(enc, dataclasses.replace(PRESETS["small"], dense_head=head))
+        assert (type(m.depth_head).__name__ == "FeedForwardDPT") == (head == "dpt")
+        out = m(torch.rand(1, 2, 3, 48, 32))
+        assert out.depth.shape == (1, 2, 48, 32) and out.pts3d.shape == (1, 2, 48, 32, 3)
+
 
 class TestInputChecks:
     def test_not_a_batch_of_sequences(self):
