@@ -105,3 +105,47 @@ def test_pipeline_needs_a_feedforward_model():
 
     with pytest.raises(ReconstructionError, match="needs --checkpoint FILE"):
         reconstruct(views(), None, config=ReconstructConfig(align="feedforward", device="cpu"))
+
+
+class TestPriors:
+    """``apply_priors``: known K / focal replace the prediction, known poses move it; the rest is reported."""
+
+    def prediction(self):
+        T = np.tile(np.eye(4), (3, 1, 1))
+        T[1, :3, 3], T[2, :3, 3] = [1, 0, 0], [2, 0, 0]
+        K = np.tile(np.array([[50.0, 0, 20.5], [0, 60.0, 13.5], [0, 0, 1]]), (3, 1, 1))
+        return FeedForwardPrediction(T, K, np.ones((3, 28, 42), np.float32), np.full((3, 28, 42), 2, np.float32))
+
+    def test_known_intrinsics_and_focal(self):
+        from recon.feedforward.priors import apply_priors
+        from recon.types import Priors
+
+        K0 = np.array([[70.0, 0, 21], [0, 70, 14], [0, 0, 1]])
+        out, notes = apply_priors(self.prediction(), Priors(K=[K0, None, None], focal=[None, 40.0, None]))
+        np.testing.assert_array_equal(out.K[0], K0)
+        assert out.K[1, 0, 0] == out.K[1, 1, 1] == 40.0 and out.K[1, 0, 2] == 20.5
+        assert out.K[2, 0, 0] == 50.0 and notes == []
+
+    def test_two_known_poses_set_frame_and_scale(self):
+        from recon.feedforward.priors import apply_priors
+        from recon.types import Priors
+
+        A, B = np.eye(4), np.eye(4)
+        A[:3, 3], B[:3, 3] = [5, 5, 5], [5, 5, 11]  # predicted 0 -> 1 is 1 along x; known: 6 along z
+        A[:3, :3] = B[:3, :3] = [[0, 0, -1], [0, 1, 0], [1, 0, 0]]  # a 90 degree turn about y: x -> z
+        out, notes = apply_priors(self.prediction(), Priors(T_world_cam={0: A}))
+        np.testing.assert_allclose(out.T_world_cam[0], A, atol=1e-12)
+        assert any("do not correct the other cameras" in n for n in notes)
+        out, _ = apply_priors(self.prediction(), Priors(T_world_cam={0: A, 2: B}))
+        # Scale: predicted centres 2 apart, known 6 apart -> x3; depth follows; camera 1 lands half-way.
+        np.testing.assert_allclose(out.depth, 3.0)
+        np.testing.assert_allclose(out.T_world_cam[1, :3, 3], [5, 5, 8], atol=1e-9)
+
+    def test_exif_start_focals_are_reported_ignored(self):
+        from recon.feedforward.priors import apply_priors
+        from recon.types import Priors
+
+        out, notes = apply_priors(self.prediction(), Priors(focal_init=[30.0, None, None]))
+        assert out.K[0, 0, 0] == 50.0 and notes == [
+            "feed-forward: start focals (EXIF) are ignored; the predicted focal is kept"
+        ]

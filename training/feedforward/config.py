@@ -98,6 +98,8 @@ class TrainConfig(RunConfig):
     """Weight of ``-log c`` in the aleatoric losses (DUSt3R: 0.2)."""
     camera_gamma: float = 0.6
     """Weight decay over the camera head's refinement passes (``gamma ** (n - 1 - i)``)."""
+    camera_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Weights of the camera loss's translation, quaternion and field-of-view numbers."""
     checkpoint_every: int = 5000
     """Save a checkpoint every this many iterations (and at the end)."""
 

@@ -1,8 +1,9 @@
 """Losses of the feed-forward recipe (MuM supplement, after VGGT): ``L = L_camera + L_depth + L_pmap``.
 
 - ``camera_loss``: Huber loss (delta 1) between predicted and ground-truth 9-d pose encodings of every frame
-  (``recon.feedforward.camera``), summed over the 9 numbers and averaged over frames, summed over the refinement
-  passes with weights ``gamma ** (n - 1 - i)`` (VGGT weighs later passes more; gamma = 0.6).
+  (``recon.feedforward.camera``), summed over the 9 numbers (weights per group: translation, quaternion, field of
+  view; 1 each in the paper recipe) and averaged over frames, summed over the refinement passes with weights
+  ``gamma ** (n - 1 - i)`` (VGGT weighs later passes more; gamma = 0.6).
 - ``conf_loss`` (DUSt3R's aleatoric loss): mean over valid pixels of ``c ||x - y|| - alpha log c``.
 - ``gradient_loss`` (VGGT's extra term): mean over horizontally / vertically adjacent valid pixel pairs of
   ``c |grad(x - y)|_1``, the finite differences of the error, weighted by the confidence of the first pixel.
@@ -39,10 +40,15 @@ class Targets:
     valid: Tensor
 
 
-def camera_loss(pose_enc: list[Tensor], target: Tensor, gamma: float = 0.6) -> Tensor:
-    """Huber loss of every pass ``[B, V, 9]`` against ``target [B, V, 9]`` (summed over the 9, mean over frames)."""
+def camera_loss(
+    pose_enc: list[Tensor], target: Tensor, gamma: float = 0.6, weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+) -> Tensor:
+    """Huber loss of every pass ``[B, V, 9]`` against ``target [B, V, 9]`` (weighted sum over the 9 numbers:
+    ``weights`` = (translation, quaternion, field of view), mean over frames)."""
     n = len(pose_enc)
-    per_frame = [F.huber_loss(p, target, delta=1.0, reduction="none").sum(-1).mean() for p in pose_enc]
+    wt, wq, wf = weights
+    w = target.new_tensor([wt] * 3 + [wq] * 4 + [wf] * 2)
+    per_frame = [(F.huber_loss(p, target, delta=1.0, reduction="none") * w).sum(-1).mean() for p in pose_enc]
     return sum(gamma ** (n - 1 - i) * loss for i, loss in enumerate(per_frame))
 
 
@@ -76,10 +82,14 @@ def gradient_loss(pred: Tensor, gt: Tensor, conf: Tensor, valid: Tensor) -> Tens
 
 
 def feedforward_loss(
-    out: FeedForwardOutput, gt: Targets, alpha: float = 0.2, gamma: float = 0.6
+    out: FeedForwardOutput,
+    gt: Targets,
+    alpha: float = 0.2,
+    gamma: float = 0.6,
+    camera_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
 ) -> tuple[Tensor, dict[str, float]]:
     """``L_camera + L_depth + L_pmap`` and its parts (floats, for logging)."""
-    cam = camera_loss(out.pose_enc, gt.pose_enc, gamma)
+    cam = camera_loss(out.pose_enc, gt.pose_enc, gamma, camera_weights)
     d_pred, d_gt = out.depth[..., None], gt.depth[..., None]
     depth = conf_loss(d_pred, d_gt, out.depth_conf, gt.valid, alpha) + gradient_loss(
         d_pred, d_gt, out.depth_conf, gt.valid

@@ -92,7 +92,7 @@ class FeedForwardTrainer:
         if t.loss == "distill":
             loss, parts = distillation_loss(out, target)
         else:
-            loss, parts = feedforward_loss(out, target, alpha=t.conf_alpha, gamma=t.camera_gamma)
+            loss, parts = feedforward_loss(out, target, t.conf_alpha, t.camera_gamma, t.camera_weights)
         check_finite(loss, it, parts, "a learning rate too high (or a bf16 overflow)", self.info)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
