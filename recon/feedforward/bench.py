@@ -28,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     overrides = {"depth": args.encoder_depth} if args.encoder_depth else {}
     model = build_model(backbone.create(args.encoder, **overrides), args.preset).eval()
-    print(f"preset {args.preset}, encoder {args.encoder} {overrides or '(full size)'}, {args.size} px, "
-          f"{args.threads} thread(s), load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    n_enc = sum(p.numel() for p in model.encoder.parameters())
+    n_heads = sum(p.numel() for p in model.parameters()) - n_enc
+    print(f"preset {args.preset} ({model.config.dense_head} heads), encoder {args.encoder} "
+          f"{overrides or '(full size)'}: {n_enc / 1e6:.1f} M frozen + {n_heads / 1e6:.2f} M trained parameters; "
+          f"{args.size} px, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     with torch.no_grad():
         model(torch.rand(1, 2, 3, args.size, args.size))
         for v in args.views:

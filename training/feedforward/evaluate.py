@@ -9,8 +9,10 @@ world, unit mean point distance). Errors over the non-reference frames (the refe
 - ``depth_rel``: mean ``|d_pred - d_gt| / d_gt`` over valid pixels (all frames; no scale alignment: the model
   predicts normalised depth).
 
-The constant-camera baseline predicts one pose encoding for every non-reference frame: the mean target of the
-training scenes' sequences drawn the same way (quaternion renormalised), the best constant under an L2 error.
+The constant-camera baselines predict one pose encoding for every non-reference frame: the identity camera, or
+the mean target of the training scenes' sequences drawn the same way (quaternion renormalised), the best constant
+under an L2 error. The constant-depth baseline predicts the median normalised depth of the training sequences'
+valid pixels everywhere.
 """
 
 from __future__ import annotations
@@ -87,3 +89,22 @@ def constant_camera_errors(constant: torch.Tensor, scenes: list[SceneFrames]) ->
         rot.append(r)
         trans.append(t)
     return float(np.mean(rot)), float(np.mean(trans))
+
+
+def median_depth(train_scenes: list[SceneFrames], views: int) -> float:
+    """The median normalised depth of valid pixels over training sequences of ``views`` frames."""
+    depths = []
+    for scene in train_scenes:
+        _, gt = normalised_targets(scene, sequence_order(scene, seed=1)[:views])
+        depths.append(gt.depth[gt.valid])
+    return float(torch.cat(depths).median())
+
+
+def constant_depth_rel(constant: float, scenes: list[SceneFrames]) -> float:
+    """Mean depth abs rel of predicting ``constant`` at every pixel (as ``evaluate``'s ``depth_rel``)."""
+    rel = []
+    for scene in scenes:
+        _, gt = normalised_targets(scene, sequence_order(scene))
+        d = gt.depth[gt.valid]
+        rel.append(((constant - d).abs() / d).mean().item())
+    return float(np.mean(rel))
