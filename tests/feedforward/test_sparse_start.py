@@ -22,8 +22,8 @@ DEMO = Path(__file__).resolve().parents[2] / "demo_data" / "orbit"
 
 @pytest.fixture(scope="module")
 def scene():
-    from recon.oracle import oracle_predictions
-    from recon.synth import render_scene
+    from tools.oracle import oracle_predictions
+    from tools.synth import render_scene
 
     gt = render_scene("orbit", n_views=6, size=(128, 96), seed=0)
     pairs = [(i, j) for i in range(6) for j in range(6) if i != j]
@@ -83,8 +83,8 @@ def test_start_checks(scene):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     import backbone
-    from recon.bench.pipeline import tiny_model
     from recon.feedforward import build_model, save_feedforward
+    from tools.bench.pipeline import tiny_model
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("models")
