@@ -10,7 +10,13 @@ from recon.feedforward import decode_pose, load_feedforward
 from training.common.config import ConfigError
 from training.feedforward.config import DatasetConfig, replace, resolve_config
 from training.feedforward.data import DataConfigError, SequenceSampler, load_scenes, normalised_targets
-from training.feedforward.evaluate import constant_camera_errors, evaluate, mean_pose
+from training.feedforward.evaluate import (
+    constant_camera_errors,
+    constant_depth_rel,
+    evaluate,
+    mean_pose,
+    median_depth,
+)
 from training.feedforward.train import FeedForwardTrainer, train
 
 TINY = DatasetConfig(scenes=2, views=4, size=(28, 28))
@@ -99,26 +105,30 @@ class TestTraining:
 
 @pytest.mark.slow
 def test_small_preset_learns(tmp_path):
-    """300 iterations of the ``small`` preset (about 25 s CPU) on 24 synthetic orbit scenes (90 degree arcs).
+    """200 iterations of the ``small`` preset (DPT heads) on 24 synthetic orbit scenes (8 views, 56 px, 90 degree
+    arcs), random frozen 1-block 64-d encoder. Held out: 6 other scenes, all 8 views in a random order.
 
-    Held out: 6 other scenes of 8 views each, in a random order. Measured (one thread): initial rot 70.1 deg /
-    trans 1.87 / depth rel 0.68; trained 35.9 deg / 0.29 / 0.23; constant cameras: mean pose 50.3 deg / 0.40,
-    identity 37.1 deg / 0.35. The thresholds leave margin around those figures; the trained model does NOT clearly
-    beat the identity camera in rotation (it ties), which is why that comparison is on translation only.
+    Baselines: the initial model; constant cameras (the mean training pose, and the identity); a constant depth (the
+    median training depth). Thresholds are ratios with margin around one measured run (see docs/feedforward.md).
+    Rotation is NOT learned beyond the identity camera at this budget (it only ties it, within 3 deg): that is
+    stated, not hidden; translation and depth beat every baseline.
     """
-    cfg = replace(resolve_config("small"), train={"output_dir": str(tmp_path), "log_every": 0})
+    cfg = replace(resolve_config("small"), train={"output_dir": str(tmp_path), "log_every": 0, "iterations": 200})
     held = load_scenes(dataclasses.replace(cfg.data.datasets[0], name="held", scenes=6, seed=1000), 14)
     train_scenes = load_scenes(cfg.data.datasets[0], 14)
     torch.manual_seed(cfg.train.seed)
     before = evaluate(FeedForwardTrainer(cfg).model, held)
     after = evaluate(load_feedforward(train(cfg).final), held)
     mean_rot, mean_trans = constant_camera_errors(mean_pose(train_scenes, 8), held)
-    identity = torch.tensor([0, 0, 0, 0, 0, 0, 1.0, 1, 1])
-    id_rot, id_trans = constant_camera_errors(identity, held)
-    assert after.rot_deg < 0.6 * before.rot_deg and after.trans < 0.5 * before.trans
-    assert after.depth_rel < 0.5 * before.depth_rel
-    assert after.rot_deg < 0.85 * mean_rot and after.trans < 0.85 * mean_trans
-    assert after.trans < 0.9 * id_trans and after.rot_deg < id_rot + 3.0
+    id_rot, id_trans = constant_camera_errors(torch.tensor([0, 0, 0, 0, 0, 0, 1.0, 1, 1]), held)
+    const_rel = constant_depth_rel(median_depth(train_scenes, 8), held)
+    figures = f"before {before}, after {after}, mean pose {mean_rot:.1f} / {mean_trans:.3f}, identity "
+    figures += f"{id_rot:.1f} / {id_trans:.3f}, constant depth {const_rel:.3f}"
+    print(figures)
+    assert after.rot_deg < 0.7 * before.rot_deg and after.trans < 0.3 * before.trans, figures
+    assert after.depth_rel < 0.6 * before.depth_rel and after.depth_rel < 0.7 * const_rel, figures
+    assert after.rot_deg < 0.85 * mean_rot and after.trans < 0.85 * mean_trans, figures
+    assert after.trans < 0.92 * id_trans and after.rot_deg < id_rot + 3.0, figures
 
 
 @pytest.mark.gpu
