@@ -96,34 +96,33 @@ class TestPipeline:
     """``reconstruct(config.align="feedforward+sparse")`` with random-weight models: plumbing, not accuracy."""
 
     def test_end_to_end_scene(self, models):
-        from recon.pipeline import ReconstructConfig, reconstruct
+        from recon.pipeline import ReconstructConfig, load_views, reconstruct
         from recon.scene import check_scene
 
         pair_model, ff = models
-        photos = sorted(DEMO.glob("*.jpg"))[:3]
         config = ReconstructConfig(align="feedforward+sparse", feedforward_model=ff, image_size=128, device="cpu",
                                    progress=False, align_config=FAST)  # fmt: skip
-        scene, report = reconstruct(photos, pair_model, config=config)
+        views = load_views(sorted(DEMO.glob("*.jpg"))[:3], pair_model, config)
+        scene, report = reconstruct(views, pair_model, config)
         check_scene(scene)
         assert len(scene) == 3 and scene.info["start"] == "feedforward"
         assert all(np.isfinite(d).all() for d in scene.depth if d is not None)
 
     def test_a_file_without_feedforward_heads_fails_first(self, models, tmp_path, monkeypatch):
         from recon.model.loading import save_model
-        from recon.pipeline import ReconstructConfig, ReconstructionError, reconstruct
+        from recon.pipeline import ReconstructConfig, ReconstructionError, load_views, reconstruct
 
         pair_model, _ = models
         not_ff = save_model(pair_model, tmp_path / "mast3r.pth")
+        views = load_views(sorted(DEMO.glob("*.jpg"))[:3], pair_model, ReconstructConfig(image_size=128))
         calls = []
-        monkeypatch.setattr("recon.load_model", lambda *a, **k: calls.append(a))
+        monkeypatch.setattr("recon.inference.encode_views", lambda *a, **k: calls.append(a))
         config = ReconstructConfig(align="feedforward+sparse", feedforward_model=not_ff, device="cpu")
         with pytest.raises(ReconstructionError, match="is not a feed-forward model file .* no feed-forward heads"):
-            reconstruct(sorted(DEMO.glob("*.jpg"))[:3], "some-model", config=config)
+            reconstruct(views, pair_model, config)
         with pytest.raises(ReconstructionError, match="needs --feedforward FILE"):
-            reconstruct(
-                sorted(DEMO.glob("*.jpg"))[:3], "some-model", config=ReconstructConfig(align="feedforward+sparse")
-            )
-        assert calls == []  # refused before the pair model was loaded
+            reconstruct(views, pair_model, ReconstructConfig(align="feedforward+sparse", device="cpu"))
+        assert calls == []  # refused before any encoder pass
 
 
 def test_app_offers_the_mode_and_asks_for_the_file():
