@@ -47,7 +47,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     """Build and serve the app until interrupted."""
     from app.config import AppConfig, AppLimits
-    from app.handlers import RunError
     from recon.errors import UserError
 
     try:
@@ -79,15 +78,10 @@ def run(args) -> int:
 
     from app.models import choose_startup_model
     from app.ui import build_app, launch_app
-    from backbone.checkpoint import CheckpointError
-    from backbone.hub import WeightsError
 
     choice = choose_startup_model(args.model, args.checkpoint)
     logger.info("model: %s", choice.reason)
-    try:
-        demo = build_app(choice.model, config=config, reason=choice.reason)
-    except (RunError, CheckpointError, WeightsError, FileNotFoundError) as err:
-        raise UserError(str(err)) from None
+    demo = build_app(choice.model, config=config, reason=choice.reason)  # a model that cannot load: a UserError
     previous = _stop_on_signals()
     try:
         launch_app(demo, host=args.host, port=args.port, share=args.share)

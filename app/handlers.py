@@ -20,6 +20,7 @@ import numpy as np
 
 from app.config import AppLimits
 from app.workspace import Workspace
+from recon.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ _ALIGN_ITERATIONS = {
 }
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     """A reconstruction that cannot be done as asked; the message tells the user what to change.
 
     Attributes:
@@ -243,12 +244,12 @@ def plan_run(n_images: int, settings: RunSettings, costs: UnitCosts | None = Non
     Raises:
         RunError: an unknown scene graph, or fewer than 2 images.
     """
-    from recon.pairs import choose_graph, make_pairs, parse_graph
+    from recon.pairs import check_graph, choose_graph, parse_graph, plan_pairs
 
     if n_images < 2:
         raise RunError(f"a reconstruction needs at least 2 images, got {n_images}")
     try:
-        spec = parse_graph(settings.graph)
+        spec = check_graph(settings.graph)
         graph, exact = spec.name, True
         if spec.kind == "auto":  # the pipeline encodes the images first, so auto may pick retrieval
             graph, _ = choose_graph(n_images, has_tokens=True)
@@ -259,8 +260,8 @@ def plan_run(n_images: int, settings: RunSettings, costs: UnitCosts | None = Non
             n_pairs = min(n_images * (n_images - 1) // 2, n_images * max(k - 1, 0) + na * (na - 1) // 2)
             exact = False
         else:
-            n_pairs = len(make_pairs(n_images, graph))
-    except ValueError as err:
+            n_pairs = plan_pairs(graph, n_images).n_pairs  # exact for every graph but retrieval
+    except UserError as err:
         raise RunError(f"cannot run with these settings: {err}") from None
     seconds = {}
     if costs is not None:
@@ -412,7 +413,6 @@ def run_reconstruction(
             met non-finite confidences is a failure, not a result.
         RunCancelled: ``cancel`` was set.
     """
-    from recon.align import AlignmentError
     from recon.images import ImageLoadError
     from recon.pipeline import (
         ReconstructConfig,
@@ -488,10 +488,8 @@ def run_reconstruction(
             scene, run_report = reconstruct(views, model, config, priors, progress=forward)
     except RunError:
         raise
-    except (ReconstructionError, AlignmentError) as err:
+    except UserError as err:  # the stage that refused the input goes with the message
         raise RunError(str(err), current["stage"]) from None
-    except ValueError as err:  # a scene graph the pairing step does not understand, and similar settings
-        raise RunError(f"cannot run with these settings: {err}", current["stage"]) from None
     run_report.skipped = [(Path(path).name, why) for path, why in run_report.skipped]
     _check_outcome(scene, run_report, settings)
     result = RunResult(scene=scene, report=run_report, random_weights=random_weights)

@@ -17,10 +17,16 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from recon.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 RANDOM_KEY = "random:micro"
 RANDOM_NOTE = "random weights: the geometry is meaningless; this checks the install"
+
+
+class ModelUnavailableError(UserError, LookupError):
+    """A model the page asked for is neither loaded nor cached on this server."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +170,7 @@ class ModelStore:
         """The model for ``key``, loaded on first use.
 
         Raises:
-            KeyError: ``key`` is neither loaded nor a present option.
+            ModelUnavailableError: ``key`` is neither loaded nor a present option.
             CheckpointError / WeightsError: the file cannot be loaded (message names why).
         """
         with self._lock:
@@ -174,7 +180,7 @@ class ModelStore:
                 from backbone import hub
 
                 if hub.cached_path(key) is None:
-                    raise KeyError(f"model {key!r} is not available on this server")
+                    raise ModelUnavailableError(f"model {key!r} is not available on this server")
             import recon
 
             logger.info("loading model %s on %s", key, self.device)

@@ -49,9 +49,10 @@ from app.handlers import (
 )
 from app.inspect import inspect_encoder
 from app.models import RANDOM_NOTE, ModelStore
-from app.uploads import UploadError, ingest, ingest_folder
+from app.uploads import ingest, ingest_folder
 from app.workspace import Workspace, WorkspaceManager
 from recon.align.confidence import DEFAULT_CONF_THR
+from recon.errors import UserError
 from recon.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -338,7 +339,7 @@ def build_app(
             try:
                 settings = settings_of(*knob_values)
                 return plan_run(n, settings, unit_costs(model_key, settings)).message()
-            except (RunError, ValueError, KeyError) as err:
+            except UserError as err:
                 return _error(str(err))
 
         def inputs_shown(ws: Workspace) -> list[str]:
@@ -348,7 +349,7 @@ def build_app(
             ws = manager.ensure(ws, _session(request))
             try:
                 rep = ingest(ws, paths or [], limits)
-            except UploadError as err:
+            except UserError as err:
                 return ws, _error(str(err)), [], None
             finally:
                 # Gradio's copies go once ingested (the workspace holds the only copy); only files its upload
@@ -392,7 +393,7 @@ def build_app(
                 ws = manager.ensure(ws, _session(request))
                 try:
                     rep = ingest_folder(ws, _folder, limits)
-                except UploadError as err:
+                except UserError as err:
                     return ws, _error(str(err)), [], None
                 shown = inputs_shown(ws)
                 return ws, f"Example **{_folder.name}**: " + rep.message(), shown, shown
@@ -436,10 +437,10 @@ def build_app(
             try:
                 settings = settings_of(*knob_values)
                 model = store.get(model_key)
-            except (ValueError, KeyError, RunError) as err:
+            except UserError as err:  # bad settings, an unavailable model, a file that cannot be loaded
                 yield ws, "", _error(str(err))
                 return
-            except Exception as err:  # a model file that cannot be loaded: say why, keep the trace in the log
+            except Exception as err:  # a bug while loading the model: a short note here, the trace in the log
                 logger.exception("loading model %s failed", model_key)
                 yield ws, "", _error(f"cannot load model {model_key}: {type(err).__name__}")
                 return
@@ -608,7 +609,7 @@ def build_app(
             try:
                 with inspect_lock:  # one inspection at a time: it runs outside the reconstruction queue's limits
                     shown = inspect_encoder(store.get(model_key), img1, img2 or None, click)
-            except (RunError, KeyError) as err:
+            except UserError as err:
                 return _error(str(err)), []
             return f"Query patch (row, col) = {shown.query}.", [(pic, caption) for pic, caption in shown.pictures]
 

@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from app.config import MB, AppLimits
 from app.workspace import Workspace
+from recon.errors import UserError
 from recon.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, natural_key
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _JUNK = re.compile(r"(^|/)(__MACOSX/|\.DS_Store$|Thumbs\.db$|desktop\.ini$|\._)")
 
 
-class UploadError(ValueError):
+class UploadError(UserError, ValueError):
     """An upload that cannot be used at all; the message is shown to the user as is."""
 
 

@@ -57,7 +57,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="exact",
         help="rotation error: exact (atan2 form) or pd (PyTorch3D's acos extrapolation: 0.41 deg for equal rotations)",
     )
-    p.add_argument("--shard", help="evaluate only shard I of N (I/N); under torchrun the rank decides")
+    p.add_argument(
+        "--shard", type=eval_protocols.shard, help="evaluate only shard I of N (I/N); under torchrun the rank decides"
+    )
     p.add_argument("--out", required=True, help="output folder (results.jsonl, summary.md/.csv, sampling.json)")
     p.add_argument(
         "--fail-fast",
@@ -94,7 +96,6 @@ def register(subparsers) -> None:
 
 
 def _build_predictor(args, dist):
-    from recon.errors import UserError
     from tools.eval.predictors import OraclePredictor
 
     if args.oracle:
@@ -106,54 +107,44 @@ def _build_predictor(args, dist):
         import torch
 
         device = f"cuda:{dist.local_rank}" if torch.cuda.is_available() else "cpu"
-    try:
-        return model_predictors.build(
-            args.checkpoint or args.model, mode=args.mode, backbone=args.backbone, image_size=args.image_size,
-            device=device, ransac_method=args.ransac_method, ransac_px=args.ransac_px,
-        )  # fmt: skip
-    except model_predictors.ModelUnavailableError as err:
-        raise UserError(str(err)) from None
+    return model_predictors.build(
+        args.checkpoint or args.model, mode=args.mode, backbone=args.backbone, image_size=args.image_size,
+        device=device, ransac_method=args.ransac_method, ransac_px=args.ransac_px,
+    )  # fmt: skip
 
 
 def _run(args) -> int:
-    from recon.datasets.data import DatasetError
     from recon.errors import UserError
     from tools.eval.benchmark import BenchmarkOptions, run_benchmark
     from tools.eval.distributed import init_from_env
-    from tools.eval.runner import RunMismatchError, format_markdown, parse_shard
+    from tools.eval.runner import format_markdown
 
     dist = init_from_env()
     try:
         if args.shard and dist.active:
             raise UserError("--shard and torchrun exclude each other: under torchrun each rank is one shard")
-        try:
-            shard = parse_shard(args.shard) if args.shard else (0, 1)
-        except ValueError as err:
-            raise UserError(str(err)) from None
-        try:
-            if args.dataset == "co3d":
-                from recon.datasets.co3d import Co3dReader
+        shard = args.shard or (0, 1)
+        if args.dataset == "co3d":
+            from recon.datasets.co3d import Co3dReader
 
-                reader = Co3dReader(args.root)
-            else:
-                from recon.datasets.re10k import Re10kReader
+            reader = Co3dReader(args.root)
+        else:
+            from recon.datasets.re10k import Re10kReader
 
-                reader = Re10kReader(args.root, args.split, args.split_file, args.min_frames)
-            predictor = _build_predictor(args, dist)
-            opts = BenchmarkOptions(
-                categories=getattr(args, "categories", None),
-                seed=args.seed,
-                recipe=args.recipe,
-                num_frames=args.num_frames,
-                sampling_path=args.sampling,
-                convention=args.convention,
-                rotation_numerics=args.rotation_numerics,
-                shard=shard,
-                fail_fast=args.fail_fast,
-            )
-            stats, summary = run_benchmark(reader, predictor, args.out, opts, dist)
-        except (DatasetError, RunMismatchError) as err:
-            raise UserError(str(err)) from None
+            reader = Re10kReader(args.root, args.split, args.split_file, args.min_frames)
+        predictor = _build_predictor(args, dist)
+        opts = BenchmarkOptions(
+            categories=getattr(args, "categories", None),
+            seed=args.seed,
+            recipe=args.recipe,
+            num_frames=args.num_frames,
+            sampling_path=args.sampling,
+            convention=args.convention,
+            rotation_numerics=args.rotation_numerics,
+            shard=shard,
+            fail_fast=args.fail_fast,
+        )
+        stats, summary = run_benchmark(reader, predictor, args.out, opts, dist)
         if summary is not None:
             print(format_markdown(summary), end="")
             print(
@@ -168,16 +159,11 @@ def _run(args) -> int:
 def _summarize(args) -> int:
     from pathlib import Path
 
-    from recon.datasets.data import DatasetError
-    from recon.errors import UserError
     from tools.eval.runner import format_markdown, summarize
     from tools.eval.sampling import Sampling
 
     out = Path(args.out)
     sampling_file = out / "sampling.json"
     expected = [s.key for s in Sampling.load(sampling_file).sequences] if sampling_file.is_file() else None
-    try:
-        print(format_markdown(summarize(out, expected)), end="")
-    except DatasetError as err:
-        raise UserError(str(err)) from None
+    print(format_markdown(summarize(out, expected)), end="")
     return 0

@@ -14,6 +14,17 @@ import argparse
 import sys
 
 
+def shard(text: str) -> tuple[int, int]:
+    """``--shard I/N`` as ``(i, n)`` with ``0 <= i < n`` (an argparse type: a bad value is a usage error)."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must look like I/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"{text}: need 0 <= I < N")
+    return i, n
+
+
 def add_model_args(p: argparse.ArgumentParser, encoder: bool = False) -> None:
     """``--model`` / ``--checkpoint`` (one required; ``--encoder`` too where a bare backbone is enough),
     ``--backbone``, ``--image-size``, ``--device``."""
@@ -47,7 +58,7 @@ def register(sub) -> None:
         help="median (default): per-image median ratio; translation: true / predicted baseline; none: metric",
     )
     p.add_argument("--max-samples", type=int, help="only the first N samples (a quick look)")
-    p.add_argument("--shard", help="evaluate only shard I of N (I/N)")
+    p.add_argument("--shard", type=shard, default=(0, 1), help="evaluate only shard I of N (I/N)")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing sample (default: record it)")
     p.add_argument("--out", required=True, help="output folder (one per model; sets go to subfolders)")
     p.set_defaults(func=_mvdepth)
@@ -59,8 +70,6 @@ def load_model_or_exit(args):
     import torch
 
     import recon
-    from backbone.checkpoint import CheckpointError
-    from backbone.hub import WeightsError
     from recon.errors import UserError
 
     device = args.device
@@ -74,7 +83,7 @@ def load_model_or_exit(args):
 
             return EncoderOnly(backbone.load(encoder, device=device).eval()), str(source)
         return recon.load_model(source, backbone=args.backbone, device=device).eval(), str(source)
-    except (CheckpointError, WeightsError, FileNotFoundError, ValueError, KeyError) as err:
+    except UserError as err:
         raise UserError(f"cannot load model {source!r}: {err}") from None
 
 
@@ -99,28 +108,19 @@ class EncoderOnly:
 def _mvdepth(args) -> int:
     import torch
 
-    from recon.datasets.data import DatasetError
     from recon.errors import UserError
     from tools.eval.mvdepth import MvdReader, format_mvdepth, run_mvdepth, summarize_mvdepth
-    from tools.eval.runner import RunMismatchError, parse_shard
 
     if args.max_samples is not None and args.max_samples < 1:
         raise UserError("--max-samples must be at least 1")
-    try:
-        shard = parse_shard(args.shard) if args.shard else (0, 1)
-        reader = MvdReader(args.root, args.dataset, args.samples)
-    except (ValueError, DatasetError) as err:
-        raise UserError(str(err)) from None
+    reader = MvdReader(args.root, args.dataset, args.samples)
     model, label = load_model_or_exit(args)
-    try:
-        with torch.inference_mode():
-            done, skipped = run_mvdepth(
-                model, reader, args.out, alignment=args.alignment, image_size=args.image_size, label=label,
-                shard=shard, max_samples=args.max_samples, fail_fast=args.fail_fast,
-            )  # fmt: skip
-        summary = summarize_mvdepth(args.out)
-    except (DatasetError, RunMismatchError) as err:
-        raise UserError(str(err)) from None
+    with torch.inference_mode():
+        done, skipped = run_mvdepth(
+            model, reader, args.out, alignment=args.alignment, image_size=args.image_size, label=label,
+            shard=args.shard, max_samples=args.max_samples, fail_fast=args.fail_fast,
+        )  # fmt: skip
+    summary = summarize_mvdepth(args.out)
     print(format_mvdepth(summary), end="")
     print(f"{done} samples evaluated, {skipped} already done; results in {args.out}", file=sys.stderr)
     return 0
@@ -166,7 +166,6 @@ def _match(args) -> int:
     from pathlib import Path
 
     from backbone.fileio import write_json_atomic, write_text_atomic
-    from recon.datasets.data import DatasetError
     from recon.errors import UserError
     from tools.eval import matchprobe as mp
 
@@ -179,45 +178,39 @@ def _match(args) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
     if min(args.lr) <= 0 or min(args.weight_decay) < 0:
         raise UserError("--lr must be positive and --weight-decay non-negative")
-    try:
-        reader = mp.MatchReader(args.root, args.dataset, args.pairs)
-        train_reader = mp.MatchReader(args.train_root, args.dataset) if args.train_root else None
-    except DatasetError as err:
-        raise UserError(str(err)) from None
+    reader = mp.MatchReader(args.root, args.dataset, args.pairs)
+    train_reader = mp.MatchReader(args.train_root, args.dataset) if args.train_root else None
     model, label = load_model_or_exit(args)
     size, patch = args.image_size or model.image_size, model.patch_size
     variants = {"ln": mp.backbone_features(model, True), "no-ln": mp.backbone_features(model, False)}
-    try:
-        if args.protocol == "cosine":
-            result = mp.run_cosine(reader, variants, size, patch, args.max_pairs)
-            best = result["variants"][result["best"]]
-            lines = [f"| {k} | {v:.2f} |" for k, v in best.items()]
-        else:
-            pairs = reader.pairs[: args.max_pairs] if args.max_pairs else reader.pairs
-            test = [mp.load_pair(reader, p, size, patch) for p in pairs]
-            if not all(p.has_depth for p in train_reader.pairs):
-                raise UserError("every training pair needs depth0 / depth1 (the probe learns from true matches)")
-            train = [mp.load_pair(train_reader, p, size, patch) for p in train_reader.pairs]
-            n_val = max(1, len(train) // 10)
-            result = {"variants": {}}
-            for name, fn in variants.items():
-                # the sweep picks by validation NLL (training pairs held out), never by the test pairs' AUC
-                runs = []
-                for lr in args.lr:
-                    for wd in args.weight_decay:
-                        cfg = mp.ProbeConfig(steps=args.steps, batch=args.batch, lr=lr, weight_decay=wd,
-                                             eval_every=args.eval_every)  # fmt: skip
-                        matcher, history = mp.train_linear_probe(fn, train[n_val:] or train, train[:n_val], cfg)
-                        runs.append((min(h["val_nll"] for h in history), lr, wd, matcher, history))
-                val, lr, wd, matcher, history = min(runs, key=lambda r: r[0])
-                errs = mp.probe_pose_errors(matcher, fn, test)
-                result["variants"][name] = {**mp.pose_auc(errs), "lr": lr, "weight_decay": wd, "val_nll": val,
-                                            "history": history}  # fmt: skip
-            result["best"] = max(result["variants"], key=lambda k: result["variants"][k]["AUC@10"])
-            best = {k: v for k, v in result["variants"][result["best"]].items() if k != "history"}
-            lines = [f"| {k} | {v:.2f} |" for k, v in best.items()]
-    except DatasetError as err:
-        raise UserError(str(err)) from None
+    if args.protocol == "cosine":
+        result = mp.run_cosine(reader, variants, size, patch, args.max_pairs)
+        best = result["variants"][result["best"]]
+        lines = [f"| {k} | {v:.2f} |" for k, v in best.items()]
+    else:
+        pairs = reader.pairs[: args.max_pairs] if args.max_pairs else reader.pairs
+        test = [mp.load_pair(reader, p, size, patch) for p in pairs]
+        if not all(p.has_depth for p in train_reader.pairs):
+            raise UserError("every training pair needs depth0 / depth1 (the probe learns from true matches)")
+        train = [mp.load_pair(train_reader, p, size, patch) for p in train_reader.pairs]
+        n_val = max(1, len(train) // 10)
+        result = {"variants": {}}
+        for name, fn in variants.items():
+            # the sweep picks by validation NLL (training pairs held out), never by the test pairs' AUC
+            runs = []
+            for lr in args.lr:
+                for wd in args.weight_decay:
+                    cfg = mp.ProbeConfig(steps=args.steps, batch=args.batch, lr=lr, weight_decay=wd,
+                                         eval_every=args.eval_every)  # fmt: skip
+                    matcher, history = mp.train_linear_probe(fn, train[n_val:] or train, train[:n_val], cfg)
+                    runs.append((min(h["val_nll"] for h in history), lr, wd, matcher, history))
+            val, lr, wd, matcher, history = min(runs, key=lambda r: r[0])
+            errs = mp.probe_pose_errors(matcher, fn, test)
+            result["variants"][name] = {**mp.pose_auc(errs), "lr": lr, "weight_decay": wd, "val_nll": val,
+                                        "history": history}  # fmt: skip
+        result["best"] = max(result["variants"], key=lambda k: result["variants"][k]["AUC@10"])
+        best = {k: v for k, v in result["variants"][result["best"]].items() if k != "history"}
+        lines = [f"| {k} | {v:.2f} |" for k, v in best.items()]
     result |= {"protocol": args.protocol, "dataset": args.dataset, "model": label}
     stem = Path(args.out) / f"match_{args.protocol}_{args.dataset}"
     write_json_atomic(stem.with_suffix(".json"), json.loads(json.dumps(result, default=float)))
@@ -232,17 +225,13 @@ def _match_pairs(args) -> int:
     from pathlib import Path
 
     from backbone.fileio import write_json_atomic
-    from recon.datasets.data import DatasetError
     from recon.errors import UserError
     from tools.eval import matchprobe as mp
 
     out = Path(args.out) if args.out else Path(args.root) / "pairs.json"
     if out.exists():
         raise UserError(f"{out} exists; remove it or name another --out")
-    try:
-        data = mp.scannet1500_pairs(args.root, args.npz, args.intrinsics)
-    except DatasetError as err:
-        raise UserError(str(err)) from None
+    data = mp.scannet1500_pairs(args.root, args.npz, args.intrinsics)
     write_json_atomic(out, data)
     with_depth = sum("depth0" in p for p in data["pairs"])
     print(f"{out}: {len(data['pairs'])} pairs ({with_depth} with depth)")

@@ -84,65 +84,70 @@ def handler(args) -> int:
         raise UserError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise UserError(f"--out {out} is not empty; pass --overwrite to write into it")
-    if args.views is not None and args.views < 1:
-        raise UserError(f"--views must be >= 1, got {args.views}")
+    for flag, value in (("--views", args.views), ("--objects", args.objects), ("--clips", args.clips),
+                        ("--sequences", args.sequences)):  # fmt: skip
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
+    if args.focal_range is not None and not 0 < args.focal_range[0] <= args.focal_range[1]:
+        raise UserError(
+            f"--focal-range LO HI must satisfy 0 < LO <= HI, got {args.focal_range[0]} {args.focal_range[1]}"
+        )
+    if not 1 <= args.quality <= 100:
+        raise UserError(f"--quality must be between 1 and 100, got {args.quality}")
     opts = _options(args)
     if args.layout == "orbit" and args.format == "re10k":
         logger.warning("RealEstate10K clips are walks through rooms; consider the room_walk layout")
     t0 = time.perf_counter()
-    try:
-        if args.format == "folder":
-            n = args.views or 10
-            from tools.synth import iter_render_scene, write_folder
+    if args.format == "folder":
+        n = args.views or 10
+        from tools.synth import iter_render_scene, write_folder
 
-            frames = iter_render_scene(args.layout, n, args.size, args.seed, **opts)
-            views = list(tqdm(frames, total=n, desc="render", unit="view"))
-            meta = {
-                "generator": "recon synth",
-                "layout": args.layout,
-                "views": n,
-                "size": list(args.size),
-                "seed": args.seed,
-                "options": opts,
-            }
-            path = write_folder(views, out, args.image_format or "jpg", args.quality, args.with_depth, meta)
-            print(f"wrote {n} views and {path} in {time.perf_counter() - t0:.1f}s")
-        elif args.format == "co3d":
-            from tools.synth import synth_co3d_sequences, write_co3d
+        frames = iter_render_scene(args.layout, n, args.size, args.seed, **opts)
+        views = list(tqdm(frames, total=n, desc="render", unit="view"))
+        meta = {
+            "generator": "recon synth",
+            "layout": args.layout,
+            "views": n,
+            "size": list(args.size),
+            "seed": args.seed,
+            "options": opts,
+        }
+        path = write_folder(views, out, args.image_format or "jpg", args.quality, args.with_depth, meta)
+        print(f"wrote {n} views and {path} in {time.perf_counter() - t0:.1f}s")
+    elif args.format == "co3d":
+        from tools.synth import synth_co3d_sequences, write_co3d
 
-            n = args.views or 50
-            if n < 50:
-                logger.warning("%d frames per sequence: the CO3D protocol drops sequences with fewer than 50", n)
-            cats = [c.strip() for c in args.categories.split(",") if c.strip()]
-            if not cats:
-                raise UserError("--categories is empty")
-            n_seq = args.sequences + (0 if args.no_decoys else 4)
-            per_cat = args.sequences * n + (0 if args.no_decoys else 2 * n + 49 + 10)
-            categories = {}
-            with tqdm(total=per_cat * len(cats), desc="render", unit="view") as bar:
-                for k, cat in enumerate(cats):
-                    categories[cat] = synth_co3d_sequences(
-                        args.sequences, n, args.size, args.seed * 100 + k, not args.no_decoys,
-                        layout=args.layout, progress=bar.update, **opts,
-                    )  # fmt: skip
-            with tqdm(total=per_cat * len(cats), desc="write", unit="view") as bar:
-                write_co3d(out, categories, args.intrinsics_format, quality=args.quality, progress=bar.update)
-            print(f"wrote {len(cats)} categories x {n_seq} sequences to {out} in {time.perf_counter() - t0:.1f}s")
-        else:
-            from tools.synth import iter_render_scene, write_re10k
+        n = args.views or 50
+        if n < 50:
+            logger.warning("%d frames per sequence: the CO3D protocol drops sequences with fewer than 50", n)
+        cats = [c.strip() for c in args.categories.split(",") if c.strip()]
+        if not cats:
+            raise UserError("--categories is empty")
+        n_seq = args.sequences + (0 if args.no_decoys else 4)
+        per_cat = args.sequences * n + (0 if args.no_decoys else 2 * n + 49 + 10)
+        categories = {}
+        with tqdm(total=per_cat * len(cats), desc="render", unit="view") as bar:
+            for k, cat in enumerate(cats):
+                categories[cat] = synth_co3d_sequences(
+                    args.sequences, n, args.size, args.seed * 100 + k, not args.no_decoys,
+                    layout=args.layout, progress=bar.update, **opts,
+                )  # fmt: skip
+        with tqdm(total=per_cat * len(cats), desc="write", unit="view") as bar:
+            write_co3d(out, categories, args.intrinsics_format, quality=args.quality, progress=bar.update)
+        print(f"wrote {len(cats)} categories x {n_seq} sequences to {out} in {time.perf_counter() - t0:.1f}s")
+    else:
+        from tools.synth import iter_render_scene, write_re10k
 
-            n = args.views or 30
-            clips = {}
-            with tqdm(total=n * args.clips, desc="render", unit="view") as bar:
-                for k in range(args.clips):
-                    clip_id = f"{(args.seed * 1_000_003 + k) & 0xFFFFFFFFFFFFFFFF:016x}"
-                    views = []
-                    for v in iter_render_scene(args.layout, n, args.size, args.seed * 1000 + k, **opts):
-                        views.append(v)
-                        bar.update()
-                    clips[clip_id] = views
-            write_re10k(out, clips, args.split, args.image_format or "png")
-            print(f"wrote {args.clips} clips of {n} frames to {out} in {time.perf_counter() - t0:.1f}s")
-    except (ValueError, TypeError) as err:
-        raise UserError(str(err)) from err
+        n = args.views or 30
+        clips = {}
+        with tqdm(total=n * args.clips, desc="render", unit="view") as bar:
+            for k in range(args.clips):
+                clip_id = f"{(args.seed * 1_000_003 + k) & 0xFFFFFFFFFFFFFFFF:016x}"
+                views = []
+                for v in iter_render_scene(args.layout, n, args.size, args.seed * 1000 + k, **opts):
+                    views.append(v)
+                    bar.update()
+                clips[clip_id] = views
+        write_re10k(out, clips, args.split, args.image_format or "png")
+        print(f"wrote {args.clips} clips of {n} frames to {out} in {time.perf_counter() - t0:.1f}s")
     return 0

@@ -56,19 +56,16 @@ def _run(args) -> int:
     from backbone.fileio import write_bytes_atomic
     from recon import viz
     from recon.errors import UserError
-    from recon.images import ImageLoadError, load_images
+    from recon.images import load_images
 
     model, _ = load_model_or_exit(args)
     if args.viz_command == "attention" and args.image2 and model.decoder is None:
         raise UserError("cross-attention needs a model with a decoder (--model / --checkpoint), not --encoder")
     p = model.patch_size
     files = [args.image] + ([args.image2] if args.image2 else [])
-    try:
-        views, skipped = load_images(
-            files, size=args.image_size or model.image_size, patch_size=p, square_ok=p != 16, skip_duplicates=False
-        )
-    except (ImageLoadError, FileNotFoundError) as err:
-        raise UserError(str(err)) from None
+    views, skipped = load_images(
+        files, size=args.image_size or model.image_size, patch_size=p, square_ok=p != 16, skip_duplicates=False
+    )
     if skipped or len(views) != len(files):
         raise UserError("cannot load " + "; ".join(f"{s[0]}: {s[1]}" for s in skipped))
     images = [v.image for v in views]
@@ -85,10 +82,7 @@ def _run(args) -> int:
                 raise UserError(f"--query must look like ROW,COL, got {args.query!r}") from None
         else:
             row, col = h // 2, w // 2
-        try:
-            pics = viz.attention_pictures(model, images[0], images[1] if args.image2 else None, (row, col), args.block)
-        except ValueError as err:
-            raise UserError(str(err)) from None
+        pics = viz.attention_pictures(model, images[0], images[1] if args.image2 else None, (row, col), args.block)
         out["query.png"], out["attention_self.png"] = pics.query, pics.self_attention
         if pics.cross_attention is not None:
             out["attention_cross.png"] = pics.cross_attention

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from recon.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
@@ -51,7 +53,7 @@ class ASMKParams:
     """Nearest centroids per feature when building the database."""
 
 
-class CodebookError(ValueError):
+class CodebookError(UserError, ValueError):
     """A codebook file that is not a plain ASMK codebook (or asks to run code)."""
 
 

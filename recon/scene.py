@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from backbone import fileio
+from recon.errors import UserError
 from recon.geometry import transform, unproject
 from recon.types import Scene
 
@@ -33,7 +34,7 @@ DEFAULT_CLEAN_TOL = 1e-3
 SCENE_FORMAT = "recon.scene/1"
 
 
-class SceneError(ValueError):
+class SceneError(UserError, ValueError):
     """A ``Scene`` whose fields are inconsistent (shapes, lengths, dtypes), or a scene file that is not ours."""
 
 

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recon.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
@@ -238,6 +240,10 @@ def feature_pictures(model, images: list[Tensor]) -> list[np.ndarray]:
     return out
 
 
+class QueryError(UserError, ValueError):
+    """A query patch or block outside the model's grid / depth; the message names the valid range."""
+
+
 @dataclass
 class AttentionPictures:
     """``query`` (view 1, query patch marked), ``self_attention`` (view 1 overlay), ``cross_attention`` (view 2
@@ -263,21 +269,21 @@ def attention_pictures(model, image1: Tensor, image2: Tensor | None, query: tupl
         ``AttentionPictures``.
 
     Raises:
-        ValueError: query outside the grid, block out of range, or ``image2`` with a model without a decoder.
+        QueryError: query outside the grid, block out of range, or ``image2`` with a model without a decoder.
     """
     p = int(model.patch_size)
     h, w = image1.shape[-2] // p, image1.shape[-1] // p
     row, col = query
     if not (0 <= row < h and 0 <= col < w):
-        raise ValueError(f"query {row},{col} is outside view 1's {h}x{w} patch grid")
+        raise QueryError(f"query {row},{col} is outside view 1's {h}x{w} patch grid")
     limits = {"encoder": len(model.backbone.blocks)}
     if image2 is not None:
         if getattr(model, "decoder", None) is None:
-            raise ValueError("cross-attention needs a model with a decoder")
+            raise QueryError("cross-attention needs a model with a decoder")
         limits["decoder"] = len(model.decoder.dec_blocks)
     for what, n in limits.items():
         if not -n <= block < n:
-            raise ValueError(f"block {block} is outside the {what}'s {n} blocks")
+            raise QueryError(f"block {block} is outside the {what}'s {n} blocks")
     device = next(model.backbone.parameters()).device
     prefix = int(model.backbone.num_prefix_tokens)
     weights = encoder_attention(model.backbone, image1[None].to(device), block)[0]

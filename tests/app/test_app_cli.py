@@ -47,7 +47,7 @@ def test_importing_app_does_not_import_gradio():
 
 class TestModels:
     def test_checkpoint_loads_once_and_absent_weights_have_hints(self, checkpoint, tmp_path, monkeypatch):
-        from app.models import ModelStore
+        from app.models import ModelStore, ModelUnavailableError
 
         monkeypatch.setenv("RECON_HOME", str(tmp_path / "empty-cache"))
         store = ModelStore(checkpoint, device="cpu")
@@ -59,7 +59,7 @@ class TestModels:
         absent = [o for o in options[1:] if not o.present]
         assert absent and len(absent) == len(options) - 1
         assert all("recon weights download" in o.hint for o in absent)
-        with pytest.raises(KeyError, match="not available"):
+        with pytest.raises(ModelUnavailableError, match="not available"):
             store.get(absent[0].key)
 
     def test_no_model_at_all(self, tmp_path, monkeypatch):

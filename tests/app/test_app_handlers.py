@@ -177,7 +177,7 @@ class TestErrors:
             (RunSettings(image_size=10), "between 64 and 1024"),
             (RunSettings(subsample=0), ">= 1"),
             (RunSettings(focal=-3.0), "positive number of pixels"),
-            (RunSettings(graph="zigzag-3", image_size=160), "cannot run with these settings"),
+            (RunSettings(graph="zigzag-3", image_size=160), "unknown scene graph .zigzag-3.; valid: complete"),
         ],
     )
     def test_bad_settings(self, manager, model, demo_images, settings, message):

@@ -39,17 +39,6 @@ class RunMismatchError(UserError, ValueError):
     """The output folder holds results of a different run."""
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse ``"i/n"`` (0 <= i < n)."""
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
-    if not 0 <= i < n:
-        raise ValueError(f"--shard {text}: need 0 <= I < N")
-    return i, n
-
-
 def shard_items(items: Sequence, shard: tuple[int, int]) -> list:
     """Round-robin shard ``i`` of ``n``: items ``i, i+n, i+2n, ...`` (balances categories across shards)."""
     i, n = shard

@@ -1,7 +1,7 @@
 """The command line every training recipe shares: ``python -m training.<recipe>`` and ``recon train <recipe>``.
 
-A recipe declares itself as a ``Recipe`` (names, texts, presets, where its config class, resolver, train function
-and user-error classes live, how to word the final summary) and exposes the bound methods as its module's
+A recipe declares itself as a ``Recipe`` (names, texts, presets, where its config class, resolver and train function
+live, how to word the final summary) and exposes the bound methods as its module's
 ``add_arguments`` / ``resolve`` / ``run`` / ``register`` / ``main``::
 
     RECIPE = Recipe(name="distill", ...)
@@ -11,9 +11,10 @@ and user-error classes live, how to word the final summary) and exposes the boun
 
 Options: ``--config FILE.json`` (merged over ``--preset``), ``--set a.b=value`` (repeatable), ``--output-dir``
 (shortcut for ``--set train.output_dir=DIR``), ``--print-config``, ``--list-fields``. A bad config, a bad override
-or a data error is a user error: ``error: <message>`` on stderr and exit code 2, no traceback.
+or a data error is a ``recon.errors.UserError`` (``ConfigError``, ``DataConfigError``, ``CheckpointError``,
+``TrainingDiverged``, ...): ``error: <message>`` on stderr and exit code 2, no traceback.
 
-A recipe's code (config class, resolver, train function, user errors) imports torch, so the recipe hands it over
+A recipe's code (config class, resolver, train function) imports torch, so the recipe hands it over
 through ``code()``, a function that imports it when the recipe runs: ``register`` (what ``recon train`` calls to
 build its parser) then imports no torch.
 """
@@ -32,20 +33,6 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def _user_error(message: str) -> Exception:
-    """The exception that makes the CLI print ``error: <message>`` and exit with 2."""
-    from recon.errors import UserError
-
-    return UserError(message)
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """What ``main`` reports as a user error: ``recon.errors.UserError`` (config and data errors derive from it)."""
-    from recon.errors import UserError
-
-    return (UserError,)
-
-
 @dataclass(frozen=True)
 class RecipeCode:
     """What a recipe runs; its modules import torch, so ``Recipe.code`` builds this only when the recipe runs."""
@@ -55,9 +42,7 @@ class RecipeCode:
     resolve_config: Callable[[str, Any], Any]
     """``resolve_config(preset, data) -> config`` (preset + JSON data, validated)."""
     train: Callable[[Any], Any]
-    """``train(cfg) -> result``."""
-    user_errors: tuple[type[BaseException], ...]
-    """The exceptions of ``train`` that are the user's to fix (bad data paths, ...)."""
+    """``train(cfg) -> result``; what the user can fix raises a ``recon.errors.UserError``."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +102,12 @@ class Recipe:
                 raise ConfigError(f"config file not found: {args.config}") from None
             except json.JSONDecodeError as err:
                 raise ConfigError(f"{args.config}: invalid JSON at line {err.lineno}: {err.msg}") from None
-        cfg = self.code().resolve_config(args.preset, data)
+        try:
+            cfg = self.code().resolve_config(args.preset, data)
+        except ConfigError:
+            raise
+        except ValueError as err:  # a config class's own check (``__post_init__``)
+            raise ConfigError(str(err)) from None
         overrides = list(args.overrides) + ([f"train.output_dir={args.output_dir}"] if args.output_dir else [])
         return apply_overrides(cfg, overrides) if overrides else cfg
 
@@ -127,29 +117,23 @@ class Recipe:
         Raises:
             UserError: (``recon.errors``) a config or data error, worded for the user.
         """
-        from training.common.config import ConfigError, describe, to_dict
+        from training.common.config import describe, to_dict
 
         if args.list_fields:
             for name, default, doc in describe(self.code().config_class):
                 print(f"{name} = {default}\n    {doc}")
             return 0
-        try:
-            cfg = self.resolve(args)
-        except (ConfigError, ValueError) as err:
-            raise _user_error(str(err)) from None
+        cfg = self.resolve(args)
         if args.print_config:
             print(json.dumps(to_dict(cfg), indent=2))
             return 0
         from training.common import distributed
         from training.common.logging import setup_logging
 
-        code = self.code()
         setup_logging(int(os.environ.get("RANK", "0")))
         try:
-            result = code.train(cfg)
+            result = self.code().train(cfg)
             rank = distributed.get_rank()  # before cleanup: without a process group every process is rank 0
-        except code.user_errors as err:
-            raise _user_error(str(err)) from None
         finally:
             distributed.cleanup()
         if rank == 0:
@@ -167,8 +151,10 @@ class Recipe:
         parser = argparse.ArgumentParser(prog=self.prog, description=self.description)
         self.add_arguments(parser)
         args = parser.parse_args(argv)
+        from recon.errors import UserError  # imports torch (through backbone): only once the recipe runs
+
         try:
             return self.run(args)
-        except _user_error_types() as err:
+        except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

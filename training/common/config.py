@@ -44,6 +44,11 @@ class ConfigError(UserError, ValueError):
     """A configuration file or override does not match the config classes; the message names the field."""
 
 
+class DataConfigError(UserError, ValueError):
+    """A dataset that cannot be used as configured (missing or malformed folder, empty split, unknown name, bad
+    resolution); the message names the dataset, the path and what would be valid. Every recipe raises this one."""
+
+
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 

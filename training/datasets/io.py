@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from training.common.config import DataConfigError
 
-class LayoutError(ValueError):
+
+class LayoutError(DataConfigError):
     """A dataset root does not hold the expected layout; the one-line message names the layout and the missing path."""
 
 

@@ -23,6 +23,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from training.common.config import DataConfigError
+
 logger = logging.getLogger(__name__)
 
 AUG_KEYS = ("aug_crop", "aug_monocular", "n_corres", "nneg", "transform")
@@ -31,7 +33,7 @@ IGNORED_KEYS = ("resolution", "seed", "cosxl_augmentations", "mask_sky", "pairs_
 POSITIONAL = {"Habitat": ("size",), "Habitat512": ("size",), "Synthetic": ("scenes",)}
 
 
-class MixtureError(ValueError):
+class MixtureError(DataConfigError):
     """A mixture expression is malformed or names an unknown dataset / argument; the message says where."""
 
 

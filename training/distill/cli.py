@@ -27,14 +27,12 @@ def summary(result) -> str:
 
 
 def code() -> RecipeCode:
-    """The recipe's config, resolver, train function and user errors; imported here, when the recipe runs,
+    """The recipe's config, resolver and train function; imported here, when the recipe runs,
     because they import torch (``recon --help`` must not)."""
-    from training.common.run import TrainingDiverged
     from training.distill.config import DistillConfig, resolve_config
-    from training.distill.datasets import DataConfigError
     from training.distill.train import train
 
-    return RecipeCode(DistillConfig, resolve_config, train, (DataConfigError, TrainingDiverged))
+    return RecipeCode(DistillConfig, resolve_config, train)
 
 
 RECIPE = Recipe(

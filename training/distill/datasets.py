@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
-from recon.errors import UserError
+from training.common.config import DataConfigError
 from training.common.data import RobustImageDataset, list_image_folder, read_file_list, split_item
 from training.datasets.images import bedlam_loader
 from training.distill.augment import DuneTrainTransform
@@ -74,10 +74,6 @@ PAPER_DATASETS: dict[str, PaperDataset] = {
     "cuffs": PaperDataset("multihmr", 54_944),
     "ubody": PaperDataset("multihmr", 54_234),
 }
-
-
-class DataConfigError(UserError, ValueError):
-    """A dataset name, root or domain is missing or wrong; the message says which and how to fix it."""
 
 
 def load_roots(data_cfg) -> dict[str, dict]:

@@ -24,14 +24,12 @@ def summary(result) -> str:
 
 
 def code() -> RecipeCode:
-    """The recipe's config, resolver, train function and user errors; imported here, when the recipe runs,
+    """The recipe's config, resolver and train function; imported here, when the recipe runs,
     because they import torch (``recon --help`` must not)."""
-    from backbone.checkpoint import CheckpointError
     from training.feedforward.config import FeedForwardTrainConfig, resolve_config
-    from training.feedforward.data import DataConfigError
     from training.feedforward.train import train
 
-    return RecipeCode(FeedForwardTrainConfig, resolve_config, train, (DataConfigError, CheckpointError))
+    return RecipeCode(FeedForwardTrainConfig, resolve_config, train)
 
 
 RECIPE = Recipe(

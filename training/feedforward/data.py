@@ -27,14 +27,11 @@ import torch
 
 from recon.feedforward.camera import encode_pose
 from recon.geometry import invert, transform, unproject
+from training.common.config import DataConfigError
 from training.feedforward.config import DataConfig, DatasetConfig
 from training.feedforward.losses import Targets
 
 logger = logging.getLogger(__name__)
-
-
-class DataConfigError(ValueError):
-    """A dataset that cannot be used as configured (missing folder, no depth, mixed image sizes)."""
 
 
 @dataclass

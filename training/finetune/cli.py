@@ -31,23 +31,12 @@ def summary(result) -> str:
 
 
 def code() -> RecipeCode:
-    """The recipe's config, resolver, train function and user errors; imported here, when the recipe runs,
+    """The recipe's config, resolver and train function; imported here, when the recipe runs,
     because they import torch (``recon --help`` must not)."""
-    from backbone.checkpoint import CheckpointError
-    from training.common.run import TrainingDiverged
-    from training.datasets.io import LayoutError
-    from training.datasets.mixture import MixtureError
     from training.finetune.config import FinetuneConfig, resolve_config
-    from training.finetune.datasets import DataConfigError
-    from training.finetune.export import ExportError
     from training.finetune.train import train
 
-    return RecipeCode(
-        FinetuneConfig,
-        resolve_config,
-        train,
-        (DataConfigError, LayoutError, MixtureError, ExportError, TrainingDiverged, CheckpointError),
-    )
+    return RecipeCode(FinetuneConfig, resolve_config, train)
 
 
 RECIPE = Recipe(

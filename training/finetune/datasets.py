@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from recon.errors import UserError
+from training.common.config import DataConfigError
 from training.common.data import InfiniteDistributedSampler, sample_seed
 from training.finetune.geometry import (
     Frame,
@@ -54,10 +54,6 @@ RESOLUTIONS: dict[str, tuple[tuple[int, int], ...]] = {
     "dune448": ((518, 518), (518, 392), (518, 336), (518, 294), (518, 252), (518, 168)),
     "mast3r512": ((512, 384), (512, 336), (512, 288), (512, 256), (512, 160)),
 }
-
-
-class DataConfigError(UserError, ValueError):
-    """A dataset source cannot be built (missing folder, empty split, bad resolution); the message says which."""
 
 
 def check_resolutions(resolutions: Sequence[Sequence[int]], patch_size: int) -> tuple[tuple[int, int], ...]:

@@ -28,14 +28,12 @@ def summary(result) -> str:
 
 
 def code() -> RecipeCode:
-    """The recipe's config, resolver, train function and user errors; imported here, when the recipe runs,
+    """The recipe's config, resolver and train function; imported here, when the recipe runs,
     because they import torch (``recon --help`` must not)."""
-    from training.common.run import TrainingDiverged
     from training.mum.config import MuMConfig, resolve_config
-    from training.mum.sequences import DataConfigError
     from training.mum.train import train
 
-    return RecipeCode(MuMConfig, resolve_config, train, (DataConfigError, TrainingDiverged))
+    return RecipeCode(MuMConfig, resolve_config, train)
 
 
 RECIPE = Recipe(

@@ -40,10 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
+from training.common.config import DataConfigError
+
 logger = logging.getLogger(__name__)
 
 
-class ReconstructionError(ValueError):
+class ColmapModelError(DataConfigError):
     """A COLMAP model folder is missing or malformed; the message names the file."""
 
 
@@ -70,14 +72,14 @@ def read_colmap_images(model_dir: str | os.PathLike) -> list[ColmapImage]:
     """Images of a COLMAP model folder (``images.bin`` preferred, else ``images.txt``), in file order.
 
     Raises:
-        ReconstructionError: neither file exists, or the file is truncated / malformed.
+        ColmapModelError: neither file exists, or the file is truncated / malformed.
     """
     model_dir = Path(model_dir)
     if (model_dir / "images.bin").is_file():
         return _read_images_bin(model_dir / "images.bin")
     if (model_dir / "images.txt").is_file():
         return _read_images_txt(model_dir / "images.txt")
-    raise ReconstructionError(f"{model_dir}: no images.bin or images.txt (a COLMAP sparse model folder)")
+    raise ColmapModelError(f"{model_dir}: no images.bin or images.txt (a COLMAP sparse model folder)")
 
 
 def _read_images_txt(path: Path) -> list[ColmapImage]:
@@ -89,7 +91,7 @@ def _read_images_txt(path: Path) -> list[ColmapImage]:
             ids = np.asarray(points.split()[2::3], dtype=np.int64)
             out.append(ColmapImage(" ".join(f[9:]), _qvec_to_matrix(f[1:5]), np.unique(ids[ids >= 0])))
     except (ValueError, IndexError) as err:
-        raise ReconstructionError(f"{path}: malformed images.txt ({err})") from None
+        raise ColmapModelError(f"{path}: malformed images.txt ({err})") from None
     return out
 
 
@@ -113,7 +115,7 @@ def _read_images_bin(path: Path) -> list[ColmapImage]:
             ids = rec["id"].astype(np.int64)
             out.append(ColmapImage(name, _qvec_to_matrix([qw, qx, qy, qz]), np.unique(ids[ids >= 0])))
     except (struct.error, ValueError) as err:
-        raise ReconstructionError(f"{path}: truncated or malformed images.bin ({err})") from None
+        raise ColmapModelError(f"{path}: truncated or malformed images.bin ({err})") from None
     return out
 
 
@@ -202,7 +204,7 @@ def megadepth_sequences(root: Path, *, length: int, num_sequences: int, seed: in
     ``<scene>/images/<name>`` (registered images missing from ``<scene>/images`` are left out)."""
     scenes = sorted(p for p in root.iterdir() if (p / "sparse-txt").is_dir() or (p / "sparse").is_dir())
     if not scenes:
-        raise ReconstructionError(f"{root}: no <scene>/sparse-txt folder (the Undistorted_SfM layout of MegaDepth)")
+        raise ColmapModelError(f"{root}: no <scene>/sparse-txt folder (the Undistorted_SfM layout of MegaDepth)")
     out = []
     for k, scene in enumerate(scenes):
         model = scene / "sparse-txt" if (scene / "sparse-txt").is_dir() else scene / "sparse"
@@ -219,7 +221,7 @@ def megascenes_sequences(root: Path, *, min_length: int) -> list[list[str]]:
     """Every ``reconstruct/<a>/<b>/colmap/<r>`` model of a MegaScenes root -> image paths ``images/<a>/<b>/<name>``."""
     models = sorted(p.parent for p in root.glob("reconstruct/*/*/colmap/*/images.bin"))
     if not models:
-        raise ReconstructionError(f"{root}: no reconstruct/<a>/<b>/colmap/<r>/images.bin (the MegaScenes layout)")
+        raise ColmapModelError(f"{root}: no reconstruct/<a>/<b>/colmap/<r>/images.bin (the MegaScenes layout)")
     out = []
     for model in models:
         a, b = model.parts[-4], model.parts[-3]
@@ -245,7 +247,7 @@ def main(argv=None) -> None:
             seqs = megadepth_sequences(root, length=args.length, num_sequences=args.per_scene, seed=args.seed)
         else:
             seqs = megascenes_sequences(root, min_length=args.min_length)
-    except ReconstructionError as err:
+    except ColmapModelError as err:
         raise SystemExit(f"error: {err}") from None
     print(f"{len(seqs)} sequences -> {write_sequences(args.out, seqs)}")
 

@@ -25,15 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.errors import UserError
+from training.common.config import DataConfigError
 from training.common.data import IMAGE_EXTENSIONS, list_image_folder, load_rgb
 from training.mum.config import DatasetConfig
 
 logger = logging.getLogger(__name__)
-
-
-class DataConfigError(UserError, ValueError):
-    """A dataset is missing, empty or malformed; the message names the dataset and the path."""
 
 
 def natural_key(name: str) -> list:

@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 
 from training.mum.config import DatasetConfig
 from training.mum.overlaps import (
-    ReconstructionError,
+    ColmapModelError,
     iou_sequences,
     main,
     overlap_matrix,
@@ -67,10 +67,10 @@ def test_read_and_overlap(tmp_path, writer):
 
 
 def test_reader_errors(tmp_path):
-    with pytest.raises(ReconstructionError, match="no images.bin or images.txt"):
+    with pytest.raises(ColmapModelError, match="no images.bin or images.txt"):
         read_colmap_images(tmp_path)
     (tmp_path / "images.bin").write_bytes(struct.pack("<Q", 3) + b"\x00" * 10)
-    with pytest.raises(ReconstructionError, match="truncated"):
+    with pytest.raises(ColmapModelError, match="truncated"):
         read_colmap_images(tmp_path)
 
 
