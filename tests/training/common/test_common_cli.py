@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from recon.errors import UserError
 from training.common.cli import Recipe
 
 RECIPES = ("distill", "finetune", "mum")
@@ -28,7 +29,6 @@ def test_declaration_matches_the_recipe(name):
     assert inspect.signature(code.resolve_config).parameters["preset"].default == recipe.default_preset
     assert all(type(cfg) is code.config_class for cfg in config.PRESETS.values())
     assert callable(code.train)
-    assert all(issubclass(error, Exception) for error in code.user_errors)
     assert cli.main == recipe.main and cli.register == recipe.register and cli.run == recipe.run
 
 
@@ -47,7 +47,7 @@ def test_registration_imports_no_torch():
 
 
 # ------------------------------------------------------------------------------------- run / main on a fake train
-class FakeDataError(Exception):
+class FakeDataError(UserError):
     pass
 
 
@@ -65,7 +65,7 @@ FAKE = dataclasses.replace(
     MUM.RECIPE,
     name="fake",
     prog="python -m fake",
-    code=lambda: dataclasses.replace(MUM.code(), train=fake_train, user_errors=(FakeDataError,)),
+    code=lambda: dataclasses.replace(MUM.code(), train=fake_train),
     summary=lambda result: f"{result.iterations} iterations into {result.output_dir}",
 )
 
