@@ -7,7 +7,28 @@ import logging
 import signal
 from pathlib import Path
 
+from app.config import AppConfig
+from recon.config import Flag, add_flags, from_flags
+
 logger = logging.getLogger(__name__)
+
+# The fields of ``AppConfig`` offered as flags (types, defaults and help come from the fields).
+SERVER_FLAGS = (
+    Flag("device", help="auto | cpu | cuda | cuda:K"),
+    Flag("concurrency_limit", "--concurrency"),
+    Flag("max_queue"),
+    Flag("session_ttl_s", "--session-ttl", help="seconds without activity before a session is deleted"),
+)
+LIMIT_FLAGS = (
+    Flag("limits.max_images"),
+    Flag("limits.max_file_mb"),
+    Flag("limits.max_upload_mb"),
+    Flag("limits.max_zip_uncompressed_mb", "--max-zip-mb"),
+    Flag("limits.max_video_mb"),
+    Flag("limits.video_fps"),
+    Flag("limits.max_pending_upload_mb", "--max-pending-mb"),
+)
+EXAMPLES_FLAG = Flag("examples_dir", "--examples", help="folder of example scenes (default: the repo's demo_data)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,31 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860, help="port to listen on")
     p.add_argument("--share", action="store_true", help="also serve through a temporary public Gradio link")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
-    p.add_argument("--concurrency", type=int, default=1, help="reconstructions running at once (others queue)")
-    p.add_argument("--max-queue", type=int, default=32, help="waiting requests before new ones are refused")
-    p.add_argument(
-        "--session-ttl", type=float, default=3600.0, help="seconds without activity before a session is deleted"
-    )
-    g = p.add_argument_group("upload limits")
-    g.add_argument("--max-images", type=int, default=50, help="images (or video frames) per reconstruction")
-    g.add_argument("--max-file-mb", type=float, default=30.0, help="largest photo")
-    g.add_argument("--max-upload-mb", type=float, default=300.0, help="largest total upload per session")
-    g.add_argument("--max-zip-mb", type=float, default=500.0, help="largest uncompressed zip")
-    g.add_argument("--max-video-mb", type=float, default=200.0, help="largest video")
-    g.add_argument("--video-fps", type=float, default=1.0, help="frames sampled per second of video")
-    g.add_argument(
-        "--max-pending-mb",
-        type=float,
-        default=2000.0,
-        help="largest total of uploads not yet used, all clients together (the upload route refuses more)",
-    )
-    p.add_argument("--examples", type=Path, help="folder of example scenes (default: the repository's demo_data)")
+    add_flags(p, AppConfig, SERVER_FLAGS)
+    add_flags(p.add_argument_group("upload limits"), AppConfig, LIMIT_FLAGS)
+    add_flags(p, AppConfig, [EXAMPLES_FLAG])
 
 
 def run(args) -> int:
     """Build and serve the app until interrupted."""
-    from app.config import AppConfig, AppLimits
     from recon.errors import UserError
 
     try:
@@ -55,26 +58,7 @@ def run(args) -> int:
         raise UserError("the viewer needs Gradio: pip install gradio") from None
     if args.checkpoint is not None and not args.checkpoint.is_file():
         raise UserError(f"checkpoint not found: {args.checkpoint}")
-    try:
-        limits = AppLimits(
-            max_images=args.max_images,
-            max_file_mb=args.max_file_mb,
-            max_upload_mb=args.max_upload_mb,
-            max_zip_uncompressed_mb=args.max_zip_mb,
-            max_video_mb=args.max_video_mb,
-            video_fps=args.video_fps,
-            max_pending_upload_mb=args.max_pending_mb,
-        )
-        config = AppConfig(
-            limits=limits,
-            concurrency_limit=args.concurrency,
-            max_queue=args.max_queue,
-            session_ttl_s=args.session_ttl,
-            device=args.device,
-            examples_dir=args.examples,
-        )
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    config = from_flags(AppConfig, args, (*SERVER_FLAGS, *LIMIT_FLAGS, EXAMPLES_FLAG))
 
     from app.models import choose_startup_model
     from app.ui import build_app, launch_app

@@ -1,4 +1,8 @@
-"""Settings of the viewer: upload limits and server behaviour (frozen dataclasses, every field documented)."""
+"""Settings of the viewer: upload limits and server behaviour (frozen dataclasses, every field documented).
+
+``recon app`` builds its flags from these fields (``recon.config``), so this module imports no torch; a value out
+of range is a ``recon.errors.UserError`` naming the field.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MB = 2**20
+
+
+def _invalid(message: str) -> Exception:
+    """A ``UserError`` (imported here: ``recon.errors`` imports torch, and ``recon app --help`` reads this module)."""
+    from recon.errors import UserError
+
+    return UserError(message)
 
 
 @dataclass(frozen=True)
@@ -40,9 +51,9 @@ class AppLimits:
     def __post_init__(self):
         for name in self.__dataclass_fields__:
             if getattr(self, name) <= 0:
-                raise ValueError(f"AppLimits.{name} must be positive, got {getattr(self, name)!r}")
+                raise _invalid(f"AppLimits.{name} must be positive, got {getattr(self, name)!r}")
         if self.max_images < 2:
-            raise ValueError("AppLimits.max_images must be at least 2 (a reconstruction needs two images)")
+            raise _invalid("AppLimits.max_images must be at least 2 (a reconstruction needs two images)")
 
 
 @dataclass(frozen=True)
@@ -66,8 +77,8 @@ class AppConfig:
 
     def __post_init__(self):
         if self.concurrency_limit < 1:
-            raise ValueError(f"concurrency_limit must be >= 1, got {self.concurrency_limit}")
+            raise _invalid(f"concurrency_limit must be >= 1, got {self.concurrency_limit}")
         if self.max_queue < 1:
-            raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
+            raise _invalid(f"max_queue must be >= 1, got {self.max_queue}")
         if self.session_ttl_s <= 0:
-            raise ValueError(f"session_ttl_s must be positive, got {self.session_ttl_s}")
+            raise _invalid(f"session_ttl_s must be positive, got {self.session_ttl_s}")

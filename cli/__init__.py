@@ -36,6 +36,7 @@ class HelpFormatter(argparse.HelpFormatter):
         default = action.default
         if (
             not action.option_strings
+            or action.nargs == 0  # a switch: its default is the switch being off
             or default is None
             or default is False
             or default == argparse.SUPPRESS

@@ -17,6 +17,22 @@ import argparse
 import sys
 
 from cli import eval_protocols
+from recon.config import Flag, add_flags, from_flags
+from tools.eval.options import BenchmarkOptions
+
+# The fields of ``BenchmarkOptions`` offered as flags (types, defaults and help come from the fields).
+BENCHMARK_FLAGS = (
+    Flag("seed", help="sampling seed for a new sampling file (default 0)"),
+    Flag("recipe", help="sampling recipe for a new sampling file (default pd)"),
+    Flag("num_frames"),
+    Flag("sampling_path", "--sampling", help="sampling file: read if it exists, else written (default "
+         "OUT/sampling.json)"),
+    Flag("convention", help="pair direction of the translation error"),
+    Flag("rotation_numerics", help="rotation error: exact (atan2 form) or pd (PyTorch3D's acos extrapolation: "
+         "0.41 deg for equal rotations)"),
+    Flag("fail_fast", help="stop at the first sequence the model fails on (default: record it as failed, 180° "
+         "errors, go on)"),
+)  # fmt: skip
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -46,26 +62,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--oracle-trans-noise", type=float, default=0.0, metavar="F", help="oracle centre noise std (x spread)"
     )
     p.add_argument("--oracle-seed", type=int, default=0, help="seed of the oracle noise")
-    p.add_argument("--seed", type=int, help="sampling seed for a new sampling file (default 0)")
-    p.add_argument("--recipe", choices=("pd", "vggt"), help="sampling recipe for a new sampling file (default pd)")
-    p.add_argument("--num-frames", type=int, default=10, help="frames per sequence (default 10)")
-    p.add_argument("--sampling", help="sampling file: read if it exists, else written (default OUT/sampling.json)")
-    p.add_argument("--convention", choices=("pd", "vggt"), default="pd", help="pair direction of the translation error")
-    p.add_argument(
-        "--rotation-numerics",
-        choices=("exact", "pd"),
-        default="exact",
-        help="rotation error: exact (atan2 form) or pd (PyTorch3D's acos extrapolation: 0.41 deg for equal rotations)",
-    )
-    p.add_argument(
-        "--shard", type=eval_protocols.shard, help="evaluate only shard I of N (I/N); under torchrun the rank decides"
-    )
+    add_flags(p, BenchmarkOptions, BENCHMARK_FLAGS)
+    p.add_argument("--shard", help="evaluate only shard I of N (I/N); under torchrun the rank decides")
     p.add_argument("--out", required=True, help="output folder (results.jsonl, summary.md/.csv, sampling.json)")
-    p.add_argument(
-        "--fail-fast",
-        action="store_true",
-        help="stop at the first sequence the model fails on (default: record it as failed, 180° errors, go on)",
-    )
 
 
 def register(subparsers) -> None:
@@ -115,7 +114,7 @@ def _build_predictor(args, dist):
 
 def _run(args) -> int:
     from recon.errors import UserError
-    from tools.eval.benchmark import BenchmarkOptions, run_benchmark
+    from tools.eval.benchmark import run_benchmark
     from tools.eval.distributed import init_from_env
     from tools.eval.runner import format_markdown
 
@@ -123,7 +122,7 @@ def _run(args) -> int:
     try:
         if args.shard and dist.active:
             raise UserError("--shard and torchrun exclude each other: under torchrun each rank is one shard")
-        shard = args.shard or (0, 1)
+        shard = eval_protocols.parse_shard(args.shard)
         if args.dataset == "co3d":
             from recon.datasets.co3d import Co3dReader
 
@@ -133,16 +132,8 @@ def _run(args) -> int:
 
             reader = Re10kReader(args.root, args.split, args.split_file, args.min_frames)
         predictor = _build_predictor(args, dist)
-        opts = BenchmarkOptions(
-            categories=getattr(args, "categories", None),
-            seed=args.seed,
-            recipe=args.recipe,
-            num_frames=args.num_frames,
-            sampling_path=args.sampling,
-            convention=args.convention,
-            rotation_numerics=args.rotation_numerics,
-            shard=shard,
-            fail_fast=args.fail_fast,
+        opts = from_flags(
+            BenchmarkOptions, args, BENCHMARK_FLAGS, categories=getattr(args, "categories", None), shard=shard
         )
         stats, summary = run_benchmark(reader, predictor, args.out, opts, dist)
         if summary is not None:

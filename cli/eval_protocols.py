@@ -14,14 +14,22 @@ import argparse
 import sys
 
 
-def shard(text: str) -> tuple[int, int]:
-    """``--shard I/N`` as ``(i, n)`` with ``0 <= i < n`` (an argparse type: a bad value is a usage error)."""
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``--shard I/N`` as ``(i, n)`` with ``0 <= i < n``; none given: ``(0, 1)``.
+
+    Raises:
+        UserError: not of the form I/N, or I out of range.
+    """
+    from recon.errors import UserError
+
+    if not text:
+        return 0, 1
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must look like I/N (e.g. 0/4), got {text!r}") from None
+        raise UserError(f"--shard must look like I/N (e.g. 0/4), got {text!r}") from None
     if not 0 <= i < n:
-        raise argparse.ArgumentTypeError(f"{text}: need 0 <= I < N")
+        raise UserError(f"--shard {text}: need 0 <= I < N")
     return i, n
 
 
@@ -58,7 +66,7 @@ def register(sub) -> None:
         help="median (default): per-image median ratio; translation: true / predicted baseline; none: metric",
     )
     p.add_argument("--max-samples", type=int, help="only the first N samples (a quick look)")
-    p.add_argument("--shard", type=shard, default=(0, 1), help="evaluate only shard I of N (I/N)")
+    p.add_argument("--shard", help="evaluate only shard I of N (I/N)")
     p.add_argument("--fail-fast", action="store_true", help="stop at the first failing sample (default: record it)")
     p.add_argument("--out", required=True, help="output folder (one per model; sets go to subfolders)")
     p.set_defaults(func=_mvdepth)
@@ -113,12 +121,13 @@ def _mvdepth(args) -> int:
 
     if args.max_samples is not None and args.max_samples < 1:
         raise UserError("--max-samples must be at least 1")
+    shard = parse_shard(args.shard)
     reader = MvdReader(args.root, args.dataset, args.samples)
     model, label = load_model_or_exit(args)
     with torch.inference_mode():
         done, skipped = run_mvdepth(
             model, reader, args.out, alignment=args.alignment, image_size=args.image_size, label=label,
-            shard=args.shard, max_samples=args.max_samples, fail_fast=args.fail_fast,
+            shard=shard, max_samples=args.max_samples, fail_fast=args.fail_fast,
         )  # fmt: skip
     summary = summarize_mvdepth(args.out)
     print(format_mvdepth(summary), end="")

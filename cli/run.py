@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recon.config import Flag, add_flags, from_flags
+from recon.settings import ReconstructConfig, UserPriors
+
 FORMATS = ("glb", "ply", "colmap", "nerfstudio", "npz")
 FOLDER_FORMATS = ("colmap", "nerfstudio")
 # The output flags each format has a use for (an .npz keeps the whole scene: no point selection).
@@ -28,6 +31,31 @@ OUTPUT_FLAGS = {
     "nerfstudio": ("--conf-thr", "--no-clean-depth"),
     "npz": (),
 }
+# The fields of the pipeline's configs offered as flags (types, defaults and help come from the fields).
+PIPELINE_FLAGS = (
+    Flag("graph", help="complete | swin-K | logwin-K | oneref-I | retrieval-Na-K | auto (complete while it fits in "
+         "memory, else a sparser graph, named in the log)"),
+    Flag("align"),
+    Flag("feedforward_model", "--feedforward", type=Path, help="--align feedforward+sparse: the "
+         "feedforward_final.pth file"),
+    Flag("device", help="auto | cpu | cuda | cuda:K"),
+    Flag("image_size", help="network input size, long side in pixels (default: the model's)"),
+    Flag("batch_size"),
+    Flag("cache_dir", help="cache pair predictions here (large sets; makes reruns resume)"),
+    Flag("max_ram_gb"),
+    Flag("seed"),
+    Flag("retrieval_model", help="MASt3R *_retrieval_trainingfree.pth (codebook .pkl beside it) for --graph "
+         "retrieval-Na-k; default: pooled backbone tokens"),
+    Flag("precision"),
+)  # fmt: skip
+PRIOR_FLAGS = (
+    Flag("focal", help="known focal length in pixels, same for all images"),
+    Flag("intrinsics_file", "--intrinsics"),
+    Flag("shared_intrinsics"),
+    Flag("poses_file", "--poses"),
+    Flag("use_exif", "--no-exif", invert=True, help="ignore EXIF focal lengths"),
+    Flag("fix_focal"),
+)
 REAL_MODEL_HINT = "for a real reconstruction: recon run PHOTOS --out scene.glb (released weights; recon weights list)"
 
 
@@ -53,55 +81,8 @@ def register(subparsers) -> None:
     m.add_argument("--checkpoint", type=Path, help="a checkpoint file (any supported format); no network needed")
     p.add_argument("--backbone", help="encoder for a DUNE-MASt3R decoder checkpoint (name or path)")
     p.add_argument("--yes", action="store_true", help="run a plan above the budget (decoder passes, disk) anyway")
-    g = p.add_argument_group("pipeline")
-    g.add_argument(
-        "--graph",
-        default="auto",
-        help="complete | swin-K | logwin-K | oneref-I | retrieval-Na-K | auto (complete while it fits in memory)",
-    )
-    g.add_argument(
-        "--align",
-        default="sparse",
-        choices=("sparse", "dense", "mast3r-sfm", "dust3r", "feedforward", "feedforward+sparse"),
-        help="global alignment: sparse / dense = recon's own variants; mast3r-sfm / dust3r = the official "
-        "MASt3R-SfM sparse and DUSt3R dense aligners reproduced (docs/alignment.md); feedforward = one pass of a "
-        "--checkpoint feedforward_final.pth (docs/feedforward.md); feedforward+sparse = sparse started from the "
-        "cameras of --feedforward FILE",
-    )
-    g.add_argument("--feedforward", type=Path, help="--align feedforward+sparse: the feedforward_final.pth file")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
-    g.add_argument("--image-size", type=int, help="network input size, long side in pixels (default: the model's)")
-    g.add_argument("--batch-size", type=int, default=8, help="pairs per decoder call")
-    g.add_argument("--cache-dir", type=Path, help="cache pair predictions here (large sets; makes reruns resume)")
-    g.add_argument(
-        "--max-ram-gb",
-        type=float,
-        default=4.0,
-        help="RAM for pair predictions; beyond it they go to --cache-dir, or to a temporary folder removed at "
-        "the end (default: 4.0)",
-    )
-    g.add_argument("--seed", type=int, default=0, help="seeds the retrieval graph and the optimisers")
-    g.add_argument(
-        "--retrieval-model",
-        type=Path,
-        help="MASt3R *_retrieval_trainingfree.pth (codebook .pkl beside it) for --graph retrieval-Na-k; "
-        "default: pooled backbone tokens",
-    )
-    g.add_argument(
-        "--precision",
-        default="float16",
-        choices=("float16", "float32"),
-        help="storage of point maps and descriptors (confidences are always float32)",
-    )
-    pr = p.add_argument_group("priors (original image pixels)")
-    pr.add_argument("--focal", type=float, help="known focal length in pixels, same for all images")
-    pr.add_argument("--intrinsics", type=Path, help="JSON of per-image intrinsics (K or fx, fy, cx, cy)")
-    pr.add_argument("--shared-intrinsics", action="store_true", help="all images come from one camera")
-    pr.add_argument("--poses", type=Path, help="JSON of per-image T_world_cam (4x4, OpenCV); held fixed")
-    pr.add_argument("--no-exif", action="store_true", help="ignore EXIF focal lengths")
-    pr.add_argument(
-        "--fix-focal", action="store_true", help="hold EXIF focal lengths fixed (default: start from them, optimise)"
-    )
+    add_flags(p.add_argument_group("pipeline"), ReconstructConfig, PIPELINE_FLAGS)
+    add_flags(p.add_argument_group("priors (original image pixels)"), UserPriors, PRIOR_FLAGS)
     o = p.add_argument_group("output")
     o.add_argument(
         "--conf-thr",
@@ -228,14 +209,7 @@ def run(args) -> int:
 
     from recon.errors import UserError
     from recon.export import check_destination
-    from recon.pipeline import (
-        ReconstructConfig,
-        ReconstructionError,
-        UserPriors,
-        load_views,
-        prepare_model,
-        reconstruct,
-    )
+    from recon.pipeline import ReconstructionError, load_views, prepare_model, reconstruct
     from recon.plan import DEFAULT_MAX_DECODES, InputError, check_finite, plan_run
 
     t0 = time.perf_counter()
@@ -248,28 +222,8 @@ def run(args) -> int:
     if args.retrieval_model is not None and not args.retrieval_model.is_file():
         raise InputError(f"--retrieval-model file not found: {args.retrieval_model}")
     images = args.images[0] if len(args.images) == 1 else args.images
-    config = ReconstructConfig(
-        graph=args.graph,
-        align=args.align,
-        image_size=args.image_size,
-        batch_size=args.batch_size,
-        device=args.device,
-        cache_dir=args.cache_dir,
-        max_ram_gb=args.max_ram_gb,
-        seed=args.seed,
-        precision=args.precision,
-        retrieval_model=args.retrieval_model,
-        max_decodes=None if args.yes else DEFAULT_MAX_DECODES,
-        feedforward_model=args.feedforward,
-    )
-    priors = UserPriors(
-        focal=args.focal,
-        intrinsics_file=args.intrinsics,
-        poses_file=args.poses,
-        shared_intrinsics=args.shared_intrinsics,
-        use_exif=not args.no_exif,
-        fix_focal=args.fix_focal,
-    )
+    config = from_flags(ReconstructConfig, args, PIPELINE_FLAGS, max_decodes=None if args.yes else DEFAULT_MAX_DECODES)
+    priors = from_flags(UserPriors, args, PRIOR_FLAGS)
     model = str(args.checkpoint) if args.checkpoint else args.model
     plan = plan_run(images, model, config, priors)
     random_model = plan.model.name if plan.model.random else None

@@ -6,43 +6,16 @@ Used by ``recon eval co3d|re10k``; callable from Python with any reader and pred
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from recon.datasets.data import DatasetError
 from tools.eval.distributed import DistContext
+from tools.eval.options import BenchmarkOptions
 from tools.eval.runner import EvalStats, check_run_info, evaluate, sampling_digest, summarize
-from tools.eval.sampling import NUM_FRAMES, Sampling, build_sampling, get_recipe
+from tools.eval.sampling import Sampling, build_sampling, get_recipe
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BenchmarkOptions:
-    """How to sample and score.
-
-    Attributes:
-        categories: categories to evaluate (``None``: all of the sampling file, or the reader's default).
-        seed: RNG seed for a new sampling file (``None``: 0, or whatever an existing file holds).
-        recipe: sampling recipe for a new sampling file (``None``: ``"pd"``), see ``tools.eval.sampling``.
-        num_frames: frames per sequence.
-        sampling_path: sampling file to read, or to write if absent (``None``: ``<out>/sampling.json``).
-        convention: pair convention of the translation error (``"pd"`` or ``"vggt"``).
-        rotation_numerics: ``"exact"`` or ``"pd"`` (PyTorch3D's extrapolated acos).
-        shard: ``(i, n)`` for a manual shard; ignored under torchrun, where the rank decides.
-        fail_fast: stop at the first failing sequence instead of recording it as failed (``evaluate``).
-    """
-
-    categories: Sequence[str] | None = None
-    seed: int | None = None
-    recipe: str | None = None
-    num_frames: int = NUM_FRAMES
-    sampling_path: Path | None = None
-    convention: str = "pd"
-    rotation_numerics: str = "exact"
-    shard: tuple[int, int] = (0, 1)
-    fail_fast: bool = False
 
 
 def load_or_build_sampling(reader, opts: BenchmarkOptions, path: Path) -> Sampling:

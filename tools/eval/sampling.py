@@ -27,12 +27,12 @@ import numpy as np
 
 from backbone.fileio import write_json_atomic
 from recon.datasets.data import DatasetError, EvalSequence
+from tools.eval.options import NUM_FRAMES
 
 logger = logging.getLogger(__name__)
 
 FORMAT = "recon-eval-sampling"
 VERSION = 1
-NUM_FRAMES = 10
 
 
 @dataclass(frozen=True)
