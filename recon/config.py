@@ -157,7 +157,7 @@ def add_flags(parser, cls, flags: Iterable[Flag], defaults=None) -> None:
         base = _unwrap(tp)
         if base is bool:
             if flag.invert != bool(default):
-                raise ValueError(f"{flag.option}: a switch needs default {not flag.invert} for {flag.field}")
+                raise ValueError(f"{flag.option}: a switch needs default {flag.invert} for {flag.field}")
             kwargs |= {"action": "store_false" if flag.invert else "store_true", "default": default}
         else:
             if typing.get_origin(base) is typing.Literal:

@@ -8,7 +8,8 @@ string literal right below the field, as in nerfstudio). This module converts su
 - ``to_dict(cfg)``: JSON-ready (tuples become lists).
 - ``load_json`` / ``save_json`` (atomic); ``apply_overrides(cfg, ["train.lr=1e-4", ...])`` for the command line
   (values parsed as JSON, else taken as strings);
-- ``field_docs(cls)``: ``{field: docstring}`` for help texts and documentation;
+- ``describe(cls)``: every leaf field with its default and docstring (``recon.config.field_docs``), for
+  ``--list-fields``;
 - ``RunConfig``: the bookkeeping fields every recipe's ``train`` section has (output folder, device, seed, bf16,
   checkpoint cadence, logging); each recipe's ``TrainConfig`` derives from it, so the keys stay ``train.*``;
 - ``resolve_preset(cls, presets, name, data)``: a named preset with a parsed JSON file merged over it (what every
@@ -19,13 +20,10 @@ No YAML, no object construction from files: a config file can only hold data.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
 import json
 import logging
 import os
-import textwrap
 import types
 import typing
 from collections.abc import Collection, Mapping, Sequence
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backbone import fileio
+from recon.config import field_docs
 from recon.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -220,35 +219,6 @@ def _is_free_dict(cfg, path: Sequence[str]) -> bool:
         else:
             obj = getattr(obj, part, None)
     return isinstance(obj, Mapping)
-
-
-def field_docs(cls) -> dict[str, str]:
-    """``{field: docstring}`` from the string literals that follow each field in the class body (and in the bodies
-    of its dataclass bases, a field redeclared without a docstring keeping its base's)."""
-    docs = {}
-    for klass in reversed(cls.__mro__):
-        if dataclasses.is_dataclass(klass):
-            docs.update(_own_field_docs(klass))
-    return docs
-
-
-def _own_field_docs(cls) -> dict[str, str]:
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return {}
-    body = ast.parse(source).body[0].body
-    docs = {}
-    for node, nxt in zip(body, body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[node.target.id] = inspect.cleandoc(nxt.value.value)
-    return docs
 
 
 def describe(cls, prefix: str = "") -> list[tuple[str, str, str]]:
