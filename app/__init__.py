@@ -1,6 +1,6 @@
 """Gradio viewer over ``recon.pipeline``: upload photos, reconstruct, look at the result, download it.
 
-- ``build_app(model, config=AppConfig(...), defaults=RunSettings(...))`` builds the ``gr.Blocks`` (tests call
+- ``build_app(model, config=AppConfig(...), defaults=page_defaults())`` builds the ``gr.Blocks`` (tests call
   it); ``launch_app(blocks, host=..., port=...)`` serves it; ``recon app`` / ``python -m app`` do both, with the
   best model present offline (``app.models.choose_startup_model``: cached weights, else a seeded random model).
 - Per-session files live in a private temporary ``Workspace`` deleted when the session ends or stays inactive

@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ import numpy as np
 from app.config import AppLimits
 from app.workspace import Workspace
 from recon.errors import UserError
+from recon.settings import ReconstructConfig, UserPriors
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ GRAPHS = ("swin-2", "auto", "complete", "swin-3", "logwin-3", "oneref-0", "retri
 # Alignment modes offered in the page; the first is the default. A new mode of ``recon.pipeline`` is one more
 # entry here (and in ``_ALIGN_ITERATIONS`` if it has an iteration count the page should set).
 ALIGN_MODES = ("sparse", "dense", "mast3r-sfm", "dust3r", "feedforward+sparse")
-# Per mode, the fields of its ``recon.align`` config that ``RunSettings.niter`` sets.
+# Per mode, the fields of its ``recon.align`` config that the page's "alignment iterations" knob sets.
 _ALIGN_ITERATIONS = {
     "sparse": ("niter_coarse", "niter_fine"),
     "dense": ("niter",),
@@ -59,40 +60,29 @@ class RunCancelled(RunError):
     """The user stopped the run (Stop button, tab closed); nothing is kept."""
 
 
-@dataclass(frozen=True)
-class RunSettings:
-    """The pipeline knobs offered in the UI (see ``recon.pipeline.ReconstructConfig`` / ``UserPriors``).
+# Alignment iterations per phase the page starts from (the aligners' own default is 300).
+DEFAULT_ITERATIONS = 100
 
-    The defaults are chosen for a CPU server: 10 photos take about a minute (measured in ``docs/app.md``).
 
-    Attributes:
-        graph: scene graph (``auto``, ``complete``, ``swin-k``, ``logwin-k``, ``oneref-i``, ``retrieval-k``).
-        align: one of ``ALIGN_MODES``.
-        image_size: network input long side; None = the model's native size (512 for MASt3R: 5x the pixels
-            of 224, and 5 min instead of seconds for 4 photos on this CPU).
-        subsample: seed-grid step of the matcher (larger: fewer matches, faster).
-        match_conf_thr: minimum descriptor confidence of a match.
-        niter: iterations of each alignment phase (the aligners' own default is 300).
-        shared_intrinsics: all photos come from one camera.
-        focal: known focal length in pixels of the original photos (None: estimate).
-        use_exif: use EXIF focal lengths when present (as starting values, optimised like any focal).
-        fix_focal: hold the EXIF focal lengths fixed instead (``--fix-focal``).
-        seed: seed of the random choices.
-        feedforward_model: ``feedforward+sparse``: the ``feedforward_final.pth`` whose cameras start the alignment.
-    """
+def page_defaults(align: str = ALIGN_MODES[0]) -> ReconstructConfig:
+    """The pipeline settings the page starts from, chosen for a CPU server: 10 photos take about a minute
+    (measured in ``docs/app.md``): a sliding window over the upload order (``GRAPHS[0]``), 224 px instead of the
+    model's native size (512 for MASt3R: 5x the pixels, and 5 min instead of seconds for 4 photos on this CPU),
+    ``DEFAULT_ITERATIONS`` per alignment phase. The camera priors start from ``UserPriors()``."""
+    return with_iterations(ReconstructConfig(graph=GRAPHS[0], align=align, image_size=224), DEFAULT_ITERATIONS)
 
-    graph: str = GRAPHS[0]
-    align: str = ALIGN_MODES[0]
-    image_size: int | None = 224
-    subsample: int = 8
-    match_conf_thr: float = 0.0
-    niter: int = 100
-    shared_intrinsics: bool = False
-    focal: float | None = None
-    use_exif: bool = True
-    fix_focal: bool = False
-    seed: int = 0
-    feedforward_model: str | None = None
+
+def with_iterations(config: ReconstructConfig, niter: int) -> ReconstructConfig:
+    """``config`` whose aligner runs ``niter`` iterations per phase (a mode without such a knob: unchanged)."""
+    return replace(config, align_config=_align_config(config.align, niter))
+
+
+def iterations(config: ReconstructConfig) -> int:
+    """Alignment iterations per phase of ``config`` (``DEFAULT_ITERATIONS`` when its aligner has no such knob)."""
+    fields = _ALIGN_ITERATIONS.get(config.align, ())
+    if config.align_config is None or not fields:
+        return DEFAULT_ITERATIONS
+    return int(getattr(config.align_config, fields[0]))
 
 
 @dataclass(frozen=True)
@@ -238,8 +228,8 @@ def duration_text(seconds: float) -> str:
     return f"~{seconds / 60:.1f} min"
 
 
-def plan_run(n_images: int, settings: RunSettings, costs: UnitCosts | None = None) -> Plan:
-    """The pairs a run of ``n_images`` with ``settings`` will decode, and its estimated time from ``costs``.
+def plan_run(n_images: int, config: ReconstructConfig, costs: UnitCosts | None = None) -> Plan:
+    """The pairs a run of ``n_images`` with ``config`` will decode, and its estimated time from ``costs``.
 
     Raises:
         RunError: an unknown scene graph, or fewer than 2 images.
@@ -249,7 +239,7 @@ def plan_run(n_images: int, settings: RunSettings, costs: UnitCosts | None = Non
     if n_images < 2:
         raise RunError(f"a reconstruction needs at least 2 images, got {n_images}")
     try:
-        spec = check_graph(settings.graph)
+        spec = check_graph(config.graph)
         graph, exact = spec.name, True
         if spec.kind == "auto":  # the pipeline encodes the images first, so auto may pick retrieval
             graph, _ = choose_graph(n_images, has_tokens=True)
@@ -266,13 +256,13 @@ def plan_run(n_images: int, settings: RunSettings, costs: UnitCosts | None = Non
     seconds = {}
     if costs is not None:
         passes = 2 * n_pairs
-        iters = settings.niter * len(_ALIGN_ITERATIONS.get(settings.align, ("niter",)))
+        iters = iterations(config) * len(_ALIGN_ITERATIONS.get(config.align, ("niter",)))
         seconds = {
             "inference": n_images * costs.encode + passes * costs.decode,
-            "matching": passes * costs.match if settings.align in ("sparse", "feedforward+sparse") else 0.0,
+            "matching": passes * costs.match if config.align in ("sparse", "feedforward+sparse") else 0.0,
             # mast3r-sfm matches all four maps of each pair itself, inside its alignment stage
             "alignment": iters * n_pairs * costs.align
-            + (2 * passes * costs.match if settings.align == "mast3r-sfm" else 0.0),
+            + (2 * passes * costs.match if config.align == "mast3r-sfm" else 0.0),
             "export": n_images * costs.export,
         }
     return Plan(n_images, graph, n_pairs, exact, seconds)
@@ -307,10 +297,10 @@ def probe_costs(model, image_size: int, subsample: int) -> UnitCosts:
     return UnitCosts(best[0] / 2, best[1] / 2, best[2] / 2, _ALIGN_S_PER_ITER_PAIR)
 
 
-def costs_from_run(report, settings: RunSettings) -> UnitCosts:
+def costs_from_run(report, config: ReconstructConfig) -> UnitCosts:
     """Unit costs measured by a finished run (more faithful than the probe: real images, this load)."""
     passes = max(1, 2 * report.n_pairs)
-    iters = settings.niter * len(_ALIGN_ITERATIONS.get(settings.align, ("niter",)))
+    iters = iterations(config) * len(_ALIGN_ITERATIONS.get(config.align, ("niter",)))
     sec = report.stage_seconds
     inference = sec.get("inference", 0.0) + sec.get("pairs", 0.0)
     encode = inference * 0.05 / max(1, report.n_images)  # the encoder is a small share of a pair's cost
@@ -332,26 +322,23 @@ def overall_fraction(plan: Plan, stage: str, frac: float) -> float:
     return min(1.0, (before + frac * weights.get(stage, 0.0)) / total)
 
 
-def _check_settings(s: RunSettings, limits: AppLimits) -> None:
-    if s.align not in ALIGN_MODES:
-        raise RunError(f"alignment must be one of {', '.join(repr(m) for m in ALIGN_MODES)}, not {s.align!r}")
-    if s.image_size is not None and not 64 <= s.image_size <= 1024:
-        raise RunError(f"image size must be between 64 and 1024 pixels, got {s.image_size}")
-    if s.subsample < 1:
-        raise RunError(f"match subsampling must be >= 1, got {s.subsample}")
-    if not 1 <= s.niter <= 5000:
-        raise RunError(f"alignment iterations must be between 1 and 5000, got {s.niter}")
-    if s.focal is not None and not (math.isfinite(s.focal) and s.focal > 0):
-        raise RunError(f"the known focal length must be a positive number of pixels, got {s.focal}")
-    if s.align == "feedforward+sparse" and not s.feedforward_model:
+def _check_settings(config: ReconstructConfig) -> None:
+    """What the page allows beyond ``ReconstructConfig``'s own checks (a server's budget, the offered modes)."""
+    if config.align not in ALIGN_MODES:
+        raise RunError(f"alignment must be one of {', '.join(repr(m) for m in ALIGN_MODES)}, not {config.align!r}")
+    if config.image_size is not None and not 64 <= config.image_size <= 1024:
+        raise RunError(f"image size must be between 64 and 1024 pixels, got {config.image_size}")
+    if not 1 <= iterations(config) <= 5000:
+        raise RunError(f"alignment iterations must be between 1 and 5000, got {iterations(config)}")
+    if config.align == "feedforward+sparse" and not config.feedforward_model:
         raise RunError("feedforward+sparse needs the feed-forward model file (a feedforward_final.pth)")
 
 
-def _align_config(settings: RunSettings):
-    """The aligner's config with ``settings.niter`` iterations per phase (None: a mode without one)."""
+def _align_config(align: str, niter: int):
+    """The config of aligner ``align`` with ``niter`` iterations per phase (None: a mode without one)."""
     from recon.align import config as align_config
 
-    fields = _ALIGN_ITERATIONS.get(settings.align)
+    fields = _ALIGN_ITERATIONS.get(align)
     from recon.align.dust3r import Dust3rConfig
     from recon.align.mast3r_sfm import Mast3rSfmConfig
 
@@ -361,10 +348,10 @@ def _align_config(settings: RunSettings):
         "dense": align_config.DenseAlignConfig,
         "mast3r-sfm": Mast3rSfmConfig,
         "dust3r": Dust3rConfig,
-    }.get(settings.align)
+    }.get(align)
     if not fields or cls is None:
         return None
-    return cls(**{f: int(settings.niter) for f in fields})
+    return cls(**{f: int(niter) for f in fields})
 
 
 def _step_message(stage: str, done: int, total: int, detail: str) -> tuple[str, float, str]:
@@ -381,9 +368,10 @@ def _step_message(stage: str, done: int, total: int, detail: str) -> tuple[str, 
 def run_reconstruction(
     ws: Workspace,
     model,
-    settings: RunSettings,
+    config: ReconstructConfig,
     limits: AppLimits,
     *,
+    priors: UserPriors = UserPriors(),
     view: ViewSettings = ViewSettings(),
     device: str = "auto",
     progress: ProgressFn | None = None,
@@ -395,7 +383,9 @@ def run_reconstruction(
     Args:
         ws: the session's workspace (inputs ingested by ``app.uploads``).
         model: a loaded ``ReconModel``.
-        settings: pipeline knobs.
+        config: the pipeline settings (``page_defaults()`` and the page's knobs); ``device``, ``batch_size`` and
+            ``progress`` are the server's (set here).
+        priors: camera knowledge the user gave.
         limits: upload limits (``max_images``, ``video_fps`` and ``max_pixels`` apply here).
         view: the first export's settings.
         device: torch device.
@@ -414,14 +404,7 @@ def run_reconstruction(
         RunCancelled: ``cancel`` was set.
     """
     from recon.images import ImageLoadError
-    from recon.pipeline import (
-        ReconstructConfig,
-        ReconstructionError,
-        UserPriors,
-        load_views,
-        reconstruct,
-        resolve_device,
-    )
+    from recon.pipeline import ReconstructionError, load_views, reconstruct, resolve_device
     from recon.progress import step_hook
 
     current = {"stage": "load"}
@@ -433,31 +416,13 @@ def run_reconstruction(
         if progress is not None:
             progress(stage, frac, msg)
 
-    _check_settings(settings, limits)
+    _check_settings(config)
     if not ws.inputs:
         raise RunError("upload photos (at least 2), a zip of photos or a short video first")
     ws.result = None
     on_cpu = resolve_device(device).type == "cpu"
-    config = ReconstructConfig(
-        graph=settings.graph.strip(),
-        align=settings.align,
-        image_size=settings.image_size,
-        match_conf_thr=settings.match_conf_thr,
-        subsample=int(settings.subsample),
-        # One pair (both orders) per decoder call on a CPU: batching gains little there, and the bar moves per pair.
-        batch_size=2 if on_cpu else 8,
-        device=device,
-        seed=int(settings.seed),
-        progress=False,
-        align_config=_align_config(settings),
-        feedforward_model=settings.feedforward_model,
-    )
-    priors = UserPriors(
-        focal=settings.focal,
-        shared_intrinsics=settings.shared_intrinsics,
-        use_exif=settings.use_exif,
-        fix_focal=settings.fix_focal,
-    )
+    # One pair (both orders) per decoder call on a CPU: batching gains little there, and the bar moves per pair.
+    config = replace(config, batch_size=2 if on_cpu else 8, device=device, progress=False)
     report("load", 0.0, f"loading {len(ws.inputs)} file(s)")
     video = len(ws.inputs) == 1 and ws.inputs[0].name.startswith("video")
     try:
@@ -491,7 +456,7 @@ def run_reconstruction(
     except UserError as err:  # the stage that refused the input goes with the message
         raise RunError(str(err), current["stage"]) from None
     run_report.skipped = [(Path(path).name, why) for path, why in run_report.skipped]
-    _check_outcome(scene, run_report, settings)
+    _check_outcome(scene, run_report, config)
     result = RunResult(scene=scene, report=run_report, random_weights=random_weights)
     report("export", 0.0, "writing GLB, PLY, COLMAP and transforms.json")
     t1 = time.perf_counter()
@@ -506,12 +471,12 @@ def run_reconstruction(
     return result
 
 
-def _check_outcome(scene, r, settings: RunSettings) -> None:
+def _check_outcome(scene, r, config: ReconstructConfig) -> None:
     """Refuse a reconstruction that has nothing meaningful to show (raises RunError naming the stage).
 
     In the order the stages run: no match at all (sparse), fewer than 2 views placed, then non-finite (NaN)
     confidences on the views that were placed."""
-    if settings.align in ("sparse", "feedforward+sparse") and r.n_matches == 0:
+    if config.align in ("sparse", "feedforward+sparse") and r.n_matches == 0:
         raise RunError(
             "no match was found between any pair (lower the minimum match confidence, or try dense alignment)",
             "matching",

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
@@ -32,20 +33,22 @@ from app.handlers import (
     WARN,
     RunCancelled,
     RunError,
-    RunSettings,
     UnitCosts,
     ViewSettings,
     costs_from_run,
     duration_text,
     export_result,
     image_table,
+    iterations,
     overall_fraction,
+    page_defaults,
     pairs_wording,
     plan_run,
     probe_costs,
     run_reconstruction,
     stage_counts,
     summary_markdown,
+    with_iterations,
 )
 from app.inspect import inspect_encoder
 from app.models import RANDOM_NOTE, ModelStore
@@ -54,6 +57,7 @@ from app.workspace import Workspace, WorkspaceManager
 from recon.align.confidence import DEFAULT_CONF_THR
 from recon.errors import UserError
 from recon.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from recon.settings import ReconstructConfig, UserPriors
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +140,7 @@ def _banner(store: ModelStore, key: str | None, reason: str = "") -> str:
 
 
 def build_app(
-    model=None, *, config: AppConfig | None = None, defaults: RunSettings | None = None, reason: str = ""
+    model=None, *, config: AppConfig | None = None, defaults: ReconstructConfig | None = None, reason: str = ""
 ) -> gr.Blocks:
     """Build the viewer.
 
@@ -145,8 +149,8 @@ def build_app(
             (loaded now, once); ``None`` offers only the named releases already in the cache.
         config: limits, concurrency, session lifetime, device, workspace and examples folders (default
             ``AppConfig()``).
-        defaults: initial values of the pipeline knobs (default ``RunSettings()``; dense alignment for a random
-            model).
+        defaults: initial values of the pipeline knobs (default ``page_defaults()``; dense alignment for a random
+            model); the camera-prior knobs start from ``UserPriors()``.
         reason: why this model was chosen (shown in the banner).
 
     Returns:
@@ -165,7 +169,8 @@ def build_app(
         )
     default_key = store.default_key or present[0][1]
     if defaults is None:
-        defaults = RunSettings(align="dense") if store.is_random(default_key) else RunSettings()
+        defaults = page_defaults("dense") if store.is_random(default_key) else page_defaults()
+    priors = UserPriors()
     # Inside Gradio's upload folder (GRADIO_TEMP_DIR) Gradio serves the workspace's files where they are;
     # anywhere else it would copy every result into its cache, outliving the session's deletion.
     manager = WorkspaceManager(Path(get_upload_folder()) / "recon-app", ttl_s=config.session_ttl_s)
@@ -178,13 +183,13 @@ def build_app(
     costs_lock = threading.Lock()
     inspect_lock = threading.Lock()
 
-    def unit_costs(key: str, settings: RunSettings) -> UnitCosts:
+    def unit_costs(key: str, run_config: ReconstructConfig) -> UnitCosts:
         model = store.get(key)
-        size = settings.image_size or model.image_size
+        size, subsample = run_config.image_size or model.image_size, run_config.subsample
         with costs_lock:
-            if (key, size, settings.subsample) not in costs:
-                costs[(key, size, settings.subsample)] = probe_costs(model, size, settings.subsample)
-            return costs[(key, size, settings.subsample)]
+            if (key, size, subsample) not in costs:
+                costs[(key, size, subsample)] = probe_costs(model, size, subsample)
+            return costs[(key, size, subsample)]
 
     # No gr.State time-to-live and no Gradio cache sweep: both count from creation or upload, not from the last
     # activity, and would delete a session's files mid-run. The manager's sweeper deletes idle workspaces only.
@@ -241,7 +246,7 @@ def build_app(
                         )
                         image_size = gr.Dropdown(sizes, value=size_value, label="Network image size (long side)")
                         niter = gr.Slider(
-                            10, 1000, value=defaults.niter, step=10, label="Alignment iterations (per phase)"
+                            10, 1000, value=iterations(defaults), step=10, label="Alignment iterations (per phase)"
                         )
                         subsample = gr.Slider(2, 16, value=defaults.subsample, step=1, label="Match subsampling (px)")
                         match_thr = gr.Slider(
@@ -249,15 +254,15 @@ def build_app(
                         )
                     with gr.Accordion("Camera priors", open=False):
                         shared = gr.Checkbox(
-                            defaults.shared_intrinsics, label="All photos from one camera (shared intrinsics)"
+                            priors.shared_intrinsics, label="All photos from one camera (shared intrinsics)"
                         )
                         focal = gr.Number(
-                            defaults.focal or 0,
+                            priors.focal or 0,
                             label="Known focal length (pixels of the original photos; 0 = estimate)",
                             minimum=0,
                         )
-                        exif = gr.Checkbox(defaults.use_exif, label="Use EXIF focal lengths")
-                        fix_focal = gr.Checkbox(defaults.fix_focal, label="Hold EXIF focal lengths fixed")
+                        exif = gr.Checkbox(priors.use_exif, label="Use EXIF focal lengths")
+                        fix_focal = gr.Checkbox(priors.fix_focal, label="Hold EXIF focal lengths fixed")
                     plan_md = gr.Markdown("", elem_id="plan")
                     with gr.Row():
                         run_btn = gr.Button("Reconstruct", variant="primary", elem_id="run", scale=3)
@@ -314,21 +319,24 @@ def build_app(
 
         def settings_of(
             graph_v, align_v, size_v, niter_v, sub_v, thr_v, shared_v, focal_v, exif_v, fix_v=False, ff_v=""
-        ) -> RunSettings:
-            return RunSettings(
-                graph=str(graph_v or GRAPHS[0]),
+        ) -> tuple[ReconstructConfig, UserPriors]:
+            """The page's knobs as the pipeline's configs (their own checks raise a ``UserError``)."""
+            run_config = replace(
+                defaults,
+                graph=str(graph_v or GRAPHS[0]).strip(),
                 align=str(align_v),
                 image_size=None if size_v in (None, NATIVE) else int(size_v),
-                niter=int(niter_v),
                 subsample=int(sub_v),
                 match_conf_thr=float(thr_v),
+                feedforward_model=str(ff_v or "").strip() or None,
+            )
+            known = UserPriors(
                 shared_intrinsics=bool(shared_v),
                 focal=float(focal_v) if focal_v not in (None, 0, "") else None,
                 use_exif=bool(exif_v),
                 fix_focal=bool(fix_v),
-                seed=defaults.seed,
-                feedforward_model=str(ff_v or "").strip() or None,
             )
+            return with_iterations(run_config, int(niter_v)), known
 
         def plan_text(ws, model_key, *knob_values) -> str:
             n = len(ws.inputs) if isinstance(ws, Workspace) and not ws.closed else 0
@@ -337,8 +345,8 @@ def build_app(
             if n == 1 and ws.inputs[0].name.startswith("video"):
                 return "Plan: frames are sampled from the video when you run."
             try:
-                settings = settings_of(*knob_values)
-                return plan_run(n, settings, unit_costs(model_key, settings)).message()
+                run_config, _ = settings_of(*knob_values)
+                return plan_run(n, run_config, unit_costs(model_key, run_config)).message()
             except UserError as err:
                 return _error(str(err))
 
@@ -435,7 +443,7 @@ def build_app(
             knob_values = (graph_v, align_v, size_v, niter_v, sub_v, thr_v, shared_v, focal_v, exif_v, fix_v, ff_v)
             ws = manager.ensure(ws, _session(request))
             try:
-                settings = settings_of(*knob_values)
+                run_config, known = settings_of(*knob_values)
                 model = store.get(model_key)
             except UserError as err:  # bad settings, an unavailable model, a file that cannot be loaded
                 yield ws, "", _error(str(err))
@@ -455,12 +463,13 @@ def build_app(
                     with manager.working(ws, run=True) as cancel:
                         n = len(ws.inputs)
                         if n >= 2:  # not a video, whose frames are counted when it is read
-                            events.put(("plan", plan_run(n, settings, unit_costs(model_key, settings))))
+                            events.put(("plan", plan_run(n, run_config, unit_costs(model_key, run_config))))
                         outcome["result"] = run_reconstruction(
                             ws,
                             model,
-                            settings,
+                            run_config,
                             limits,
+                            priors=known,
                             view=view,
                             device=config.device,
                             progress=lambda s, f, m: events.put((s, f, m)),
@@ -468,15 +477,15 @@ def build_app(
                             random_weights=rnd,
                         )
                         with costs_lock:  # later estimates use what this run measured
-                            size = settings.image_size or model.image_size
-                            costs[(model_key, size, settings.subsample)] = costs_from_run(
-                                outcome["result"].report, settings
+                            size = run_config.image_size or model.image_size
+                            costs[(model_key, size, run_config.subsample)] = costs_from_run(
+                                outcome["result"].report, run_config
                             )
                 except RunCancelled:
                     outcome["cancelled"] = True
                     logger.info("run of workspace %s stopped on request", ws.root.name)
-                except RunError as err:
-                    outcome["error"], outcome["stage"] = str(err), err.stage
+                except UserError as err:
+                    outcome["error"], outcome["stage"] = str(err), getattr(err, "stage", None)
                 except Exception as err:  # unexpected: full trace to the server log, one line to the user
                     logger.exception("reconstruction failed")
                     outcome["error"] = f"the reconstruction failed ({type(err).__name__})"
@@ -574,7 +583,7 @@ def build_app(
             try:
                 with manager.working(ws):
                     ex = export_result(ws, view)
-            except RunError as err:
+            except UserError as err:
                 return ws, _error(str(err)), skip, skip
             return (
                 ws,

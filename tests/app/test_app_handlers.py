@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,18 +19,21 @@ from app.handlers import (
     WARN,
     RunCancelled,
     RunError,
-    RunSettings,
     ViewSettings,
     export_result,
     image_table,
+    page_defaults,
     plan_run,
     run_reconstruction,
     stage_counts,
     summary_markdown,
+    with_iterations,
 )
 from app.uploads import ingest
+from recon.errors import UserError
+from recon.settings import UserPriors
 
-FAST = RunSettings(image_size=160, subsample=16)
+FAST = replace(page_defaults(), image_size=160, subsample=16)
 
 
 @pytest.fixture(scope="module")
@@ -170,21 +174,23 @@ class TestErrors:
             run_reconstruction(ws, model, FAST, AppLimits(), device="cpu")
 
     @pytest.mark.parametrize(
-        "settings, message",
+        "change, priors, message",
         [
-            (RunSettings(align="bundle"), "'sparse', 'dense'"),
-            (RunSettings(niter=0), "between 1 and 5000"),
-            (RunSettings(image_size=10), "between 64 and 1024"),
-            (RunSettings(subsample=0), ">= 1"),
-            (RunSettings(focal=-3.0), "positive number of pixels"),
-            (RunSettings(graph="zigzag-3", image_size=160), "unknown scene graph .zigzag-3.; valid: complete"),
+            ({"align": "feedforward"}, {}, "alignment must be one of 'sparse', 'dense'"),  # not offered by the page
+            ({"image_size": 48}, {}, "between 64 and 1024"),  # the page's budget
+            ({"align_config": with_iterations(FAST, 6000).align_config}, {}, "between 1 and 5000"),
+            ({"subsample": 0}, {}, "subsample"),  # the pipeline config's own checks
+            ({}, {"focal": -3.0}, "focal length must be a number > 0"),
+            ({"graph": "zigzag-3"}, {}, "unknown scene graph .zigzag-3.; valid: complete"),
         ],
     )
-    def test_bad_settings(self, manager, model, demo_images, settings, message):
+    def test_bad_settings(self, manager, model, demo_images, change, priors, message):
         ws = manager.create("a")
         ingest(ws, demo_images[:2], AppLimits())
-        with pytest.raises(RunError, match=message):
-            run_reconstruction(ws, model, settings, AppLimits(), device="cpu")
+        with pytest.raises(UserError, match=message):
+            run_reconstruction(
+                ws, model, replace(FAST, **change), AppLimits(), priors=UserPriors(**priors), device="cpu"
+            )
 
 
 def test_video_frames_are_sampled_up_to_the_image_limit(manager, model, demo_images, tmp_path):
@@ -293,12 +299,12 @@ class TestPlan:
     def test_pairs_and_wording(self):
         from app.handlers import UnitCosts, overall_fraction
 
-        assert plan_run(10, RunSettings()).n_pairs == 20  # swin-2: each photo with the next two
-        assert plan_run(4, RunSettings(graph="complete")).n_pairs == 6
-        retrieval = plan_run(10, RunSettings(graph="retrieval-4-3"))  # 4 key images, 3 nearest counting itself
+        assert plan_run(10, page_defaults()).n_pairs == 20  # swin-2: each photo with the next two
+        assert plan_run(4, replace(page_defaults(), graph="complete")).n_pairs == 6
+        retrieval = plan_run(10, replace(page_defaults(), graph="retrieval-4-3"))  # 4 key images, 3 nearest
         assert not retrieval.exact and retrieval.n_pairs == 10 * 2 + 6
         costs = UnitCosts(encode=0.1, decode=0.5, match=0.25, align=0.001, export=0.1)
-        plan = plan_run(10, RunSettings(niter=100), costs)
+        plan = plan_run(10, with_iterations(page_defaults(), 100), costs)
         # 10 encodes + 40 decoder passes; 40 matched passes; 2 phases x 100 iterations x 20 pairs; 10 exports
         assert plan.stage_seconds["inference"] == pytest.approx(1.0 + 20.0)
         assert plan.stage_seconds["matching"] == pytest.approx(10.0)
@@ -308,8 +314,8 @@ class TestPlan:
         assert "estimated **~36 s**" in plan.message()
         fractions = [overall_fraction(plan, s, f) for s in STAGES for f in (0.0, 0.5, 1.0)]
         assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
-        with pytest.raises(RunError, match="cannot run"):
-            plan_run(10, RunSettings(graph="zigzag"))
+        with pytest.raises(UserError, match="unknown scene graph 'zigzag'"):
+            plan_run(10, replace(page_defaults(), graph="zigzag"))
 
 
 @pytest.mark.parametrize(
@@ -323,9 +329,9 @@ class TestPlan:
 )
 def test_every_alignment_mode_gets_the_page_iterations(mode, fields):
     """The page's iteration count reaches each aligner's own config, the parity modes' official knobs included."""
-    from app.handlers import RunSettings, _align_config
+    from app.handlers import _align_config
 
-    cfg = _align_config(RunSettings(align=mode, niter=7))
+    cfg = _align_config(mode, 7)
     assert all(getattr(cfg, f) == 7 for f in fields)
 
 
@@ -411,8 +417,7 @@ def test_fix_focal_checkbox_reaches_the_priors(fix, model, demo_dir, tmp_path, m
     mgr = WorkspaceManager(tmp_path)
     ws = mgr.create("a")
     ingest(ws, sorted((demo_dir / "orbit").glob("*.jpg"))[:2], AppLimits())
-    settings = RunSettings(image_size=160, subsample=16, fix_focal=fix)
     with pytest.raises(Exception, match="stop here"):
-        run_reconstruction(ws, model, settings, AppLimits(), device="cpu")
+        run_reconstruction(ws, model, FAST, AppLimits(), priors=UserPriors(fix_focal=fix), device="cpu")
     mgr.close_all()
     assert seen["priors"].fix_focal is fix and seen["priors"].use_exif

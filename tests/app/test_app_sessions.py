@@ -6,13 +6,14 @@ import gc
 import os
 import stat
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from fixture_files import require_extra
 
 from app.config import AppConfig, AppLimits
-from app.handlers import RunSettings, run_reconstruction
+from app.handlers import page_defaults, run_reconstruction
 from app.uploads import ingest
 from app.workspace import Workspace, WorkspaceManager
 
@@ -27,7 +28,9 @@ def test_two_sessions_have_disjoint_private_workspaces(manager, demo_images, mod
     assert [p.name for p in a.inputs] == ["0000_view_000.jpg", "0001_view_001.jpg"]
     assert [p.name for p in b.inputs] == ["0000_view_002.jpg", "0001_view_003.jpg", "0002_view_004.jpg"]
 
-    result = run_reconstruction(a, model, RunSettings(image_size=160, subsample=16), AppLimits(), device="cpu")
+    result = run_reconstruction(
+        a, model, replace(page_defaults(), image_size=160, subsample=16), AppLimits(), device="cpu"
+    )
     assert b.result is None  # b's state is untouched by a's run
     assert all(a.root in p.parents for p in result.exports.downloads)
     assert not any(b.root in p.parents for p in result.exports.downloads)

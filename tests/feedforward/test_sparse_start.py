@@ -126,11 +126,13 @@ class TestPipeline:
 
 
 def test_app_offers_the_mode_and_asks_for_the_file():
-    from app.handlers import ALIGN_MODES, AppLimits, RunError, RunSettings, _align_config, _check_settings
+    from dataclasses import replace
+
+    from app.handlers import ALIGN_MODES, RunError, _check_settings, page_defaults, with_iterations
 
     assert "feedforward+sparse" in ALIGN_MODES
-    s = RunSettings(align="feedforward+sparse", niter=50)
-    assert _align_config(s) == SparseAlignConfig(niter_coarse=50, niter_fine=50)
+    config = with_iterations(page_defaults("feedforward+sparse"), 50)
+    assert config.align_config == SparseAlignConfig(niter_coarse=50, niter_fine=50)
     with pytest.raises(RunError, match="feedforward\\+sparse needs the feed-forward model file"):
-        _check_settings(s, AppLimits())
-    _check_settings(RunSettings(align="feedforward+sparse", feedforward_model="ff.pth"), AppLimits())
+        _check_settings(config)
+    _check_settings(replace(config, feedforward_model="ff.pth"))
