@@ -93,3 +93,28 @@ def test_other_exceptions_are_bugs_and_propagate(monkeypatch):
     monkeypatch.setattr("cli.weights._list", _fail_with(ZeroDivisionError("bug")))
     with pytest.raises(ZeroDivisionError):
         main(["weights", "list"])
+
+
+def _bad_input_per_command(tmp: str):
+    """One bad flag or path per subcommand (``recon run`` has its own full set in test_bad_input_cli.py)."""
+    return [
+        (["run", f"{tmp}/missing", "--model", "random:mast3r_tiny", "--out", f"{tmp}/x.glb"], "missing"),
+        (["synth", "orbit", "--objects", "0", "--out", f"{tmp}/s"], "--objects must be >= 1"),
+        (["weights", "list", "--family", "nope"], "unknown family 'nope'"),
+        (["bench", "pipeline", "--checkpoint", f"{tmp}/missing.pth"], "missing.pth"),
+        (["eval", "co3d", "--root", f"{tmp}/missing", "--oracle", "--out", f"{tmp}/o"], "is not a folder"),
+        (["eval", "co3d", "--root", tmp, "--oracle", "--shard", "3/3", "--out", f"{tmp}/o"], "--shard 3/3"),
+        (["viz", "features", f"{tmp}/missing.jpg", "--model", "random:mast3r_tiny", "--out", tmp], "missing.jpg"),
+        (["app", "--concurrency", "0"], "concurrency_limit must be >= 1"),
+        (["train", "mum", "--config", f"{tmp}/none.json"], "config file not found"),
+        (["train", "distill", "--preset", "smoke", "--set", "train.nope=1"], "no field 'train.nope'"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_input_per_command("T"))))
+def test_bad_input_to_each_command_is_one_error_line(tmp_path, capsys, case):
+    args, expect = _bad_input_per_command(str(tmp_path))[case]
+    assert main(["-q", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert expect in err
