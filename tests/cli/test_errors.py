@@ -59,7 +59,8 @@ def test_every_recipe_raises_the_one_data_config_error():
 
 
 def test_no_error_class_outside_the_list_is_left_off():
-    """Every ``class ...Error(`` in the project is in the list above or is named here as a bug-only error."""
+    """Every ``class ...Error(`` of the project is in the list above: a new one must be a ``UserError`` or be
+    renamed (a bug is a plain exception with a traceback, not a ``...Error`` class of ours)."""
     import re
     from pathlib import Path
 
