@@ -36,14 +36,24 @@ _ENTRY = re.compile(r"^(\w+)(?:\s*\([^)]*\))?:\s*(.*)$")
 
 @functools.cache
 def field_docs(cls) -> dict[str, str]:
-    """``{field: docstring}``: the string literal after each field, else the class docstring's ``Attributes:``.
+    """``{field: docstring}``: the string literal after each field, else the class docstring's ``Attributes:``;
+    fields of dataclass bases included (a field redeclared without a doc keeps its base's).
 
     The source is read only when the docstring leaves a field undocumented, and each module is parsed once
     (``recon --help`` reads every command's configs; ``inspect.getsource`` costs ~25 ms a class).
     """
-    docs = _attribute_section(inspect.getdoc(cls) or "")
-    if dataclasses.is_dataclass(cls) and all(f.name in docs for f in dataclasses.fields(cls)):
-        return dict(docs)
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls) -> dict[str, str]:
+    """The docs of the fields ``cls`` itself declares (its own docstring and body, not its bases')."""
+    docs = _attribute_section(inspect.cleandoc(cls.__dict__.get("__doc__") or ""))
+    if all(name in docs for name in cls.__dict__.get("__annotations__", {})):
+        return docs
     body = _class_body(cls)
     for node, nxt in zip(body, body[1:], strict=False):
         if (
