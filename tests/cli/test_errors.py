@@ -18,6 +18,7 @@ def _user_error_classes():
     from recon.datasets.cameras import CameraFormatError
     from recon.datasets.data import DatasetError
     from recon.export import OverwriteRefusedError
+    from recon.export.options import ExportOptionsError
     from recon.images import ImageLoadError
     from recon.pairs import GraphError
     from recon.pipeline import ReconstructionError
@@ -35,11 +36,11 @@ def _user_error_classes():
     from training.mum.overlaps import ColmapModelError
 
     return [CheckpointError, UnknownWeightsError, WeightsError, WeightsIntegrityError, WeightsUnavailableError,
-            AlignmentError, CodebookError, CameraFormatError, DatasetError, OverwriteRefusedError, ImageLoadError,
-            GraphError, ReconstructionError, InputError, SceneError, QueryError, EvalModelUnavailableError,
-            RunMismatchError, CamerasFileError, ConfigError, DataConfigError, TrainingDiverged, LayoutError,
-            MixtureError, ExportError, ColmapModelError, RunError, RunCancelled, ModelUnavailableError,
-            UploadError]  # fmt: skip
+            AlignmentError, CodebookError, CameraFormatError, DatasetError, OverwriteRefusedError, ExportOptionsError,
+            ImageLoadError, GraphError, ReconstructionError, InputError, SceneError, QueryError,
+            EvalModelUnavailableError, RunMismatchError, CamerasFileError, ConfigError, DataConfigError,
+            TrainingDiverged, LayoutError, MixtureError, ExportError, ColmapModelError, RunError, RunCancelled,
+            ModelUnavailableError, UploadError]  # fmt: skip
 
 
 @pytest.mark.parametrize("cls", _user_error_classes(), ids=lambda c: f"{c.__module__}.{c.__name__}")
