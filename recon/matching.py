@@ -59,7 +59,7 @@ def _nearest(queries: torch.Tensor, db: torch.Tensor, dist: str, max_tile: int, 
             sim = q @ db[n0 : n0 + n_chunk].T  # Qc Nc
             if dist == "l2":
                 sim.mul_(2).sub_(db_sqnorm[n0 : n0 + n_chunk])
-            val, idx = _row_max(sim)
+            val, idx = row_max(sim)
             better = val > best  # strict: an earlier tile keeps a tie
             best = torch.where(better, val, best)
             best_idx = torch.where(better, idx + n0, best_idx)
@@ -67,7 +67,7 @@ def _nearest(queries: torch.Tensor, db: torch.Tensor, dist: str, max_tile: int, 
     return out
 
 
-def _row_max(sim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def row_max(sim: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``sim.max(dim=1)`` (values, first index of the maximum). On the CPU through NumPy's ``argmax``, which is
     vectorised along a contiguous row where torch's ``max(dim)`` is not: half the matcher's time at one thread
     (docs/performance.md). Same indices (both take the first maximum), same values (read back from ``sim``)."""
