@@ -301,7 +301,7 @@ def run(args) -> int:
                     print(f"--- {n} views {row['size']}: hottest functions (own time)\n{row['profile']}")
     print(f"load average after {os.getloadavg()[0]:.2f}")
     if args.json:
-        from recon.fileio import write_text_atomic
+        from backbone.fileio import write_text_atomic
 
         write_text_atomic(args.json, json.dumps(rows, indent=1, default=float))
         print(f"wrote {args.json}")
