@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from recon.matching import row_max
+
 # Official ``block_size=2**13``: similarity matrices bigger than this squared are computed tile by tile.
 BLOCK = 2**13
 
@@ -49,12 +51,12 @@ def _nearest(queries: torch.Tensor, db: torch.Tensor) -> np.ndarray:
     Ties go to the smallest index (``torch.max``; across tiles the official keeps the earlier tile).
     """
     if queries.shape[0] * db.shape[0] <= BLOCK**2:
-        return (queries @ db.T).max(dim=1).indices.numpy()
+        return row_max(queries @ db.T)[1].numpy()
     best = torch.full((queries.shape[0],), -float("inf"), dtype=queries.dtype)
     idx = torch.zeros(queries.shape[0], dtype=torch.int64)
     for i in range(0, queries.shape[0], BLOCK):
         for j in range(0, db.shape[0], BLOCK):
-            val, arg = (queries[i : i + BLOCK] @ db[j : j + BLOCK].T).max(dim=1)
+            val, arg = row_max(queries[i : i + BLOCK] @ db[j : j + BLOCK].T)
             better = val > best[i : i + BLOCK]
             best[i : i + BLOCK][better] = val[better]
             idx[i : i + BLOCK][better] = arg[better] + j
