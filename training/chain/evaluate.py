@@ -16,6 +16,7 @@ Figures are pooled over scenes per layout and over all scenes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -90,8 +91,9 @@ def match_hits(model, folder: Path, synth_by_name: dict, image_size: int) -> tup
     return hits, checked
 
 
-def evaluate_model(model_path: Path, opts, work: Path) -> dict:
-    """Figures of ``model_path`` on ``opts.eval_scenes`` held-out scenes per layout (see the module doc)."""
+def evaluate_model(model_path: Path, opts, work: Path, align: str | None = None) -> dict:
+    """Figures of ``model_path`` on ``opts.eval_scenes`` held-out scenes per layout (see the module doc), through
+    the pipeline's default alignment unless ``align`` names another."""
     import recon
     from recon.pipeline import ReconstructConfig, load_views, reconstruct
     from tools.eval.metrics import accuracy, pair_errors
@@ -112,6 +114,8 @@ def evaluate_model(model_path: Path, opts, work: Path) -> dict:
             write_folder(views, folder, image_format="png")
             by_name = {Path(v.name).stem: v for v in views}
             cfg = ReconstructConfig(device=opts.device, image_size=image_size, progress=False, precision="float32")
+            if align is not None:
+                cfg = dataclasses.replace(cfg, align=align)
             scene, _ = reconstruct(load_views(folder, model, cfg), model, cfg)
             T_gt = np.stack([by_name[Path(n).stem].T_world_cam for n in scene.names])
             rot, trans = pair_errors(T_gt, scene.T_world_cam)
@@ -136,4 +140,26 @@ def _figures(acc: dict, accuracy) -> dict:
         "RRA@15": accuracy(rot, 15), "RTA@15": accuracy(trans, 15),
         "median_depth_error": float(np.median(acc["depth"])) if acc["depth"] else float("inf"),
         "match_within_3px": acc["hits"] / acc["checked"] if acc["checked"] else 0.0, "matches_checked": acc["checked"],
+    }  # fmt: skip
+
+
+def camera_figures(model_path: Path, folder: Path, device: str = "cpu") -> dict:
+    """Camera errors of ``model_path`` on a folder with ground-truth cameras (``cameras.json``, e.g. demo_data/orbit)
+    through ``recon.pipeline.reconstruct`` with its defaults: RRA / RTA @ 15 and the median and largest relative
+    rotation and translation-direction errors (degrees) over all view pairs."""
+    import recon
+    from recon.pipeline import ReconstructConfig, load_views, reconstruct
+    from tools.eval.metrics import accuracy, pair_errors
+    from tools.synth.folder import read_folder
+
+    truth = {Path(v.name).stem: v for v in read_folder(folder, load_images=False, load_depth=False)}
+    model = recon.load_model(model_path, dtype=None).float()
+    cfg = ReconstructConfig(device=device, progress=False, precision="float32")
+    scene, _ = reconstruct(load_views(folder, model, cfg), model, cfg)
+    T_gt = np.stack([truth[Path(n).stem].T_world_cam for n in scene.names])
+    rot, trans = pair_errors(T_gt, scene.T_world_cam)
+    return {
+        "RRA@15": accuracy(rot, 15), "RTA@15": accuracy(trans, 15), "rot_median_deg": float(np.median(rot)),
+        "rot_max_deg": float(np.max(rot)), "trans_median_deg": float(np.median(trans)),
+        "trans_max_deg": float(np.max(trans)), "views": len(scene.names), "pairs": len(rot),
     }  # fmt: skip

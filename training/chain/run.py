@@ -8,7 +8,7 @@ resume mid-way.
 
 Data seeds (disjoint by construction, see ``HELD_OUT_SEED``): MuM-tiny scenes 1000+, distillation images 5000+,
 finetuning pairs 2000+ / 3000+ (validation 4000+), held-out evaluation 900_000+ (orbit) and 901_000+ (room walk).
-demo_data (real photos) is never read.
+demo_data (``recon synth`` orbit and room walk, seed 0) is never read.
 """
 
 from __future__ import annotations

@@ -319,7 +319,7 @@ PRESETS["smoke_release"] = replace_sections(
 # DPT heads and a 1x local-feature MLP (the release widths alone are ~40 M parameters; recon-tiny must stay <= ~10 MB
 # in float16: ~5 M parameters), so the layout is recon's. Pairs of ``tools.synth`` orbits and room walks at three
 # aspect ratios; scene seeds 2000+ / 3000+ / 4000+ (validation) are disjoint from MuM-tiny's, from the chain's
-# held-out scenes (>= 900_000) and from demo_data (real photos).
+# held-out scenes (>= 900_000) and from demo_data (recon synth, seed 0).
 _TINY_RENDER = (168, 126)
 PRESETS["tiny"] = FinetuneConfig(
     model=NetConfig(
@@ -329,17 +329,21 @@ PRESETS["tiny"] = FinetuneConfig(
     ),
     data=DataConfig(
         sources=(
-            SourceConfig(name="orbit", layout="orbit", scenes=24, render_size=_TINY_RENDER, seed=2000),
-            SourceConfig(name="room", layout="room_walk", scenes=24, render_size=_TINY_RENDER, seed=3000),
+            SourceConfig(name="orbit", layout="orbit", scenes=48, render_size=_TINY_RENDER, seed=2000),
+            SourceConfig(name="room", layout="room_walk", scenes=48, render_size=_TINY_RENDER, seed=3000),
         ),
-        resolutions=((112, 84), (112, 112), (112, 56)), n_corres=256, num_workers=0,
-        val_sources=(SourceConfig(name="val_orbit", scenes=2, views_per_scene=8, render_size=_TINY_RENDER, seed=4000),),
+        resolutions=((112, 84), (112, 112), (112, 56)), n_corres=1024, num_workers=0,
+        val_sources=(
+            SourceConfig(name="val_orbit", scenes=2, views_per_scene=8, render_size=_TINY_RENDER, seed=4000),
+            SourceConfig(name="val_room", layout="room_walk", scenes=2, render_size=_TINY_RENDER, seed=4100),
+        ),
         val_pairs=8,
     ),
-    loss=LossConfig(blocksize=256),
+    loss=LossConfig(blocksize=1024),
     train=TrainConfig(
         output_dir="runs/finetune_tiny", batch_size_per_gpu=4, accum_iter=1, iterations=2000, lr=5e-4,
-        warmup_fraction=0.05, clip_grad=1.0, checkpoint_every=200, val_every=500, log_every=20, device="cpu",
+        warmup_fraction=0.05, clip_grad=1.0, checkpoint_every=250, keep_checkpoints=20, val_every=250, log_every=20,
+        device="cpu",
     ),
 )  # fmt: skip
 

@@ -251,7 +251,7 @@ PRESETS: dict[str, MuMConfig] = {
     ),  # fmt: skip
     # recon-tiny stage (a), sized for 2 CPU cores: 128-d x 4 ViT/16 + 96-d x 2 decoder on 128-px frames of
     # ``tools.synth`` orbits and room walks. Scene seeds are ``train.seed * 1000 + i``: seed 1 gives 1000..1023,
-    # disjoint from the held-out chain scenes (seeds >= 900_000) and from demo_data (real photos).
+    # disjoint from the held-out chain scenes (seeds >= 900_000) and from demo_data (recon synth, seed 0).
     "tiny": MuMConfig(
         model=ModelConfig(
             encoder="custom",

@@ -90,6 +90,7 @@ def test_tiny_seeds_are_disjoint_from_each_other_and_from_the_held_out_scenes():
     val_seeds = {s.seed + i for s in fine.val_sources for i in range(s.scenes)}
     assert not mum_seeds & fine_seeds and not val_seeds & (mum_seeds | fine_seeds)
     assert max(mum_seeds | fine_seeds | val_seeds) < HELD_OUT_SEED
+    assert min(mum_seeds | fine_seeds | val_seeds) > 0  # demo_data is `recon synth ... --seed 0`: never trained on
 
 
 def test_a_mum_tiny_encoder_file_is_a_distillation_teacher(tmp_path):
