@@ -22,6 +22,7 @@ EXPECTED = {
     "dune_mast3r": ["dune_mast3r_vits14_448", "dune_mast3r_vitb14_448"],
     "mum": ["mum_vitl16", "mum_vitl16_decoder"],
     "dinov2": [f"dinov2_vit{s}14{r}" for s in "sblg" for r in ("", "_reg")],
+    "recon": ["recon-tiny"],  # trained by recon itself, shipped inside the package (issue 18)
 }
 
 
@@ -33,11 +34,14 @@ def test_every_official_release_is_in_the_table():
 
 @pytest.mark.parametrize("entry", list(hub.WEIGHTS.values()), ids=lambda e: e.name)
 def test_entry_is_well_formed(entry):
-    assert entry.url.startswith("https://")
-    assert entry.filename == entry.url.rsplit("/", 1)[-1] and entry.filename.endswith(".pth")
+    if entry.embedded:  # shipped inside the package: its file is there, with the recorded size and digest
+        assert hub.target_path(entry.name).stat().st_size == entry.size and entry.sha256
+    else:
+        assert entry.url.startswith("https://") and entry.source.startswith("https://github.com/")
+        assert entry.filename == entry.url.rsplit("/", 1)[-1] and entry.filename.endswith(".pth")
     assert entry.kind in hub.KINDS and entry.family in hub.FAMILIES and entry.format in FORMATS
     assert entry.image_size % entry.patch_size == 0 or entry.family in ("mast3r", "dust3r", "mum")
-    assert entry.licence and entry.notes and entry.source.startswith("https://github.com/")
+    assert entry.licence and entry.notes and entry.source
     assert entry.size is None or entry.size > 0
     assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
 
@@ -56,7 +60,7 @@ def test_the_format_of_each_family():
     formats = {e.family: e.format for e in hub.WEIGHTS.values()}
     assert formats == {
         "mast3r": "mast3r", "dust3r": "dust3r", "dune": "dune", "dune_mast3r": "dune_mast3r", "mum": "mum",
-        "dinov2": "dinov2",
+        "dinov2": "dinov2", "recon": "recon-model",
     }  # fmt: skip
 
 
@@ -132,7 +136,7 @@ def test_docs_list_every_name_url_and_licence():
     text = DOCS.read_text()
     for entry in hub.WEIGHTS.values():
         assert f"`{entry.name}`" in text, entry.name
-        assert f"({entry.url})" in text, entry.url
+        assert entry.embedded or f"({entry.url})" in text, entry.url
     for words in ("CC BY-NC-SA 4.0", "NLE DUNE", "Apache 2.0", "MIT", "RECON_HOME", "RECON_WEIGHTS_MIRROR"):
         assert words in text
     assert "--checkpoint PATH" in text and "~/.cache/recon/weights/" in text
