@@ -2,7 +2,7 @@
 
 - ``build_app(model, config=AppConfig(...), defaults=page_defaults())`` builds the ``gr.Blocks`` (tests call
   it); ``launch_app(blocks, host=..., port=...)`` serves it; ``recon app`` / ``python -m app`` do both, with the
-  best model present offline (``app.models.choose_startup_model``: cached weights, else a seeded random model).
+  best model present offline (``app.models.choose_startup_model``: cached weights, else recon-tiny).
 - Per-session files live in a private temporary ``Workspace`` deleted when the session ends or stays inactive
   (``app.workspace``); uploads are bounded at the HTTP route (``app.guard``), checked and copied under generated
   names (``app.uploads``); the work itself is plain Python in ``app.handlers``.

@@ -2,8 +2,8 @@
 
 Models are loaded once (on first use, under a lock) and shared by all sessions; inference only reads them.
 Releases that are not in the cache are listed with the command that fetches them. Started with no model, the app
-takes the best one present without network (``choose_startup_model``): a cached release, else a seeded random
-micro model that only checks the install, and says so on the page.
+takes the best one present without network (``choose_startup_model``): a cached release, else recon-tiny (shipped
+with recon: a small model trained on synthetic scenes), and says so on the page.
 
 Menu keys never hold a server path (they appear in the page and the API description): a checkpoint is offered
 as ``checkpoint:<file name>``.
@@ -84,22 +84,21 @@ def random_model(seed: int = 0):
 
 
 def choose_startup_model(model: str | None = None, checkpoint: Path | None = None) -> StartupChoice:
-    """The model to start with: the one asked for, else the first cached release, else ``RANDOM_KEY``."""
+    """The model to start with: the one asked for, else recon's default (``recon.weights.default_model``)."""
     if checkpoint is not None:
         return StartupChoice(str(checkpoint), f"checkpoint {Path(checkpoint).name} given with --checkpoint")
     if model is not None:
         return StartupChoice(model, f"model {model} given with --model")
-    from backbone import hub
+    from recon.weights import TINY_LABEL, default_model, is_tiny
 
-    # Full models only (in the weights table's order): a DUNE-MASt3R decoder also needs its encoder cached.
-    for entry in hub.list_weights(kind="model"):
-        if hub.cached_path(entry.name) is not None:
-            return StartupChoice(entry.name, f"{entry.name}: the first model release found in the weights cache")
+    # recon's default (recon.weights.default_model): the first full model release cached, else recon-tiny.
+    name = default_model()
+    if not is_tiny(name):
+        return StartupChoice(name, f"{name}: the first model release found in the weights cache")
     return StartupChoice(
-        RANDOM_KEY,
-        "no model release is in the weights cache and none was given, so a seeded random micro model is used ("
-        + RANDOM_NOTE
-        + "); `recon weights download mast3r_vitl16_512` or `--checkpoint FILE` gives real results",
+        name,
+        f"no model release is in the weights cache and none was given, so {TINY_LABEL} is used; "
+        "`recon weights download mast3r_vitl16_512` or `--checkpoint FILE` gives far more accurate results",
     )
 
 
@@ -132,7 +131,9 @@ class ModelStore:
         elif isinstance(initial, (str, os.PathLike)):
             path = Path(initial)
             key = f"checkpoint:{path.name}" if path.exists() else str(initial)
-            self._labels[key] = key
+            from recon.weights import describe
+
+            self._labels[key] = describe(key)
             self._paths[key] = str(initial)
             self.get(key)
         else:
@@ -152,12 +153,16 @@ class ModelStore:
     def options(self) -> list[ModelOption]:
         """The start-up model first, then every named model release, present or not."""
         from backbone import hub
+        from recon.weights import describe
 
         out = [ModelOption(k, self._labels[k], True) for k in self._labels]
         for entry in hub.list_weights():
             if entry.name in self._labels or entry.kind == "backbone":
                 continue
             present = hub.cached_path(entry.name) is not None
+            if entry.embedded is not None:  # recon-tiny: ships with recon
+                out.append(ModelOption(entry.name, describe(entry.name), present, "reinstall recon3r"))
+                continue
             if entry.kind == "decoder":
                 # A DUNE-MASt3R decoder needs its encoder too; both must be cached.
                 hint = f"`recon weights download {entry.name}` (and its DUNE encoder)"

@@ -165,7 +165,8 @@ def build_app(
     if not present:
         raise RunError(
             "no model is available: pass --model NAME or --checkpoint FILE, download one (`recon weights download "
-            "mast3r_vitl16_512`), or start without arguments for a random model that checks the install"
+            "mast3r_vitl16_512`), or start without arguments for recon-tiny (shipped with recon, trained on synthetic "
+            "scenes; `--model random:micro` is a random model that checks the install)"
         )
     default_key = store.default_key or present[0][1]
     if defaults is None:

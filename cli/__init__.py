@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="recon",
         description="3D reconstruction from photos with a swappable vision backbone. Start with "
-        "`recon run demo_data/orbit --model random:mast3r_tiny ...` (README) to check the install, then "
-        "`recon run PHOTOS --out scene.glb` for a real reconstruction.",
+        "`recon run demo_data/orbit --out scene.glb` (README: recon-tiny, the small model shipped with recon, "
+        "trained on synthetic scenes), then download a release (`recon weights list`) for real photos.",
     )
     parser.add_argument("--version", action="version", version=f"recon3r {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")

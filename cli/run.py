@@ -56,7 +56,10 @@ PRIOR_FLAGS = (
     Flag("use_exif", "--no-exif", invert=True, help="ignore EXIF focal lengths"),
     Flag("fix_focal"),
 )
-REAL_MODEL_HINT = "for a real reconstruction: recon run PHOTOS --out scene.glb (released weights; recon weights list)"
+REAL_MODEL_HINT = (
+    "for a real reconstruction: recon weights download mast3r_vitl16_512, then recon run PHOTOS --out scene.glb "
+    "(recon weights list)"
+)
 
 
 def register(subparsers) -> None:
@@ -76,7 +79,8 @@ def register(subparsers) -> None:
     m.add_argument(
         "--model",
         help="weights name (see `recon weights list`), or random:NAME[@SEED] (no download, meaningless "
-        "geometry); default: MASt3R ViT-L 512",
+        "geometry); default: the first model release in the weights cache, else recon-tiny (shipped with recon: a "
+        "small model trained on synthetic scenes)",
     )
     m.add_argument("--checkpoint", type=Path, help="a checkpoint file (any supported format); no network needed")
     p.add_argument("--backbone", help="encoder for a DUNE-MASt3R decoder checkpoint (name or path)")
@@ -229,6 +233,10 @@ def run(args) -> int:
     random_model = plan.model.name if plan.model.random else None
     if random_model:
         print(f"{random_model}: random weights: this checks the install; the geometry is meaningless", flush=True)
+    from recon.weights import TINY_LABEL, is_tiny
+
+    if is_tiny(plan.model.name):
+        print(f"model {TINY_LABEL}; a released model is far more accurate: {REAL_MODEL_HINT}", flush=True)
     print(plan.summary(), flush=True)
     refusal = None if args.yes else plan.refusal(DEFAULT_MAX_DECODES)
     if refusal:

@@ -37,8 +37,6 @@ from recon.types import Matches, Priors, Scene, View
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "mast3r_vitl16_512"
-
 # A callback receiving (stage name, fraction done in [0, 1], message); the app uses it for its progress bar.
 ProgressFn = Callable[[str, float, str], None]
 
@@ -304,8 +302,8 @@ def prepare_model(model=None, config: ReconstructConfig = ReconstructConfig(), *
 
     Args:
         model: a loaded model (returned as it is, in eval mode), a weights name or a checkpoint path;
-            ``None`` = ``DEFAULT_MODEL``. With ``config.align == "feedforward"``: a ``FeedForwardModel`` or a
-            ``feedforward_final.pth`` file (required).
+            ``None`` = ``recon.weights.default_model()`` (the first release cached, else recon-tiny). With
+            ``config.align == "feedforward"``: a ``FeedForwardModel`` or a ``feedforward_final.pth`` file (required).
         config: ``device`` and ``align`` are read.
         backbone: encoder to pair with a DUNE-MASt3R decoder checkpoint (name or path).
 
@@ -324,8 +322,9 @@ def prepare_model(model=None, config: ReconstructConfig = ReconstructConfig(), *
             model = load_feedforward(model, device)
     elif model is None or isinstance(model, (str, os.PathLike)):
         from recon.model.loading import load_model
+        from recon.weights import default_model
 
-        model = load_model(str(model or DEFAULT_MODEL), backbone=backbone, device=device)
+        model = load_model(str(model or default_model()), backbone=backbone, device=device)
     return model.eval()
 
 

@@ -270,7 +270,8 @@ def plan_run(
     Raises:
         UserError: the first invalid input, named, with what would be valid.
     """
-    from recon.pipeline import DEFAULT_MODEL, resolve_device
+    from recon.pipeline import resolve_device
+    from recon.weights import default_model
 
     resolve_device(config.device)  # an absent CUDA fails now, not after the model is loaded
     count, missing = count_inputs(images)
@@ -281,7 +282,7 @@ def plan_run(
     if count is not None and count < 2:
         where = images if isinstance(images, (str, os.PathLike)) else ", ".join(map(str, images))
         raise InputError(f"need at least 2 images, found {count} in {where} (jpg, png, heic, ... or one video)")
-    info = check_model(model, DEFAULT_MODEL)
+    info = check_model(model, default_model())
     check_prior_files(priors)
     size = config.image_size or info.image_size or 512
     spill = Path(config.cache_dir) if config.cache_dir is not None else Path(tempfile.gettempdir())

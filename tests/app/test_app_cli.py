@@ -72,14 +72,15 @@ class TestModels:
             build_app(None)
         assert "random model" in str(err.value)  # the message names the way out
 
-    def test_startup_choice_offline_is_a_seeded_random_model(self, tmp_path, monkeypatch):
+    def test_startup_choice_offline_is_recon_tiny_and_the_random_model_is_seeded(self, tmp_path, monkeypatch):
         import torch
 
-        from app.models import RANDOM_KEY, RANDOM_NOTE, ModelStore, choose_startup_model, random_model
+        from app.models import RANDOM_KEY, ModelStore, choose_startup_model, random_model
 
         monkeypatch.setenv("RECON_HOME", str(tmp_path / "empty-cache"))
         choice = choose_startup_model()
-        assert choice.model == RANDOM_KEY and RANDOM_NOTE in choice.reason and "recon weights download" in choice.reason
+        assert choice.model == "recon-tiny" and "trained on synthetic scenes" in choice.reason
+        assert "recon weights download" in choice.reason
         state = torch.random.get_rng_state()
         a, b = random_model(), random_model()
         assert torch.equal(torch.random.get_rng_state(), state)  # the global random state is left alone

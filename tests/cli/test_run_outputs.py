@@ -135,7 +135,7 @@ class TestDeterminism:
 
     @pytest.mark.slow
     def test_readme_first_command_is_byte_identical_across_runs(self, tmp_path):
-        """The README's first command (on 3 of its 10 photos: the same code path, a third of the time) twice."""
+        """The README's random-weight install check (on 3 of the 10 demo photos: the same code path) twice."""
         photos = tmp_path / "photos"
         photos.mkdir()
         for src in sorted(DEMO.glob("*.jpg"))[:3]:
