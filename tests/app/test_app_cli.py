@@ -56,21 +56,27 @@ class TestModels:
         assert store.get(key) is store.get(key)
         options = store.options()
         assert options[0].key == key and options[0].present
+        tiny = [o for o in options if o.key == "recon-tiny"]  # ships inside the package: always present
+        assert len(tiny) == 1 and tiny[0].present and "trained on synthetic scenes" in tiny[0].label
         absent = [o for o in options[1:] if not o.present]
-        assert absent and len(absent) == len(options) - 1
+        assert absent and len(absent) == len(options) - 2
         assert all("recon weights download" in o.hint for o in absent)
         with pytest.raises(ModelUnavailableError, match="not available"):
             store.get(absent[0].key)
 
-    def test_no_model_at_all(self, tmp_path, monkeypatch):
+    def test_no_model_given_and_none_cached_offers_recon_tiny(self, tmp_path, monkeypatch):
         require_extra("gradio")
-        from app.handlers import RunError
+        import gradio as gr
+
         from app.ui import build_app
 
         monkeypatch.setenv("RECON_HOME", str(tmp_path / "empty-cache"))
-        with pytest.raises(RunError, match="no model is available") as err:
-            build_app(None)
-        assert "random model" in str(err.value)  # the message names the way out
+        demo = build_app(None)  # recon-tiny ships inside the package, so a model is always there
+        try:
+            (dropdown,) = [b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Model"]
+            assert dropdown.value == "recon-tiny" and [c[1] for c in dropdown.choices] == ["recon-tiny"]
+        finally:
+            demo.recon_workspaces.close_all()
 
     def test_startup_choice_offline_is_recon_tiny_and_the_random_model_is_seeded(self, tmp_path, monkeypatch):
         import torch
@@ -111,7 +117,7 @@ class TestModels:
         try:
             (dropdown,) = [b for b in demo.blocks.values() if isinstance(b, gr.Dropdown) and b.label == "Model"]
             assert dropdown.value == "checkpoint:micro.pth"
-            assert [c[1] for c in dropdown.choices] == ["checkpoint:micro.pth"]
+            assert [c[1] for c in dropdown.choices] == ["checkpoint:micro.pth", "recon-tiny"]
             # the API description (what /gradio_api/info serves) names no server path
             info = json.dumps(demo.get_api_info())
             assert str(checkpoint.parent) not in info and str(demo.recon_workspaces.root) not in info
