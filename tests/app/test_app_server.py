@@ -122,13 +122,14 @@ def _wait(predicate, timeout: float, what: str) -> None:
 def server(tmp_path_factory):
     srv = Server(
         tmp_path_factory.mktemp("server"),
+        "--model", "random:micro",  # the fast random model (offline, the app would start with recon-tiny)
         "--concurrency", "2", "--session-ttl", "5", "--max-images", "8", "--max-upload-mb", "2",
     )  # fmt: skip
     yield srv
     srv.stop()
 
 
-def test_starts_offline_with_the_random_model_and_says_so(server):
+def test_starts_with_the_random_model_when_asked_and_says_so(server):
     import httpx
 
     from app.models import RANDOM_NOTE
@@ -136,7 +137,7 @@ def test_starts_offline_with_the_random_model_and_says_so(server):
     config = httpx.get(server.url + "config", timeout=10).text
     assert RANDOM_NOTE in config  # the banner
     log = server.log.read_text()
-    assert "seeded random micro model" in log and "share=True" not in log
+    assert "model random:micro given with --model" in log and "share=True" not in log
     info = httpx.get(server.url + "gradio_api/info", timeout=10).text
     # no server path in the API description (weights cache, upload folder, repository)
     for path in (str(server.gradio_tmp), str(REPO), "empty-cache"):
@@ -262,7 +263,7 @@ def test_closing_the_session_cancels_its_run(server):
 def test_sigterm_removes_every_session(tmp_path):
     import httpx
 
-    srv = Server(tmp_path, "--session-ttl", "600")
+    srv = Server(tmp_path, "--model", "random:micro", "--session-ttl", "600")
     try:
         # an upload that no session ingested: Gradio's folder holds it until the server stops
         stray = json.loads(httpx.post(srv.url + "gradio_api/upload", files=[("files", ("x.jpg", b"x"))]).text)
