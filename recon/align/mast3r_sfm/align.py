@@ -72,6 +72,25 @@ def _check_inputs(views: Sequence[View], preds: Sequence[PairPrediction], subsam
     return by_key
 
 
+def _pair_blind_conf_views(preds: Sequence[PairPrediction]) -> list[int]:
+    """Views whose descriptor confidences are the same map in every prediction they appear in (two or more).
+
+    A MASt3R head predicts a view's descriptor confidence conditioned on its partner, so it drops where the partner
+    does not see the surface; per-view maps (synthetic descriptors, oracles) cannot, and then the official matcher
+    keeps confident matches on pixels the other view does not see (docs/alignment.md, "Pair-blind descriptor
+    confidences").
+    """
+    seen: dict[int, list[torch.Tensor]] = {}
+    for p in preds:
+        seen.setdefault(p.i, []).append(p.desc_conf_i)
+        seen.setdefault(p.j, []).append(p.desc_conf_j)
+    return sorted(
+        k
+        for k, confs in seen.items()
+        if len(confs) > 1 and all(c is confs[0] or torch.equal(c, confs[0]) for c in confs[1:])
+    )
+
+
 def _given_matches(matches: Sequence[Matches], by_key: dict) -> dict:
     """User ``Matches`` as ``{(a, b): (xy_a, xy_b, conf)}`` with ``a > b``."""
     out = {}
@@ -278,6 +297,15 @@ def mast3r_sfm_align(
 
     # 1. correspondences of every unordered pair, visited as (larger, smaller) like the official make_pairs
     given = _given_matches(matches, by_key) if matches is not None else None
+    blind = _pair_blind_conf_views(by_key.values()) if given is None else []
+    if blind:
+        logger.warning(
+            "method='mast3r-sfm': the descriptor confidence of %d of %d views is the same in all their pairs (not a "
+            "MASt3R head's); the official matcher then keeps confident matches on pixels the partner does not see "
+            "and can diverge on wide baselines (docs/alignment.md); prefer method='sparse'",
+            len(blind),
+            n_all,
+        )
     pair_matches: dict[tuple[int, int], PairMatches] = {}
     for a, b in sorted({(max(k), min(k)) for k in by_key}):
         if given is not None:
