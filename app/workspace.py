@@ -154,6 +154,8 @@ class WorkspaceManager:
         (self.root / MARKER).write_text(f"{os.getpid()}\n")
         self.ttl_s = float(ttl_s)
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified whenever a run or export ends
+        self._working = 0  # runs and exports going, in every workspace (released ones included)
         self._by_session: dict[str, Workspace] = {}
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -218,12 +220,15 @@ class WorkspaceManager:
                 if ws.doomed:
                     ws.cancel.set()
             ws.busy += 1
+            self._working += 1
             cancel = ws.cancel
         try:
             yield cancel
         finally:
             with self._lock:
                 ws.busy -= 1
+                self._working -= 1
+                self._idle.notify_all()
                 ws.touched = time.time()
                 gone = ws.doomed and ws.busy == 0
             if gone:
@@ -265,13 +270,25 @@ class WorkspaceManager:
         self._sweeper = threading.Thread(target=loop, name="recon-app-sweeper", daemon=True)
         self._sweeper.start()
 
-    def close_all(self) -> None:
-        """Cancel every run, delete every workspace and the root (server stopping)."""
+    def close_all(self, wait_s: float = 30.0) -> None:
+        """Cancel every run, wait up to ``wait_s`` for the runs to stop, delete every workspace and the root (server
+        stopping).
+
+        The wait matters: a run's worker thread still inside torch when the interpreter exits aborts the process
+        ("terminate called without an active exception", exit code -6) instead of a clean exit. Runs check their
+        cancel event between iterations, so they stop within one step.
+        """
         self._stop.set()
         with self._lock:
             sessions = list(self._by_session.values())
             self._by_session.clear()
+            for ws in sessions:
+                ws.cancel.set()
+            deadline = time.monotonic() + wait_s
+            while self._working and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            if self._working:
+                logger.warning("%d run(s) did not stop within %.0f s of the server stopping", self._working, wait_s)
         for ws in sessions:
-            ws.cancel.set()
             ws.close()
         self._finalizer()

@@ -206,6 +206,41 @@ class TestInactivity:
         finally:
             mgr.close_all()
 
+    @pytest.mark.parametrize("released_first", [False, True])
+    def test_server_stop_waits_for_cancelled_runs(self, tmp_path, released_first):
+        """close_all cancels every run and returns only once each has stopped (a worker thread still inside torch at
+        interpreter exit aborts the process), also for a run whose tab was closed before the server stopped."""
+        import threading
+
+        mgr = WorkspaceManager(tmp_path / "w", ttl_s=100.0)
+        ws = mgr.create("tab")
+        started, finished = threading.Event(), []
+
+        def run():
+            with mgr.working(ws, run=True) as cancel:
+                started.set()
+                assert cancel.wait(10)
+                time.sleep(0.3)  # the last step of a run, after it saw the cancel event
+                finished.append(ws.root.is_dir())
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        assert started.wait(10)
+        if released_first:
+            mgr.release_session("tab")
+        mgr.close_all(wait_s=10)
+        assert finished == [True] and not ws.root.exists()
+        worker.join(1)
+        assert not worker.is_alive()
+
+    def test_server_stop_gives_up_after_its_wait(self, tmp_path, caplog):
+        mgr = WorkspaceManager(tmp_path / "w", ttl_s=100.0)
+        ws = mgr.create("tab")
+        with mgr.working(ws, run=True) as cancel:  # a run that never reaches its next cancellation check
+            mgr.close_all(wait_s=0.2)
+            assert cancel.is_set() and not ws.root.exists()
+        assert "did not stop within" in caplog.text
+
     def test_session_closed_mid_run_is_cancelled_then_deleted(self, manager):
         ws = manager.create("tab")
         with manager.working(ws, run=True) as cancel:
