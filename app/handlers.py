@@ -594,6 +594,8 @@ def stage_counts(result: RunResult) -> dict[str, tuple[str, str]]:
         "matching": (DONE, f"{r.n_matches:,} matches" if r.n_matches else "not needed (dense alignment)"),
         "alignment": align,
         "export": (DONE, f"{ex.n_points:,} points above confidence {ex.settings.conf_thr:g}")
+        if ex and ex.n_points
+        else (WARN, f"no point above confidence {ex.settings.conf_thr:g}: lower the confidence slider to see some")
         if ex
         else (FAILED, "not exported"),
     }

@@ -142,6 +142,16 @@ def export(scene: Scene, path: str | os.PathLike, options: ExportOptions | None 
     source = clean_scene(scene, tol=options.clean_tol) if options.clean_depth else scene
     conf_thr = resolve_conf_thr(scene, options.conf_thr)
     masks = valid_masks(source, conf_thr)
+    if options.conf_thr is None and not any(m.any() for m in masks):
+        # The demo default leaves nothing (a model whose confidence head is nowhere confident, e.g. recon-tiny):
+        # an empty scene helps nobody, so keep every point and say so. An explicit threshold is always obeyed.
+        logger.warning(
+            "no pixel is above the default confidence threshold %g: exporting every pixel instead (the model is "
+            "not confident anywhere; choose a threshold with --conf-thr)",
+            conf_thr,
+        )
+        conf_thr = 0.0
+        masks = valid_masks(source, conf_thr)
     mesh = isinstance(options, (GlbOptions, PlyOptions)) and options.mesh
     # A mesh needs every pixel of its grid; subsampling would punch holes in it.
     sampled = masks if mesh else sample_masks(masks, options.max_points, options.seed)

@@ -265,3 +265,22 @@ class TestAtomicity:
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # tempfile alone would give 0o600
         folder = export(scene, tmp_path / "c", ColmapOptions(max_points=5))
         assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_default_threshold_that_leaves_nothing_exports_every_point_and_says_so(tmp_path, synth, caplog):
+    """A model that is nowhere confident (every confidence 0.01, below the sparse demo's 1.5) still gives a point
+    cloud with the default threshold, with a warning; an explicit threshold is obeyed even when it leaves nothing."""
+    scene = synth.make_scene(conf=0.01)
+    scene.info["method"] = "sparse"
+    export(scene, tmp_path / "a.ply")
+    assert "no pixel is above the default confidence threshold 1.5" in caplog.text
+    caplog.clear()
+    export(scene, tmp_path / "b.ply", PlyOptions(conf_thr=1.5))
+    assert "default confidence threshold" not in caplog.text
+
+    def vertices(path):
+        header = path.read_bytes().split(b"end_header")[0].decode()
+        return int(next(line.split()[-1] for line in header.splitlines() if line.startswith("element vertex")))
+
+    assert vertices(tmp_path / "a.ply") == scene.depth[0].size * len(scene)  # every pixel, none of the plane lost
+    assert vertices(tmp_path / "b.ply") == 0
