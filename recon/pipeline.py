@@ -464,12 +464,16 @@ def reconstruct(
         report.graph, report.n_pairs = graph, len(pairs)
 
     with _stage(report, "inference", device, progress):
+        from recon.plan import prediction_ram_bytes, rss_bytes
+
         if config.precision not in ("float16", "float32"):
             raise ReconstructionError(f"precision must be 'float16' or 'float32', got {config.precision!r}")
+        run_size = (len(views), len(pairs), max(v.true_shape[0] * v.true_shape[1] for v in views), config.batch_size)
         inf_cfg = InferenceConfig(
             batch_size=config.batch_size,
             cache_dir=config.cache_dir,
-            max_ram_bytes=int(config.max_ram_gb * 2**30),
+            # the whole run within --max-ram-gb: the predictions get what the process and the stages leave
+            max_ram_bytes=prediction_ram_bytes(int(config.max_ram_gb * 2**30), rss_bytes(), *run_size),
             storage_dtype=getattr(torch, config.precision),
             spill_dir=Path(tempfile.gettempdir()),  # used only without cache_dir, removed below on every exit
         )

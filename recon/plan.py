@@ -243,6 +243,71 @@ class RunPlan:
         return None
 
 
+# Bytes per pixel of one view held by each stage besides the stored predictions (measured with recon bench pipeline
+# --oracle, docs/performance.md "Memory"): decoding, per ordered pair of a batch (its float32 outputs, 2 maps x 29
+# channels, and their temporaries; a network's activations come on top); matching one pair at a time (its 2
+# predictions read back from the spill store, the float32 descriptor copies of 4 maps, the nearest-neighbour
+# caches); aligning, per unordered pair (the aligners' float32 copies of both predictions' point maps and
+# confidences, 2 x 2 maps x 4 floats) and per view (float64 canonical maps, the Scene's dense outputs, the export).
+DECODE_BYTES_PER_PIXEL = 800
+MATCH_BYTES_PER_PIXEL = 1024
+ALIGN_BYTES_PER_PIXEL_PAIR = 2 * 2 * 4 * 4
+ALIGN_BYTES_PER_PIXEL_VIEW = 64
+# What the stored predictions must at least be allowed (one batch); a smaller budget cannot be honoured.
+MIN_PREDICTION_RAM = 64 << 20
+
+
+def working_set_bytes(n_views: int, n_pairs: int, pixels: int, batch_size: int) -> int:
+    """Peak RAM a run needs besides the process's baseline and the pair predictions kept in RAM.
+
+    The stages run one after the other while the stored predictions stay, so the run's peak is baseline +
+    predictions in RAM + the largest stage's working set.
+
+    Args:
+        n_views: views; n_pairs: unordered pairs; pixels: pixels of the largest view at network size;
+        batch_size: ordered pairs per decoder call.
+    """
+    decode = batch_size * DECODE_BYTES_PER_PIXEL * pixels
+    match = MATCH_BYTES_PER_PIXEL * pixels
+    align = (n_pairs * ALIGN_BYTES_PER_PIXEL_PAIR + n_views * ALIGN_BYTES_PER_PIXEL_VIEW) * pixels
+    return max(decode, match, align)
+
+
+def prediction_ram_bytes(
+    max_ram_bytes: int, baseline_bytes: int, n_views: int, n_pairs: int, pixels: int, batch_size: int
+) -> int:
+    """RAM the pair predictions may keep (the rest spills to disk) so that the whole run stays in ``max_ram_bytes``.
+
+    Args:
+        max_ram_bytes: the process's budget (``--max-ram-gb``).
+        baseline_bytes: what the process holds already (interpreter, torch, model, views): its RSS now.
+        n_views, n_pairs, pixels, batch_size: see ``working_set_bytes``.
+
+    Raises:
+        InputError: the budget cannot be met even with every prediction on disk (one line, before decoding).
+    """
+    work = working_set_bytes(n_views, n_pairs, pixels, batch_size)
+    free = max_ram_bytes - baseline_bytes - work
+    if free < MIN_PREDICTION_RAM:
+        need = baseline_bytes + work + MIN_PREDICTION_RAM
+        raise InputError(
+            f"--max-ram-gb {max_ram_bytes / 2**30:g} cannot be met: this run needs ~{_gib(need)} even with every "
+            f"pair prediction spilled to disk ({_gib(baseline_bytes)} already in use, {_gib(work)} of working set "
+            f"for {n_views} views, {n_pairs} pairs at {pixels} pixels); raise --max-ram-gb, or lower --image-size, "
+            "--batch-size or the graph's pairs"
+        )
+    return free
+
+
+def rss_bytes() -> int:
+    """The process's resident memory now (Linux ``/proc/self/statm``; 0 where it cannot be read)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def _gib(n: int | None) -> str:
     return "?" if n is None else f"{n / 2**30:.2f} GiB" if n >= 2**27 else f"{n / 2**20:.0f} MiB"
 

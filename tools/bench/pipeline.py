@@ -61,6 +61,12 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", help="spill pair predictions here")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--load", type=int, default=0, help="busy processes to run alongside (a loaded machine)")
+    p.add_argument(
+        "--fresh",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run each reconstruction in a fresh process, so no run's peak RSS includes what an earlier one left",
+    )
     p.add_argument("--profile", action="store_true", help="print the 12 functions with the most own time per run")
     p.add_argument("--json", type=Path, help="write every row to this file")
     p.add_argument("--seed", type=int, default=0, help="seeds the synthetic scene and the optimisers")
@@ -229,6 +235,33 @@ def run_one(n: int, size: tuple[int, int], args, model, label: str) -> dict:
     return row
 
 
+def _child_run(n: int, size: tuple[int, int], args, label: str) -> dict:
+    import torch
+
+    from recon.pipeline import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = None
+    if not args.oracle:
+        import recon
+
+        device = resolve_device(args.device)
+        spec = args.checkpoint or args.model
+        model = recon.load_model(spec, device=device) if spec else tiny_model().to(device)
+    return run_one(n, size, args, model, label)
+
+
+def run_fresh(n: int, size: tuple[int, int], args, label: str) -> dict:
+    """``run_one`` in a new interpreter (multiprocessing ``spawn``): its peaks are its own, from a clean start."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    child_args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "func"})
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_child_run, n, size, child_args, label).result()
+
+
 def _fmt(v, f: str) -> str:
     return "-" if v is None else format(v, f)
 
@@ -289,7 +322,7 @@ def run(args) -> int:
     with BusyLoad(args.load):
         for size in sizes:
             for n in args.views:
-                row = run_one(n, size, args, model, label)
+                row = run_fresh(n, size, args, label) if args.fresh else run_one(n, size, args, model, label)
                 row["load_before"] = load[0]
                 load = os.getloadavg()
                 row["load_after"] = load[0]
