@@ -194,6 +194,7 @@ class RunPlan:
         stored_bytes: memory of the stored pair predictions (float16), None for a video.
         ram_budget_bytes: ``max_ram_gb`` in bytes; predictions beyond it are spilled to disk.
         spill_dir: where they go: the cache folder, or a temporary folder removed when the run ends.
+        working_bytes: the largest stage's working set besides the predictions (``working_set_bytes``).
     """
 
     n_images: int | None
@@ -203,6 +204,14 @@ class RunPlan:
     stored_bytes: int | None
     ram_budget_bytes: int
     spill_dir: Path
+    working_bytes: int | None = None
+
+    batch_size: int = 8
+
+    @property
+    def _px(self) -> tuple[int, int]:
+        short = self.image_size if self.image_size == 224 else self.image_size * 3 // 4
+        return self.image_size * short, self.batch_size
 
     @property
     def spills(self) -> bool:
@@ -232,6 +241,11 @@ class RunPlan:
                 f"(more than {max_decodes}); choose a sparser --graph (e.g. swin-3, logwin-3, retrieval-20-10) or "
                 "pass --yes to run it anyway"
             )
+        if self.working_bytes is not None and self.ram_budget_bytes > 0:
+            try:  # the model is not loaded yet: reconstruct checks again, with it, before decoding
+                prediction_ram_bytes(self.ram_budget_bytes, rss_bytes(), self.n_images, self.pairs.n_pairs, *self._px)
+            except InputError as err:
+                return str(err)
         if self.spills:
             free = _free_bytes(self.spill_dir)
             if free is not None and self.stored_bytes > free:
@@ -249,10 +263,12 @@ class RunPlan:
 # predictions read back from the spill store, the float32 descriptor copies of 4 maps, the nearest-neighbour
 # caches); aligning, per unordered pair (the aligners' float32 copies of both predictions' point maps and
 # confidences, 2 x 2 maps x 4 floats) and per view (float64 canonical maps, the Scene's dense outputs, the export).
-DECODE_BYTES_PER_PIXEL = 800
+DECODE_BYTES_PER_PIXEL = 900
 MATCH_BYTES_PER_PIXEL = 1024
-ALIGN_BYTES_PER_PIXEL_PAIR = 2 * 2 * 4 * 4
+ALIGN_BYTES_PER_PIXEL_PAIR = 96  # 64 of copies, the rest the sparse aligner's per-pair arrays (measured)
 ALIGN_BYTES_PER_PIXEL_VIEW = 64
+# The modules matching, alignment and export import once inference has begun (recon.align, roma, trimesh: ~100 MB).
+LATER_IMPORT_BYTES = 128 << 20
 # What the stored predictions must at least be allowed (one batch); a smaller budget cannot be honoured.
 MIN_PREDICTION_RAM = 64 << 20
 
@@ -270,7 +286,7 @@ def working_set_bytes(n_views: int, n_pairs: int, pixels: int, batch_size: int) 
     decode = batch_size * DECODE_BYTES_PER_PIXEL * pixels
     match = MATCH_BYTES_PER_PIXEL * pixels
     align = (n_pairs * ALIGN_BYTES_PER_PIXEL_PAIR + n_views * ALIGN_BYTES_PER_PIXEL_VIEW) * pixels
-    return max(decode, match, align)
+    return LATER_IMPORT_BYTES + max(decode, match, align)
 
 
 def prediction_ram_bytes(
@@ -283,9 +299,14 @@ def prediction_ram_bytes(
         baseline_bytes: what the process holds already (interpreter, torch, model, views): its RSS now.
         n_views, n_pairs, pixels, batch_size: see ``working_set_bytes``.
 
+    Returns:
+        The predictions' RAM; 0 for a budget of 0 (every prediction on disk, the process not bounded).
+
     Raises:
         InputError: the budget cannot be met even with every prediction on disk (one line, before decoding).
     """
+    if max_ram_bytes <= 0:
+        return 0
     work = working_set_bytes(n_views, n_pairs, pixels, batch_size)
     free = max_ram_bytes - baseline_bytes - work
     if free < MIN_PREDICTION_RAM:
@@ -355,4 +376,8 @@ def plan_run(
     if count is None:
         return RunPlan(None, None, size, info, None, budget, spill)
     pairs = plan_pairs(config.graph, count, bytes_per_pair=pair_bytes(size))
-    return RunPlan(count, pairs, size, info, pairs.stored_bytes(pair_bytes(size)), budget, spill)
+    short = size if size == 224 else size * 3 // 4
+    work = working_set_bytes(count, pairs.n_pairs, size * short, config.batch_size)
+    return RunPlan(
+        count, pairs, size, info, pairs.stored_bytes(pair_bytes(size)), budget, spill, work, config.batch_size
+    )

@@ -58,8 +58,9 @@ class ReconstructConfig:
         batch_size: ordered pairs per decoder call.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:k]``.
         cache_dir: where pair predictions are spilled / cached for resuming; ``None`` = RAM only.
-        max_ram_gb: RAM budget for pair predictions; beyond it they spill to ``cache_dir``, or to a temporary
-            folder removed at the end.
+        max_ram_gb: RAM budget of the whole run: the pair predictions keep what the process and the largest
+            stage's working set leave (``recon.plan.prediction_ram_bytes``), the rest spills to ``cache_dir`` or to
+            a temporary folder removed at the end; 0 spills every prediction (and bounds nothing else).
         seed: seeds the retrieval graph and the optimisers.
         progress: show progress bars.
         align_config: a ``recon.align.SparseAlignConfig`` / ``DenseAlignConfig`` (iterations, learning rates,

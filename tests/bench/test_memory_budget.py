@@ -17,7 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 # The child renders an orbit, measures its RSS once everything but the run is in memory, sets the budget to that
-# baseline plus the plan's working set, its minimum and a third of the predictions (so most of them must spill; the
+# baseline plus the plan's working set (decode batches of 2 pairs, so that the predictions are the larger part),
+# its minimum and a sixth of the predictions (so most of them must spill; the
 # imports the pipeline makes later take some of it), resets its peak,
 # reconstructs with the oracle, and reports its peak.
 CHILD = r"""
@@ -35,10 +36,11 @@ model = OracleModel(gt, seed=0)
 pairs = 2 * n  # swin-2 on an 8-view orbit
 stored = pairs * 2 * 2 * w * h * (3 * 2 + 4 + 24 * 2 + 4)  # float16 maps and descriptors, float32 confidences
 base = rss_bytes()
-budget = base + working_set_bytes(n, pairs, w * h, 8) + MIN_PREDICTION_RAM + stored // 3
+budget = base + working_set_bytes(n, pairs, w * h, 2) + MIN_PREDICTION_RAM + stored // 6
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
-config = ReconstructConfig(graph="swin-2", subsample=8, max_ram_gb=budget / 2**30, seed=0, progress=False)
+config = ReconstructConfig(graph="swin-2", subsample=8, batch_size=2, max_ram_gb=budget / 2**30, seed=0,
+                           progress=False)
 scene, report = reconstruct(views, model, config=config)
 print(json.dumps({"budget": budget, "base": base, "stored": stored, "peak": _vm_hwm(),
                   "registered": int(scene.registered.sum())}))
@@ -63,8 +65,9 @@ def test_a_budget_that_cannot_be_met_is_one_line_before_any_compute():
 
     with pytest.raises(InputError, match=r"--max-ram-gb 1 cannot be met: .* raise --max-ram-gb"):
         prediction_ram_bytes(1 << 30, 900 << 20, 32, 64, 512 * 384, 8)
+    assert prediction_ram_bytes(0, 900 << 20, 32, 64, 512 * 384, 8) == 0  # --max-ram-gb 0: spill every pair
     # enough room: the predictions get the budget less the baseline and the largest stage's working set
     free = prediction_ram_bytes(8 << 30, 500 << 20, 32, 64, 512 * 384, 8)
-    decode, align = 8 * 800 * 512 * 384, (64 * 64 + 32 * 64) * 512 * 384
-    assert decode > align  # a batch of 8 decoded pairs is the largest stage here
-    assert free == (8 << 30) - (500 << 20) - decode
+    decode, align = 8 * 900 * 512 * 384, (64 * 96 + 32 * 64) * 512 * 384
+    assert align > decode  # at 64 pairs the aligners' copies are the largest stage
+    assert free == (8 << 30) - (500 << 20) - (128 << 20) - align
