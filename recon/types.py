@@ -170,3 +170,23 @@ class Scene:
         """``[H_k, W_k, 3]`` world points of view ``k`` from its depth, ``K`` and ``T_world_cam``."""
         K = np.asarray(self.K[k], dtype=np.float64)
         return transform(self.T_world_cam[k], unproject(self.depth[k], K)).astype(np.float32)
+
+
+def view_colors(views: list[View]) -> list[np.ndarray]:
+    """Per view ``[H, W, 3]`` uint8 RGB of the network image (the colours every aligner's ``Scene`` carries)."""
+    return [
+        (v.image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+        for v in views
+    ]
+
+
+def scene_view_fields(views: list[View]) -> dict:
+    """The ``Scene`` fields that come from the views alone (colours, names, original-image geometry, paths), the
+    same for every aligner: ``Scene(T_world_cam=..., K=..., depth=..., conf=..., **scene_view_fields(views))``."""
+    return {
+        "colors": view_colors(views),
+        "names": [v.name for v in views],
+        "net_to_orig": [np.asarray(v.net_to_orig, np.float64) for v in views],
+        "orig_sizes": [v.orig_size if v.orig_size is not None else v.true_shape for v in views],
+        "paths": [v.path for v in views],
+    }

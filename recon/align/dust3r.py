@@ -47,9 +47,9 @@ import numpy as np
 import roma
 import torch
 
-from recon.align.problem import AlignmentError, view_colors
+from recon.align.problem import AlignmentError
 from recon.progress import step
-from recon.types import PairPrediction, Priors, Scene, View
+from recon.types import PairPrediction, Priors, Scene, View, scene_view_fields
 
 logger = logging.getLogger(__name__)
 
@@ -764,13 +764,9 @@ def dust3r_align(
         K=K_all,
         depth=depth_all,
         conf=conf_all,
-        colors=view_colors(views),
-        names=[v.name for v in views],
-        net_to_orig=[np.asarray(v.net_to_orig, np.float64) for v in views],
-        orig_sizes=[v.orig_size if v.orig_size is not None else v.true_shape for v in views],
         registered=registered,
-        paths=[v.path for v in views],
         info=info,
+        **scene_view_fields(views),
     )
     if cfg.clean_depth:
         scene.conf = clean_scene_conf(scene, cfg.clean_tol, cfg.clean_bad_conf)

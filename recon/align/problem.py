@@ -15,7 +15,7 @@ import numpy as np
 
 from recon.errors import UserError
 from recon.geometry import weiszfeld_focal
-from recon.types import PairPrediction, Priors, Scene, View
+from recon.types import PairPrediction, Priors, Scene, View, scene_view_fields
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ class Problem:
 
     shapes: list[tuple[int, int]]
     names: list[str]
-    colors: list[np.ndarray]
     pairs: dict[tuple[int, int], Pair]
     canon: list[np.ndarray | None]  # [H,W,3] float64 own-frame point map, None without any pair
     canon_conf: list[np.ndarray | None]  # [H,W] float64 (> 1)
@@ -134,14 +133,6 @@ def canonical_pointmap(pairs: list[Pair], min_conf: float) -> tuple[np.ndarray, 
     canon = acc / np.maximum(wsum, 1e-12)[..., None] * np.exp(np.mean(logm))
     conf = np.where(wsum > 0, 1.0 + w2sum / np.maximum(wsum, 1e-12), 0.0)
     return canon, conf
-
-
-def view_colors(views: Sequence[View]) -> list[np.ndarray]:
-    """Per view ``[H, W, 3]`` uint8 RGB of the network image (the colours every aligner's ``Scene`` carries)."""
-    return [
-        (v.image.detach().cpu().float().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
-        for v in views
-    ]
 
 
 def build_problem(
@@ -258,7 +249,6 @@ def build_problem(
     return Problem(
         shapes=shapes,
         names=[v.name for v in views],
-        colors=view_colors(views),
         pairs=pairs,
         canon=canon,
         canon_conf=canon_conf,
@@ -314,13 +304,9 @@ def make_scene(
         K=K,
         depth=depths,
         conf=confs,
-        colors=prob.colors,
-        names=list(prob.names),
-        net_to_orig=[np.asarray(v.net_to_orig, np.float64) for v in prob.views],
-        orig_sizes=[v.orig_size if v.orig_size is not None else v.true_shape for v in prob.views],
         registered=np.asarray(registered, bool),
-        paths=[v.path for v in prob.views],
         info=info,
+        **scene_view_fields(prob.views),
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recon.types import Scene, View
+from recon.types import Scene, View, scene_view_fields
 
 
 @dataclass
@@ -43,16 +43,11 @@ def to_scene(views: Sequence[View], prediction: FeedForwardPrediction) -> Scene:
     for v, d in zip(views, prediction.depth, strict=True):
         if d.shape != v.true_shape:
             raise ValueError(f"view {v.name}: depth {d.shape} does not match the image {v.true_shape}")
-    colors = [(v.image.permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8) for v in views]
     return Scene(
         T_world_cam=prediction.T_world_cam.astype(np.float64),
         K=prediction.K.astype(np.float64),
         depth=[d.astype(np.float32) for d in prediction.depth],
         conf=[c.astype(np.float32) for c in prediction.conf],
-        colors=colors,
-        names=[v.name for v in views],
-        net_to_orig=[np.asarray(v.net_to_orig, dtype=np.float64) for v in views],
-        orig_sizes=[v.orig_size or v.true_shape for v in views],
-        paths=[v.path for v in views],
         info={"align": "feedforward"},
+        **scene_view_fields(views),
     )

@@ -33,8 +33,8 @@ from recon.align.mast3r_sfm.correspondences import PairMatches, extract_correspo
 from recon.align.mast3r_sfm.dense import densify
 from recon.align.mast3r_sfm.optimise import Anchored, SparseModel, Terms, optimise
 from recon.align.mast3r_sfm.tree import kinematic_tree
-from recon.align.problem import AlignmentError, view_colors
-from recon.types import Matches, PairPrediction, Priors, Scene, View
+from recon.align.problem import AlignmentError
+from recon.types import Matches, PairPrediction, Priors, Scene, View, scene_view_fields
 
 logger = logging.getLogger(__name__)
 
@@ -401,11 +401,7 @@ def mast3r_sfm_align(
         K=K_out,
         depth=depth_out,
         conf=conf_out,
-        colors=view_colors(views),
-        names=[v.name for v in views],
-        net_to_orig=[np.asarray(v.net_to_orig, np.float64) for v in views],
-        orig_sizes=[v.orig_size if v.orig_size is not None else v.true_shape for v in views],
         registered=registered,
-        paths=[v.path for v in views],
         info=info,
+        **scene_view_fields(views),
     )
