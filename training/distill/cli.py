@@ -5,11 +5,7 @@ A declaration (``RECIPE``); ``training.common.cli.Recipe`` implements ``register
 
 from __future__ import annotations
 
-import logging
-
 from training.common.cli import Recipe, RecipeCode
-
-logger = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "DUNE multi-teacher distillation: a ViT student learns DINOv2, MASt3R and Multi-HMR features. "

@@ -5,11 +5,7 @@ A declaration (``RECIPE``); ``training.common.cli.Recipe`` implements ``register
 
 from __future__ import annotations
 
-import logging
-
 from training.common.cli import Recipe, RecipeCode
-
-logger = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "VGGT-style feed-forward reconstruction heads (cameras, depth and point maps with confidences, all views at "

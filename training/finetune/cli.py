@@ -5,11 +5,7 @@ A declaration (``RECIPE``); ``training.common.cli.Recipe`` implements ``register
 
 from __future__ import annotations
 
-import logging
-
 from training.common.cli import Recipe, RecipeCode
-
-logger = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "MASt3R-decoder finetuning on a frozen backbone (DUNE, CroCo, MuM, DINOv2): confidence-weighted 3D "

@@ -5,11 +5,7 @@ A declaration (``RECIPE``); ``training.common.cli.Recipe`` implements ``register
 
 from __future__ import annotations
 
-import logging
-
 from training.common.cli import Recipe, RecipeCode
-
-logger = logging.getLogger(__name__)
 
 DESCRIPTION = (
     "MuM multi-view masked image modelling: a ViT encoder and a light multi-view decoder reconstruct the masked "
