@@ -153,6 +153,12 @@ def broadcast_object(obj, src: int = 0):
 
 
 def cleanup() -> None:
-    """Destroy the process group if one is running."""
+    """Destroy the process group if one is running, once every rank has reached this point.
+
+    The barrier first: a gloo rank that tears its connections down while another rank is still in a collective
+    can abort the other process at exit ("terminate called without an active exception", seen once in CI in a
+    two-rank distillation run that had finished its work).
+    """
     if is_enabled():
+        dist.barrier()
         dist.destroy_process_group()
