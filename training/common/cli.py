@@ -128,11 +128,13 @@ class Recipe:
         from training.common.logging import setup_logging
 
         setup_logging(int(os.environ.get("RANK", "0")))
+        finished = False
         try:
             result = self.code().train(cfg)
             rank = distributed.get_rank()  # before cleanup: without a process group every process is rank 0
+            finished = True
         finally:
-            distributed.cleanup()
+            distributed.cleanup(wait=finished)
         if rank == 0:
             print(self.summary(result))
         return 0

@@ -152,13 +152,15 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
-def cleanup() -> None:
-    """Destroy the process group if one is running, once every rank has reached this point.
+def cleanup(wait: bool = True) -> None:
+    """Destroy the process group if one is running; with ``wait`` (a run that succeeded) once every rank is here.
 
     The barrier first: a gloo rank that tears its connections down while another rank is still in a collective
     can abort the other process at exit ("terminate called without an active exception", seen once in CI in a
-    two-rank distillation run that had finished its work).
+    two-rank distillation run that had finished its work). After an error, ``wait=False``: the other ranks may
+    never arrive.
     """
     if is_enabled():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
